@@ -1,0 +1,272 @@
+"""The HTTP API: a Bottle app built by ``create_app(settings)``.
+
+Every response is the JSON envelope, errors included (Bottle's HTML error pages never
+reach a client), and carries ``X-Request-ID``. One access line is logged per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import bottle
+import orjson
+from sqlalchemy import Engine
+
+from . import logs
+from .config import Settings
+from .db import DatabaseUnavailable, make_engine
+from .handlers import load_handlers
+from .resources import resource_path
+from .store import NewTask, TaskStore, TransitionRefused
+from .validation import ValidationError, list_query, task_body
+
+log = logging.getLogger("flowforge.api")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+_BIGINT_MAX = 2**63 - 1
+_JSON_TYPES = re.compile(r"^application/(?:[\w.+-]+\+)?json\s*(?:;.*)?$", re.IGNORECASE)
+_ERROR_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    411: "length_required",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, machine-readable code, message, details."""
+
+    def __init__(
+        self, status: int, message: str, details: Any = None, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code or _ERROR_CODES.get(status, "error")
+        self.message = message
+        self.details = details
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    return orjson.dumps(body, option=orjson.OPT_UTC_Z)
+
+
+def _error_body(code: str, message: str, details: Any = None) -> bytes:
+    return _dumps({"data": None, "error": {"code": code, "message": message, "details": details}})
+
+
+def request_id_from(header: str | None) -> str:
+    """The client's request ID if it is sane (bounded, safe characters), else a new one."""
+    if header and _SANE_REQUEST_ID.match(header):
+        return header
+    return uuid.uuid4().hex
+
+
+def create_app(settings: Settings, *, engine: Engine | None = None) -> bottle.Bottle:
+    """Build the API. ``engine`` is made from ``settings`` unless given (tests share one)."""
+    store = TaskStore(
+        engine or make_engine(settings),
+        default_max_attempts=settings.task_max_attempts,
+        lease_seconds=settings.worker_lease,
+    )
+    known_types = frozenset(load_handlers())
+    openapi = resource_path("openapi.yaml").read_bytes()
+    max_body = settings.api_max_body
+    app = bottle.Bottle(catchall=True, autojson=False)
+
+    # -- per-request plumbing -------------------------------------------------------------
+
+    @app.hook("before_request")
+    def start_request() -> None:
+        environ = bottle.request.environ
+        rid = request_id_from(environ.get("HTTP_X_REQUEST_ID"))
+        environ["flowforge.request_id"] = rid
+        environ["flowforge.started"] = time.perf_counter()
+
+    @app.hook("after_request")
+    def finish_request() -> None:
+        environ = bottle.request.environ
+        rid = environ.get("flowforge.request_id") or request_id_from(None)
+        response = bottle.response
+        response.set_header(REQUEST_ID_HEADER, rid)
+        started = environ.get("flowforge.started", time.perf_counter())
+        log.info(
+            "%s %s %s",
+            environ["REQUEST_METHOD"],
+            environ.get("PATH_INFO", ""),
+            response.status_code,
+            extra={
+                "request_id": rid,
+                "method": environ["REQUEST_METHOD"],
+                "path": environ.get("PATH_INFO", ""),
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                "remote_addr": environ.get("REMOTE_ADDR"),
+            },
+        )
+
+    def api_plugin(callback: Callable[..., Any]) -> Callable[..., Any]:
+        """Runs a route: its result as the envelope, its exceptions as error envelopes."""
+
+        def wrapper(*args: Any, **kwargs: Any) -> bytes:
+            response = bottle.response
+            response.content_type = "application/json"
+            rid = bottle.request.environ["flowforge.request_id"]
+            try:
+                with logs.bind(request_id=rid):
+                    return callback(*args, **kwargs)
+            except ApiError as exc:
+                response.status = exc.status
+                return _error_body(exc.code, exc.message, exc.details)
+            except ValidationError as exc:
+                response.status = 400
+                return _error_body("validation_failed", str(exc), exc.details)
+            except TransitionRefused as exc:
+                response.status = 409
+                details = {"status": exc.current, "requested": exc.wanted}
+                return _error_body("conflict", str(exc), details)
+            except DatabaseUnavailable as exc:
+                log.error("database unavailable: %s", exc, extra={"request_id": rid})
+                response.status = 503
+                return _error_body("service_unavailable", "the database is unavailable")
+            except bottle.HTTPResponse:
+                raise
+            except Exception:
+                log.exception("unhandled error", extra={"request_id": rid})
+                response.status = 500
+                return _error_body(
+                    "internal_error",
+                    f"internal server error (request ID {rid})",
+                    {"request_id": rid},
+                )
+
+        return wrapper
+
+    app.install(api_plugin)
+
+    def error_page(error: bottle.HTTPError) -> bytes:
+        """Errors Bottle raises itself (no route, wrong method, ...), as the envelope."""
+        bottle.response.content_type = "application/json"
+        status = error.status_code
+        if status == 404:
+            message = f"no route for {bottle.request.path}"
+        elif status == 405:
+            message = f"{bottle.request.method} is not allowed here"
+        elif status == 500:
+            rid = bottle.request.environ.get("flowforge.request_id", "")
+            log.error("unhandled error: %s", error.exception, extra={"request_id": rid})
+            message = f"internal server error (request ID {rid})"
+        else:
+            message = str(error.body or bottle.HTTP_CODES.get(status, "error"))
+        details = {"allow": error.get_header("Allow")} if status == 405 else None
+        return _error_body(_ERROR_CODES.get(status, "error"), message, details)
+
+    app.default_error_handler = error_page
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def read_json() -> Any:
+        request = bottle.request
+        content_type = request.environ.get("CONTENT_TYPE", "")
+        if not _JSON_TYPES.match(content_type):
+            raise ApiError(415, "the body must be JSON (Content-Type: application/json)")
+        length = request.content_length
+        if length > max_body:
+            raise ApiError(413, f"the body is larger than {max_body} bytes")
+        stream = request.environ["wsgi.input"]
+        if length >= 0:
+            raw = stream.read(length)
+        elif "chunked" in request.environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            raw = stream.read(max_body + 1)  # gunicorn has already de-chunked it
+            if len(raw) > max_body:
+                raise ApiError(413, f"the body is larger than {max_body} bytes")
+        else:
+            raise ApiError(411, "a Content-Length header is required")
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
+
+    def ok(data: Any, status: int = 200, meta: dict[str, Any] | None = None) -> bytes:
+        bottle.response.status = status
+        body: dict[str, Any] = {"data": data, "error": None}
+        if meta is not None:
+            body["meta"] = meta
+        return _dumps(body)
+
+    def check_id(task_id: int) -> int:
+        if not 1 <= task_id <= _BIGINT_MAX:
+            raise ApiError(404, f"task {task_id} not found")
+        return task_id
+
+    # -- routes -------------------------------------------------------------------------
+
+    @app.get("/health")
+    def health() -> bytes:
+        try:
+            store.ping()
+        except DatabaseUnavailable as exc:
+            log.warning("health check: database unreachable: %s", exc)
+            bottle.response.status = 503
+            return _error_body(
+                "service_unavailable", "the database is unreachable", {"database": "unreachable"}
+            )
+        return ok({"status": "ok", "database": "ok"})
+
+    @app.get("/openapi.yaml", skip=True)
+    def openapi_spec() -> bytes:
+        bottle.response.content_type = "application/yaml"
+        return openapi
+
+    def list_tasks() -> bytes:
+        query = {name: bottle.request.query.getunicode(name) for name in bottle.request.query}
+        page, limit, status = list_query(query)
+        result = store.list(limit=limit, offset=(page - 1) * limit, status=status)
+        return ok(result.tasks, meta={"page": page, "limit": limit, "total": result.total})
+
+    def create_task() -> bytes:
+        fields = task_body(read_json(), partial=False, known_types=known_types)
+        rid = bottle.request.environ["flowforge.request_id"]
+        task = store.create(NewTask(**fields), request_id=rid)
+        log.info("task created", extra={"task_id": task.id, "type": task.type})
+        bottle.response.set_header("Location", f"/v1/tasks/{task.id}")
+        return ok(task, status=201)
+
+    def get_task(task_id: int) -> bytes:
+        task = store.get(check_id(task_id))
+        if task is None:
+            raise ApiError(404, f"task {task_id} not found")
+        return ok(task)
+
+    def update_task(task_id: int) -> bytes:
+        changes = task_body(read_json(), partial=True, known_types=known_types)
+        task = store.update(check_id(task_id), changes)
+        if task is None:
+            raise ApiError(404, f"task {task_id} not found")
+        return ok(task)
+
+    def delete_task(task_id: int) -> bytes:
+        if not store.delete(check_id(task_id)):
+            raise ApiError(404, f"task {task_id} not found")
+        bottle.response.status = 204
+        return b""
+
+    for prefix in ("/v1", ""):
+        app.route(f"{prefix}/tasks", "GET", list_tasks)
+        app.route(f"{prefix}/tasks", "POST", create_task)
+        app.route(f"{prefix}/tasks/<task_id:int>", "GET", get_task)
+        app.route(f"{prefix}/tasks/<task_id:int>", "PUT", update_task)
+        app.route(f"{prefix}/tasks/<task_id:int>", "DELETE", delete_task)
+
+    app.config["flowforge.store"] = store
+    return app

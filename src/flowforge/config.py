@@ -1,0 +1,320 @@
+"""Configuration from the environment (12-factor), in one place.
+
+Every variable the services and scripts read is declared in ``VARIABLES``; ``load_settings``
+turns the environment into a frozen ``Settings`` or raises ``ConfigError`` naming the first
+variable that is missing or malformed. Nothing else in the package reads ``os.environ``
+for configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class ConfigError(Exception):
+    """A configuration variable is missing or malformed; the message names it."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+def parse_duration(text: str) -> float:
+    """Parse ``500ms``, ``5s``, ``2m`` or ``1h`` into seconds (a float)."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"expected a duration such as 500ms, 5s or 2m, got {text!r}")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise ValueError(f"expected a TCP port (1-65535), got {value}")
+    return value
+
+
+def _positive_duration(text: str) -> float:
+    value = parse_duration(text)
+    if value <= 0:
+        raise ValueError(f"expected a duration above zero, got {text!r}")
+    return value
+
+
+def _database_url(text: str) -> str:
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("postgresql", "postgres") or not (parts.path.strip("/")):
+        raise ValueError("expected a libpq URL such as postgresql://user:password@host:5432/dbname")
+    return text.strip()
+
+
+def _http_url(text: str) -> str:
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ValueError(f"expected a valid port in {text!r}") from None
+    return text.strip().rstrip("/")
+
+
+def _log_level(text: str) -> str:
+    value = text.strip().lower()
+    if value not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
+    return value
+
+
+def _nonblank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be blank")
+    return text.strip()
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: its name, parser, default and meaning."""
+
+    name: str
+    field: str
+    parse: Callable[[str], Any]
+    default: str | None  # None: required
+    help: str
+    secret: bool = False
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable(
+        "DATABASE_URL",
+        "database_url",
+        _database_url,
+        None,
+        "libpq URL of the database: postgresql://user:password@host:5432/db",
+        secret=True,
+    ),
+    Variable(
+        "DATABASE_POOL_SIZE",
+        "database_pool_size",
+        _positive_int,
+        "2",
+        "connections each API process keeps open (gunicorn workers x this must stay "
+        "under PostgreSQL's max_connections)",
+    ),
+    Variable(
+        "DATABASE_MAX_OVERFLOW",
+        "database_max_overflow",
+        int,
+        "2",
+        "extra connections an API process may open under bursts",
+    ),
+    Variable(
+        "DATABASE_CONNECT_TIMEOUT",
+        "database_connect_timeout",
+        _positive_duration,
+        "3s",
+        "how long a new database connection may take",
+    ),
+    Variable(
+        "DATABASE_STATEMENT_TIMEOUT",
+        "database_statement_timeout",
+        _positive_duration,
+        "30s",
+        "longest statement the services run before PostgreSQL cancels it",
+    ),
+    Variable("API_HOST", "api_host", _nonblank, "0.0.0.0", "address the API listens on"),
+    Variable("API_PORT", "api_port", _port, "8080", "TCP port the API listens on"),
+    Variable(
+        "API_WORKERS",
+        "api_workers",
+        _positive_int,
+        str(2 * (os.cpu_count() or 1)),
+        "gunicorn worker processes (default: 2 x CPU cores)",
+    ),
+    Variable(
+        "API_TIMEOUT",
+        "api_timeout",
+        _positive_duration,
+        "30s",
+        "gunicorn kills a worker silent for longer than this",
+    ),
+    Variable(
+        "API_GRACEFUL_TIMEOUT",
+        "api_graceful_timeout",
+        _positive_duration,
+        "20s",
+        "on SIGTERM, how long in-flight requests get to finish",
+    ),
+    Variable(
+        "API_MAX_BODY",
+        "api_max_body",
+        _positive_int,
+        str(1024 * 1024),
+        "largest request body in bytes (larger: 413)",
+    ),
+    Variable(
+        "API_URL",
+        "api_url",
+        _http_url,
+        "http://127.0.0.1:8080",
+        "where clients such as the scripts reach the API",
+    ),
+    Variable(
+        "WORKER_POLL_INTERVAL",
+        "worker_poll_interval",
+        _positive_duration,
+        "5s",
+        "idle workers poll this often in case a notification was missed",
+    ),
+    Variable(
+        "WORKER_CONCURRENCY",
+        "worker_concurrency",
+        _positive_int,
+        "8",
+        "tasks one worker process runs at a time",
+    ),
+    Variable(
+        "WORKER_BATCH_SIZE",
+        "worker_batch_size",
+        _positive_int,
+        "50",
+        "most tasks one claim takes at once",
+    ),
+    Variable(
+        "WORKER_LEASE",
+        "worker_lease",
+        _positive_duration,
+        "30s",
+        "how long a claim holds without a heartbeat before the task is given back",
+    ),
+    Variable(
+        "WORKER_SHUTDOWN_TIMEOUT",
+        "worker_shutdown_timeout",
+        _positive_duration,
+        "30s",
+        "on SIGTERM, how long running tasks get to finish before they are given back",
+    ),
+    Variable(
+        "WORKER_MAX_LEASE_EXPIRIES",
+        "worker_max_lease_expiries",
+        _positive_int,
+        "5",
+        "a task whose lease expired this often is failed (crash loop / poison task)",
+    ),
+    Variable(
+        "TASK_MAX_ATTEMPTS",
+        "task_max_attempts",
+        _positive_int,
+        "3",
+        "attempts a task gets unless it says otherwise",
+    ),
+    Variable(
+        "TASK_RETRY_BACKOFF",
+        "task_retry_backoff",
+        _positive_duration,
+        "1s",
+        "base of the exponential retry backoff (doubles each attempt, with jitter)",
+    ),
+    Variable(
+        "TASK_RETRY_BACKOFF_MAX",
+        "task_retry_backoff_max",
+        _positive_duration,
+        "10m",
+        "longest wait between two attempts",
+    ),
+    Variable(
+        "LOG_LEVEL", "log_level", _log_level, "info", "debug, info, warning, error or critical"
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective configuration; build it with ``load_settings``."""
+
+    database_url: str
+    database_pool_size: int
+    database_max_overflow: int
+    database_connect_timeout: float
+    database_statement_timeout: float
+    api_host: str
+    api_port: int
+    api_workers: int
+    api_timeout: float
+    api_graceful_timeout: float
+    api_max_body: int
+    api_url: str
+    worker_poll_interval: float
+    worker_concurrency: int
+    worker_batch_size: int
+    worker_lease: float
+    worker_shutdown_timeout: float
+    worker_max_lease_expiries: int
+    task_max_attempts: int
+    task_retry_backoff: float
+    task_retry_backoff_max: float
+    log_level: str
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings by variable name, with passwords replaced by ``***``."""
+        out: dict[str, Any] = {}
+        for var in VARIABLES:
+            value = getattr(self, var.field)
+            out[var.name] = redact_url(value) if var.secret else value
+        return out
+
+
+def redact_url(url: str) -> str:
+    """``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, require: tuple[str, ...] = ("DATABASE_URL",)
+) -> Settings:
+    """Read every variable; raise ``ConfigError`` for the first missing or bad one.
+
+    ``require`` names the variables without a default that this process needs; the
+    others fall back to an empty value (scripts that only talk HTTP need no database).
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for var in VARIABLES:
+        raw = env.get(var.name)
+        if raw is None or raw.strip() == "":
+            if var.default is None:
+                if var.name in require:
+                    raise ConfigError(var.name, "is required but not set")
+                values[var.field] = ""
+                continue
+            raw = var.default
+        try:
+            values[var.field] = var.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(var.name, str(exc)) from None
+    return Settings(**values)

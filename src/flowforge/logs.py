@@ -1,0 +1,132 @@
+"""Logging: one JSON object per line, with the request and task context on every line.
+
+Under systemd (``JOURNAL_STREAM`` names our stdout) lines go to journald natively: the
+JSON line is MESSAGE, and the context (``request_id`` -> ``REQUEST_ID``, ``task_id`` ->
+``TASK_ID``, ...) become journal fields, so ``journalctl REQUEST_ID=<id>`` finds every
+line of one request in the API and the worker. Elsewhere the same JSON goes to stdout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.orjson import OrjsonFormatter
+
+# Fields bound to the current request or task; added to every record logged meanwhile.
+_context: ContextVar[dict[str, Any]] = ContextVar("flowforge_log_context", default={})  # noqa: B039
+
+_JOURNAL_FIELD = re.compile(r"[^A-Z0-9_]")
+_RESERVED = frozenset(RESERVED_ATTRS) | {"service", "message", "asctime", "taskName"}
+_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3}
+
+
+@contextmanager
+def bind(**fields: Any) -> Iterator[None]:
+    """Add ``fields`` (e.g. request_id, task_id) to every line logged inside the block."""
+    token = _context.set({**_context.get(), **fields})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def bound() -> dict[str, Any]:
+    """The fields bound right now."""
+    return _context.get()
+
+
+class ContextFilter(logging.Filter):
+    """Copies the bound fields onto each record (explicit ``extra`` wins)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in _context.get().items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
+
+def json_formatter(service: str) -> logging.Formatter:
+    return OrjsonFormatter(
+        "{message}{levelname}{name}",
+        style="{",
+        rename_fields={"levelname": "level", "name": "logger"},
+        static_fields={"service": service},
+        timestamp=True,
+    )
+
+
+def journal_fields(record: logging.LogRecord) -> dict[str, str]:
+    """A record's own fields (``extra`` and bound context) as journal field names."""
+    fields = {}
+    for key, value in record.__dict__.items():
+        if key in _RESERVED or key.startswith("_") or value is None:
+            continue
+        name = _JOURNAL_FIELD.sub("_", key.upper())[:64]
+        fields[name] = str(value)
+    return fields
+
+
+class JournalHandler(logging.Handler):
+    """Sends each record to journald with its context as fields (cysystemd's sd_journal)."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        from cysystemd.journal import send  # imported here: only used under systemd
+
+        self._send = send
+        self._identifier = f"flowforge-{service}"
+        self._service = service
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields = journal_fields(record)
+            self._send(
+                message=self.format(record),
+                priority=_PRIORITY.get(record.levelno, 2),
+                syslog_identifier=self._identifier,
+                service=self._service,
+                logger=record.name,
+                **{k.lower(): v for k, v in fields.items()},
+            )
+        except Exception:
+            self.handleError(record)
+
+
+def stdout_is_journal() -> bool:
+    """True when systemd connected our stdout to journald (``JOURNAL_STREAM=dev:inode``)."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        device, inode = (int(part) for part in stream.split(":"))
+        st = os.fstat(sys.stdout.fileno())
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (device, inode)
+
+
+def configure_logging(service: str, level: str = "info") -> None:
+    """Route every logger (ours, gunicorn's, the libraries') through one JSON handler."""
+    handler: logging.Handler
+    if stdout_is_journal():
+        try:
+            handler = JournalHandler(service)
+        except ImportError:  # no journal library here: JSON on stdout still reaches it
+            handler = logging.StreamHandler(sys.stdout)
+    else:
+        handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(json_formatter(service))
+    handler.addFilter(ContextFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # Alembic announces each of its plug-ins at INFO on every run.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

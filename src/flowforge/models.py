@@ -1,0 +1,59 @@
+"""The task row and its state machine."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+class Status(enum.StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+# Changes a client may ask for through PUT (the worker makes the others itself).
+# Unchanged status is always allowed, so PUT stays idempotent.
+CLIENT_TRANSITIONS: frozenset[tuple[Status, Status]] = frozenset(
+    {
+        (Status.PENDING, Status.PROCESSING),
+        (Status.PROCESSING, Status.COMPLETED),
+        (Status.PROCESSING, Status.PENDING),
+        (Status.PROCESSING, Status.FAILED),
+        # Re-queue a dead letter: it starts over with a fresh attempt count.
+        (Status.FAILED, Status.PENDING),
+    }
+)
+
+
+def transition_allowed(current: Status, wanted: Status) -> bool:
+    return current == wanted or (current, wanted) in CLIENT_TRANSITIONS
+
+
+@dataclass(slots=True)
+class Task:
+    """One row of ``tasks``, as the API shows it (column order = API field order)."""
+
+    id: int
+    title: str
+    description: str
+    status: str
+    type: str
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    last_error: str | None
+    run_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    worker: str | None
+    request_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+# The columns the API returns, in order; queries select exactly these.
+TASK_COLUMNS: tuple[str, ...] = tuple(Task.__dataclass_fields__)

@@ -1,0 +1,66 @@
+"""``flowforge api``: gunicorn serving the app, configured from the environment."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger as GunicornLogger
+
+from .config import Settings
+
+
+class JsonGunicornLogger(GunicornLogger):
+    """gunicorn's own messages go through our JSON (or journald) handler.
+
+    The app logs one access line per request itself, with the request ID, so gunicorn's
+    access log stays off.
+    """
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for logger in (self.error_log, self.access_log):
+            logger.handlers.clear()
+            logger.propagate = True
+        self.error_log.setLevel(logging.NOTSET)
+
+
+class ApiServer(BaseApplication):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self.settings
+        options = {
+            "bind": [f"{s.api_host}:{s.api_port}"],
+            "workers": s.api_workers,
+            # Sync workers measured fastest here (FIELD-NOTES); one request at a time per
+            # process, so a pool of DATABASE_POOL_SIZE per process is plenty.
+            "worker_class": "sync",
+            "timeout": int(s.api_timeout),
+            "graceful_timeout": int(s.api_graceful_timeout),
+            "keepalive": 5,
+            "proc_name": "flowforge-api",
+            "logger_class": JsonGunicornLogger,
+            "accesslog": None,
+            "errorlog": "-",
+            "loglevel": s.log_level,
+            "limit_request_line": 8190,
+            # Behind a proxy (Vagrant port forward, a load balancer), trust nobody's
+            # X-Forwarded-* unless the operator sets FORWARDED_ALLOW_IPS.
+            "forwarded_allow_ips": "127.0.0.1",
+        }
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from .app import create_app
+
+        return create_app(self.settings)
+
+
+def serve(settings: Settings) -> None:
+    """Run gunicorn in the foreground until SIGTERM/SIGINT (graceful) or SIGQUIT."""
+    ApiServer(settings).run()

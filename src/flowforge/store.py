@@ -1,0 +1,121 @@
+"""TaskStore: the API's thin manager over the SQL in ``queries.py``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg.rows import class_row, scalar_row
+from psycopg.types.json import Jsonb
+from sqlalchemy import Engine
+
+from . import queries
+from .db import connection
+from .models import Status, Task, transition_allowed
+
+
+class TransitionRefused(Exception):
+    """PUT asked for a change the state machine does not allow."""
+
+    def __init__(self, current: str, wanted: str, reason: str | None = None) -> None:
+        self.current = current
+        self.wanted = wanted
+        super().__init__(reason or f"a {current} task cannot become {wanted}")
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    title: str
+    description: str = ""
+    type: str = "noop"
+    payload: dict[str, Any] | None = None
+    max_attempts: int | None = None
+    run_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    tasks: list[Task]
+    total: int
+
+
+class TaskStore:
+    def __init__(self, engine: Engine, *, default_max_attempts: int, lease_seconds: float):
+        self.engine = engine
+        self.default_max_attempts = default_max_attempts
+        self.lease_seconds = lease_seconds
+
+    def ping(self) -> None:
+        with connection(self.engine) as conn:
+            conn.execute(queries.HEALTH)
+
+    def get(self, task_id: int) -> Task | None:
+        with connection(self.engine) as conn:
+            cur = conn.cursor(row_factory=class_row(Task))
+            return cur.execute(queries.GET_TASK, {"id": task_id}).fetchone()
+
+    def list(self, *, limit: int, offset: int, status: str | None = None) -> Page:
+        params = {"limit": limit, "offset": offset, "status": status}
+        rows_sql = queries.LIST_TASKS_BY_STATUS if status else queries.LIST_TASKS
+        count_sql = queries.COUNT_TASKS_BY_STATUS if status else queries.COUNT_TASKS
+        with connection(self.engine) as conn:
+            # Both statements in one round trip.
+            with conn.pipeline():
+                rows = conn.cursor(row_factory=class_row(Task)).execute(rows_sql, params)
+                count = conn.cursor(row_factory=scalar_row).execute(count_sql, params)
+            return Page(tasks=rows.fetchall(), total=count.fetchone() or 0)
+
+    def create(self, new: NewTask, *, request_id: str | None) -> Task:
+        params = {
+            "title": new.title,
+            "description": new.description,
+            "type": new.type,
+            "payload": Jsonb(new.payload or {}),
+            "max_attempts": new.max_attempts or self.default_max_attempts,
+            "run_at": new.run_at,
+            "request_id": request_id,
+        }
+        with connection(self.engine) as conn:
+            cur = conn.cursor(row_factory=class_row(Task))
+            task = cur.execute(queries.INSERT_TASK, params).fetchone()
+        assert task is not None
+        return task
+
+    def update(self, task_id: int, changes: dict[str, Any]) -> Task | None:
+        """Apply a PUT. ``None`` if there is no such task; ``TransitionRefused`` on 409."""
+        with connection(self.engine) as conn, conn.transaction():
+            cur = conn.cursor(row_factory=class_row(Task))
+            current = cur.execute(queries.GET_TASK_FOR_UPDATE, {"id": task_id}).fetchone()
+            if current is None:
+                return None
+            old, new = Status(current.status), Status(changes.get("status", current.status))
+            if not transition_allowed(old, new):
+                raise TransitionRefused(old, new)
+            queue_fields = ("type", "payload", "max_attempts", "run_at")
+            changed = [
+                f for f in queue_fields if f in changes and changes[f] != getattr(current, f)
+            ]
+            if changed and new != Status.PENDING:
+                raise TransitionRefused(
+                    old, new, f"{', '.join(changed)} can only change while a task is pending"
+                )
+            params = {
+                "id": task_id,
+                "title": changes.get("title", current.title),
+                "description": changes.get("description", current.description),
+                "type": changes.get("type", current.type),
+                "payload": Jsonb(changes.get("payload", current.payload)),
+                "max_attempts": changes.get("max_attempts", current.max_attempts),
+                "run_at": changes.get("run_at"),
+                "status": new.value,
+                "lease_seconds": self.lease_seconds,
+            }
+            task = cur.execute(queries.UPDATE_TASK, params).fetchone()
+            if new == Status.PENDING and old != Status.PENDING:
+                conn.execute(queries.NOTIFY)
+            return task
+
+    def delete(self, task_id: int) -> bool:
+        with connection(self.engine) as conn:
+            return conn.execute(queries.DELETE_TASK, {"id": task_id}).fetchone() is not None

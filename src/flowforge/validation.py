@@ -1,0 +1,136 @@
+"""Checks on what clients send; each problem is reported per field."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from .models import Status
+
+TITLE_MAX = 200
+DESCRIPTION_MAX = 10_000
+TYPE_MAX = 100
+PAGE_LIMIT_MAX = 100
+PAGE_LIMIT_DEFAULT = 20
+ATTEMPTS_MAX = 100
+POST_FIELDS = frozenset({"title", "description", "type", "payload", "max_attempts", "run_at"})
+PUT_FIELDS = POST_FIELDS | {"status"}
+
+
+class ValidationError(Exception):
+    """Bad input; ``details`` maps each offending field to what is wrong with it."""
+
+    def __init__(self, message: str, details: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or {}
+
+
+def _text(value: Any, *, maximum: int, blank_ok: bool) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    if not blank_ok and not value.strip():
+        raise ValueError("must not be blank")
+    if len(value) > maximum:
+        raise ValueError(f"must be at most {maximum} characters")
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _timestamp(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 timestamp string")
+    try:
+        parsed = datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        raise ValueError("must be an RFC 3339 timestamp, e.g. 2026-01-31T12:00:00Z") from None
+    if parsed.tzinfo is None:
+        raise ValueError("must carry a time zone (Z or an offset)")
+    return parsed.astimezone(UTC)
+
+
+def _attempts(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be an integer")
+    if not 1 <= value <= ATTEMPTS_MAX:
+        raise ValueError(f"must be between 1 and {ATTEMPTS_MAX}")
+    return value
+
+
+def _payload(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("must be a JSON object")
+    return value
+
+
+def _status(value: Any) -> str:
+    if value not in tuple(Status):
+        raise ValueError(f"must be one of {', '.join(s.value for s in Status)}")
+    return str(value)
+
+
+def task_body(
+    body: Any, *, partial: bool, known_types: frozenset[str] | None = None
+) -> dict[str, Any]:
+    """Validate a POST (``partial=False``) or PUT body; return the cleaned fields."""
+    if not isinstance(body, dict):
+        raise ValidationError("the body must be a JSON object", {"body": "must be an object"})
+    allowed = PUT_FIELDS if partial else POST_FIELDS
+    details = {name: "is not a known field" for name in body if name not in allowed}
+    clean: dict[str, Any] = {}
+    checks = {
+        "title": lambda v: _text(v, maximum=TITLE_MAX, blank_ok=False).strip(),
+        "description": lambda v: _text(v, maximum=DESCRIPTION_MAX, blank_ok=True),
+        "type": lambda v: _text(v, maximum=TYPE_MAX, blank_ok=False).strip(),
+        "payload": _payload,
+        "max_attempts": _attempts,
+        "run_at": _timestamp,
+        "status": _status,
+    }
+    for name, check in checks.items():
+        if name not in body or name not in allowed:
+            continue
+        if body[name] is None and name == "description":
+            clean[name] = ""
+            continue
+        try:
+            clean[name] = check(body[name])
+        except ValueError as exc:
+            details[name] = str(exc)
+    if not partial and "title" not in body:
+        details["title"] = "is required"
+    if partial and not body:
+        details["body"] = f"must contain at least one of {', '.join(sorted(PUT_FIELDS))}"
+    if known_types is not None and "type" in clean and clean["type"] not in known_types:
+        details["type"] = f"unknown task type; known: {', '.join(sorted(known_types))}"
+    if details:
+        raise ValidationError("the task is not valid", details)
+    return clean
+
+
+def list_query(query: dict[str, str]) -> tuple[int, int, str | None]:
+    """``page``, ``limit`` and ``status`` of GET /v1/tasks -> (page, limit, status)."""
+    details: dict[str, str] = {}
+    page, limit, status = 1, PAGE_LIMIT_DEFAULT, None
+    if "page" in query:
+        try:
+            page = int(query["page"])
+            if page < 1 or page > 1_000_000:
+                raise ValueError
+        except ValueError:
+            details["page"] = "must be a whole number from 1 to 1000000"
+    if "limit" in query:
+        try:
+            limit = int(query["limit"])
+            if not 1 <= limit <= PAGE_LIMIT_MAX:
+                raise ValueError
+        except ValueError:
+            details["limit"] = f"must be a whole number from 1 to {PAGE_LIMIT_MAX}"
+    if "status" in query:
+        try:
+            status = _status(query["status"])
+        except ValueError as exc:
+            details["status"] = str(exc)
+    if details:
+        raise ValidationError("the query is not valid", details)
+    return page, limit, status
