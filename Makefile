@@ -1,0 +1,59 @@
+# FlowForge developer commands. Each target does its own set-up on a fresh Debian/Ubuntu.
+#   make dev    run the API and a worker against a throwaway PostgreSQL (Ctrl-C stops all)
+#   make test   lint + every test (unit, integration on real PostgreSQL, deploy on a real
+#               systemd host) with coverage
+#   make vm     a local Debian 12 systemd host (nspawn) deployed with deploy.yml
+#   make bench  the API and queue benchmarks (figures in bench/results/)
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian packages the commands need: PostgreSQL server binaries, the systemd host
+# (debootstrap, nspawn, NAT), the load generator, and Vagrant to validate the Vagrantfile.
+APT_PACKAGES := postgresql-15 python3-venv debootstrap systemd-container iptables iproute2 \
+	openssh-client rsync wrk curl vagrant
+
+.PHONY: dev test lint unit deploy-test vm vm-destroy bench system-deps venv clean
+
+system-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+		| grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: system-deps venv lint
+	$(VENV)/bin/coverage erase
+	COVERAGE_PROCESS_START=$(CURDIR)/pyproject.toml $(VENV)/bin/pytest --cov=flowforge \
+		--cov-report=term $(PYTEST_ARGS)
+
+dev: system-deps venv
+	$(PY) -m flowforge.devstack
+
+vm: system-deps venv
+	deploy/testhost/up.sh
+
+vm-destroy:
+	deploy/testhost/down.sh
+
+bench: system-deps venv
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) bench/bench_api.py
+	$(PY) bench/bench_worker.py
+
+clean:
+	rm -rf $(VENV) .coverage .coverage.* .pytest_cache .ruff_cache dist build
