@@ -42,7 +42,7 @@ test: system-deps venv lint
 		--cov-report=term $(PYTEST_ARGS)
 
 dev: system-deps venv
-	$(PY) -m flowforge.devstack
+	$(PY) tools/devstack.py
 
 vm: system-deps venv
 	deploy/testhost/up.sh

@@ -72,12 +72,16 @@ def request_id_from(header: str | None) -> str:
     return uuid.uuid4().hex
 
 
-def create_app(settings: Settings, *, engine: Engine | None = None) -> bottle.Bottle:
-    """Build the API. ``engine`` is made from ``settings`` unless given (tests share one)."""
+def create_app(
+    settings: Settings, *, engine: Engine | None = None, keep_connection: bool = False
+) -> bottle.Bottle:
+    """Build the API. ``engine`` is made from ``settings`` unless given (tests share one);
+    ``keep_connection`` suits a server that runs one request at a time per process."""
     store = TaskStore(
         engine or make_engine(settings),
         default_max_attempts=settings.task_max_attempts,
         lease_seconds=settings.worker_lease,
+        keep_connection=keep_connection,
     )
     known_types = frozenset(load_handlers())
     openapi = resource_path("openapi.yaml").read_bytes()

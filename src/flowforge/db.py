@@ -7,8 +7,10 @@ SQL of ``queries.py`` itself: autocommit, so a single statement is one round tri
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
@@ -63,3 +65,40 @@ def connection(engine: Engine) -> Iterator[psycopg.Connection]:
     finally:
         if proxied.is_valid:
             proxied.close()  # back to the pool
+
+
+class ConnectionSource:
+    """Connections for one component, pooled or kept.
+
+    ``keep=True`` is for a process that serves one request at a time (a gunicorn sync
+    worker): it checks one connection out of the pool and keeps it, saving the pool's
+    checkout and check-in (about 30 us a request here). A broken kept connection is
+    thrown away and the next call takes a fresh one. With ``keep=False`` every call
+    borrows from the pool, which is what threaded callers need.
+    """
+
+    def __init__(self, engine: Engine, *, keep: bool = False) -> None:
+        self.engine = engine
+        self.keep = keep
+        self._kept: Any = None
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        if not self.keep:
+            with connection(self.engine) as conn:
+                yield conn
+            return
+        with self._lock:
+            if self._kept is None or not self._kept.is_valid:
+                try:
+                    self._kept = self.engine.raw_connection()
+                except Exception as exc:
+                    raise DatabaseUnavailable(str(exc).splitlines()[0]) from exc
+            kept = self._kept
+            try:
+                yield kept.driver_connection
+            except psycopg.OperationalError as exc:
+                kept.invalidate(exc)
+                self._kept = None
+                raise DatabaseUnavailable(str(exc).splitlines()[0] if str(exc) else "lost") from exc

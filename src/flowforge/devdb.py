@@ -7,15 +7,12 @@ the ``postgres`` user (created by Debian's postgresql-common package).
 
 from __future__ import annotations
 
-import argparse
 import glob
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -128,23 +125,3 @@ class TempPostgres:
     def destroy(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def main() -> int:
-    """``python -m flowforge.devdb``: a dev database until Ctrl-C; prints DATABASE_URL."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--port", type=int, default=5433)
-    args = parser.parse_args()
-    pg = TempPostgres(port=args.port).start()
-    print(f"DATABASE_URL={pg.url()}", flush=True)
-    try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
-    except KeyboardInterrupt:
-        pass
-    finally:
-        pg.destroy()
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

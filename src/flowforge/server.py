@@ -58,7 +58,8 @@ class ApiServer(BaseApplication):
     def load(self) -> Any:
         from .app import create_app
 
-        return create_app(self.settings)
+        # A sync worker runs one request at a time: it keeps its database connection.
+        return create_app(self.settings, keep_connection=True)
 
 
 def serve(settings: Settings) -> None:

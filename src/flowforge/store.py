@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from psycopg.rows import class_row, scalar_row
 from psycopg.types.json import Jsonb
 from sqlalchemy import Engine
 
 from . import queries
-from .db import connection
+from .db import ConnectionSource, DatabaseUnavailable
 from .models import Status, Task, transition_allowed
+
+T = TypeVar("T")
 
 
 class TransitionRefused(Exception):
@@ -41,30 +44,58 @@ class Page:
 
 
 class TaskStore:
-    def __init__(self, engine: Engine, *, default_max_attempts: int, lease_seconds: float):
+    """The API's reads and writes. ``keep_connection``: see ``db.ConnectionSource``."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        default_max_attempts: int,
+        lease_seconds: float,
+        keep_connection: bool = False,
+    ) -> None:
         self.engine = engine
+        self.source = ConnectionSource(engine, keep=keep_connection)
         self.default_max_attempts = default_max_attempts
         self.lease_seconds = lease_seconds
 
+    def _retry_read(self, read: Callable[[], T]) -> T:
+        """Run a read; once more on a fresh connection if the first one had gone stale
+        (after a PostgreSQL restart every pooled connection is dead, the server is not)."""
+        try:
+            return read()
+        except DatabaseUnavailable:
+            return read()
+
     def ping(self) -> None:
-        with connection(self.engine) as conn:
-            conn.execute(queries.HEALTH)
+        def read() -> None:
+            with self.source.connection() as conn:
+                conn.execute(queries.HEALTH)
+
+        self._retry_read(read)
 
     def get(self, task_id: int) -> Task | None:
-        with connection(self.engine) as conn:
-            cur = conn.cursor(row_factory=class_row(Task))
-            return cur.execute(queries.GET_TASK, {"id": task_id}).fetchone()
+        def read() -> Task | None:
+            with self.source.connection() as conn:
+                cur = conn.cursor(row_factory=class_row(Task))
+                return cur.execute(queries.GET_TASK, {"id": task_id}).fetchone()
+
+        return self._retry_read(read)
 
     def list(self, *, limit: int, offset: int, status: str | None = None) -> Page:
         params = {"limit": limit, "offset": offset, "status": status}
         rows_sql = queries.LIST_TASKS_BY_STATUS if status else queries.LIST_TASKS
         count_sql = queries.COUNT_TASKS_BY_STATUS if status else queries.COUNT_TASKS
-        with connection(self.engine) as conn:
-            # Both statements in one round trip.
-            with conn.pipeline():
-                rows = conn.cursor(row_factory=class_row(Task)).execute(rows_sql, params)
-                count = conn.cursor(row_factory=scalar_row).execute(count_sql, params)
-            return Page(tasks=rows.fetchall(), total=count.fetchone() or 0)
+
+        def read() -> Page:
+            with self.source.connection() as conn:
+                # Both statements in one round trip.
+                with conn.pipeline():
+                    rows = conn.cursor(row_factory=class_row(Task)).execute(rows_sql, params)
+                    count = conn.cursor(row_factory=scalar_row).execute(count_sql, params)
+                return Page(tasks=rows.fetchall(), total=count.fetchone() or 0)
+
+        return self._retry_read(read)
 
     def create(self, new: NewTask, *, request_id: str | None) -> Task:
         params = {
@@ -76,7 +107,7 @@ class TaskStore:
             "run_at": new.run_at,
             "request_id": request_id,
         }
-        with connection(self.engine) as conn:
+        with self.source.connection() as conn:
             cur = conn.cursor(row_factory=class_row(Task))
             task = cur.execute(queries.INSERT_TASK, params).fetchone()
         assert task is not None
@@ -84,7 +115,7 @@ class TaskStore:
 
     def update(self, task_id: int, changes: dict[str, Any]) -> Task | None:
         """Apply a PUT. ``None`` if there is no such task; ``TransitionRefused`` on 409."""
-        with connection(self.engine) as conn, conn.transaction():
+        with self.source.connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=class_row(Task))
             current = cur.execute(queries.GET_TASK_FOR_UPDATE, {"id": task_id}).fetchone()
             if current is None:
@@ -117,5 +148,5 @@ class TaskStore:
             return task
 
     def delete(self, task_id: int) -> bool:
-        with connection(self.engine) as conn:
+        with self.source.connection() as conn:
             return conn.execute(queries.DELETE_TASK, {"id": task_id}).fetchone() is not None

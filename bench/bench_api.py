@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""API benchmark (not a test): FlowForge over HTTP on a 100,000-task table, beside a bare
+Bottle handler and pgbench running the same SQL on the same server.
+
+    .venv/bin/python bench/bench_api.py [--duration 10] [--rounds 3] [--connections 32]
+
+Starts its own PostgreSQL (durable commits: fsync and synchronous_commit on), seeds it,
+runs `flowforge api` (gunicorn, API_WORKERS=4 sync workers, every production feature on:
+envelope, request IDs, validation, one JSON access line per request), and loads it with
+wrk (Debian's package) at 32 connections. Rounds alternate between the servers so noise
+hits all of them alike; medians are reported. Writes bench/results/api.json and api.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+import requests
+
+from flowforge import migrate, queries
+from flowforge.config import load_settings
+from flowforge.devdb import TempPostgres, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+BIN = Path(sys.executable).parent
+ROWS = 100_000
+LIMIT = 20
+DEEP_PAGE = 4000  # offset 79,980 of 100,000
+
+LUA_GET = f"""
+math.randomseed(os.time())
+request = function()
+  return wrk.format("GET", "/v1/tasks/" .. math.random(1, {ROWS}))
+end
+"""
+LUA_POST = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"title": "benchmark task", "description": "load test", "payload": {"n": 1}}'
+"""
+
+
+def seed(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            """
+            INSERT INTO tasks (title, description, status, type, payload, created_at, run_at)
+            SELECT 'task ' || g, repeat('x', 100),
+                   (ARRAY['pending','completed','failed','completed'])[1 + g %% 4],
+                   'noop', jsonb_build_object('n', g),
+                   now() - make_interval(secs => %(rows)s - g),
+                   now() + interval '1 day'
+            FROM generate_series(1, %(rows)s) AS g
+            """,
+            {"rows": ROWS},
+        )
+        conn.execute("VACUUM ANALYZE tasks")
+
+
+def start_server(argv: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(argv, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/v1/tasks/1", timeout=1)
+            return proc
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"{argv} did not start; see {log}")
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    num, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(num) * _UNITS[unit]
+
+
+def wrk(url: str, duration: int, connections: int, script: str | None) -> dict[str, float]:
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", url]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
+        if script:
+            lua.write(script)
+            lua.flush()
+            cmd[1:1] = ["-s", lua.name]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": rps,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "",
+    }
+
+
+def pgbench(pg: TempPostgres, url: str, sql: str, duration: int, connections: int) -> float:
+    script = f"\\set id random(1, {ROWS})\n{sql.strip()};\n"
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as fh:
+        fh.write(script)
+    os.chmod(fh.name, 0o644)
+    env = {**os.environ, "PGPASSWORD": pg.password}
+    cmd = [
+        str(pg.bindir / "pgbench"), "-n", "-M", "prepared", "-c", str(connections), "-j", "2",
+        "-T", str(duration), "-f", fh.name, "-h", "127.0.0.1", "-p", str(pg.port),
+        "-U", "postgres", url.rsplit("/", 1)[1],
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
+    os.unlink(fh.name)
+    return float(re.search(r"tps = ([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+
+def _pg_sql(sql: str) -> str:
+    """queries.py's psycopg placeholders as pgbench variables."""
+    sql = sql.replace("%(id)s", ":id").replace("%(limit)s", str(LIMIT))
+    return " ".join(sql.split())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+
+    pg = TempPostgres().start()
+    work = Path(tempfile.mkdtemp(prefix="flowforge-bench-"))
+    procs: list[subprocess.Popen] = []
+    try:
+        with psycopg.connect(pg.url(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE bench")
+        url = pg.url("bench")
+        migrate.upgrade(load_settings({"DATABASE_URL": url}))
+        seed(url)
+        ff_port, bare_port = free_port(), free_port()
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "API_HOST": "127.0.0.1",
+            "API_PORT": str(ff_port),
+            "API_WORKERS": "4",
+            "LOG_LEVEL": "info",
+        }
+        env.pop("JOURNAL_STREAM", None)
+        procs.append(start_server([str(BIN / "flowforge"), "api"], env, ff_port, work / "ff.log"))
+        bare_cmd = [
+            str(BIN / "gunicorn"), "-w", "4", "-b", f"127.0.0.1:{bare_port}",
+            "--chdir", str(ROOT / "bench"), "bare_app:app",
+        ]  # fmt: skip
+        procs.append(start_server(bare_cmd, env, bare_port, work / "bare.log"))
+
+        ff = f"http://127.0.0.1:{ff_port}"
+        cases = {
+            "GET /v1/tasks/{id}": (ff + "/v1/tasks/1", LUA_GET),
+            "GET /v1/tasks/{id} (bare Bottle+psycopg)": (
+                f"http://127.0.0.1:{bare_port}/v1/tasks/1",
+                LUA_GET,
+            ),
+            "POST /v1/tasks": (ff + "/v1/tasks", LUA_POST),
+            "GET /v1/tasks?limit=20 (page 1)": (ff + f"/v1/tasks?limit={LIMIT}", None),
+            f"GET /v1/tasks?limit=20 (page {DEEP_PAGE})": (
+                ff + f"/v1/tasks?limit={LIMIT}&page={DEEP_PAGE}",
+                None,
+            ),
+        }
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in cases}
+        for rnd in range(args.rounds):
+            for name, (target, script) in cases.items():
+                result = wrk(target, args.duration, args.connections, script)
+                runs[name].append(result)
+                print(f"round {rnd + 1} {name}: {result}", flush=True)
+
+        deep_offset = (DEEP_PAGE - 1) * LIMIT
+        pg_sql = {
+            "GET /v1/tasks/{id}": _pg_sql(queries.GET_TASK),
+            "POST /v1/tasks": "INSERT INTO tasks (title, description, payload) VALUES "
+            "('benchmark task', 'load test', '{\"n\": 1}') RETURNING *",
+            "GET /v1/tasks?limit=20 (page 1)": _pg_sql(queries.LIST_TASKS).replace(
+                "%(offset)s", "0"
+            )
+            + ";\n"
+            + queries.COUNT_TASKS,
+            f"GET /v1/tasks?limit=20 (page {DEEP_PAGE})": _pg_sql(queries.LIST_TASKS).replace(
+                "%(offset)s", str(deep_offset)
+            )
+            + ";\n"
+            + queries.COUNT_TASKS,
+        }
+        ceilings = {
+            name: pgbench(pg, url, sql, args.duration, args.connections)
+            for name, sql in pg_sql.items()
+        }
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+        pg.destroy()
+
+    summary = {}
+    for name, results in runs.items():
+        summary[name] = {
+            "rps_median": statistics.median(r["rps"] for r in results),
+            "p50_ms_median": statistics.median(r["p50_ms"] for r in results),
+            "p99_ms_median": statistics.median(r["p99_ms"] for r in results),
+            "non_2xx": sum(r["non_2xx"] for r in results),
+            "pgbench_tps": ceilings.get(name),
+            "runs": results,
+        }
+    ff_get = summary["GET /v1/tasks/{id}"]["rps_median"]
+    bare_get = summary["GET /v1/tasks/{id} (bare Bottle+psycopg)"]["rps_median"]
+    report = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "setup": {
+            "rows": ROWS,
+            "connections": args.connections,
+            "duration_s": args.duration,
+            "rounds": args.rounds,
+            "api_workers": 4,
+            "wrk_threads": 2,
+        },
+        "ratio_flowforge_to_bare_get": round(ff_get / bare_get, 3),
+        "results": summary,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "api.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        f"# API benchmark ({report['when']}, {os.cpu_count()} cores, wrk -c{args.connections}, "
+        f"{ROWS:,} rows, median of {args.rounds} x {args.duration}s)",
+        "",
+        "| case | req/s | p50 ms | p99 ms | non-2xx | pgbench same SQL (tps) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, s in summary.items():
+        tps = f"{s['pgbench_tps']:,.0f}" if s["pgbench_tps"] else ""
+        lines.append(
+            f"| {name} | {s['rps_median']:,.0f} | {s['p50_ms_median']:.2f} | "
+            f"{s['p99_ms_median']:.2f} | {s['non_2xx']} | {tps} |"
+        )
+    lines += ["", f"FlowForge / bare GET by id: {report['ratio_flowforge_to_bare_get']:.2f}"]
+    (RESULTS / "api.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
