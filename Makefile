@@ -36,10 +36,13 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# coverage measures the test process and every `flowforge` process the tests start
+# (pyproject: [tool.coverage.run] patch), then combines them into one figure.
 test: system-deps venv lint
 	$(VENV)/bin/coverage erase
-	COVERAGE_PROCESS_START=$(CURDIR)/pyproject.toml $(VENV)/bin/pytest --cov=flowforge \
-		--cov-report=term $(PYTEST_ARGS)
+	$(VENV)/bin/coverage run -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/coverage combine -q
+	$(VENV)/bin/coverage report
 
 dev: system-deps venv
 	$(PY) tools/devstack.py
