@@ -185,6 +185,7 @@ def main() -> int:
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in cases}
         for rnd in range(args.rounds):
             for name, (target, script) in cases.items():
+                time.sleep(2)  # let the previous case's backlog drain (deep pages queue up)
                 result = wrk(target, args.duration, args.connections, script)
                 runs[name].append(result)
                 print(f"round {rnd + 1} {name}: {result}", flush=True)
