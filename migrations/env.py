@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine, pool
+from sqlalchemy import create_engine, pool, text
 
 from flowforge.schema import metadata
 
@@ -37,6 +37,9 @@ def run_migrations_online() -> None:
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=metadata)
         with context.begin_transaction():
+            # Two hosts running `flowforge migrate` at once take turns: the second waits,
+            # then finds nothing left to do. Released at commit.
+            connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('flowforge-migrate'))"))
             context.run_migrations()
     engine.dispose()
 

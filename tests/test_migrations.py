@@ -125,3 +125,23 @@ def test_cli_migrate_errors_are_one_line(empty_db: str) -> None:
     assert down.returncode == 1
     assert down.stderr.startswith("flowforge: error: cannot reach the database")
     assert "secret" not in down.stderr and "Traceback" not in down.stderr
+
+
+def test_concurrent_migrations_take_turns(empty_db: str) -> None:
+    """A `flowforge migrate` waits while another holds the migration lock (two hosts
+    deploying at once), then finds its work done or does it: never both at once."""
+    with psycopg.connect(empty_db) as holder:
+        holder.execute("SELECT pg_advisory_xact_lock(hashtext('flowforge-migrate'))")
+        proc = subprocess.Popen(
+            [FLOWFORGE, "migrate"],
+            env=service_env(empty_db),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=3)
+        assert _tables(empty_db) == set()
+    _, err = proc.communicate(timeout=60)  # the holder committed: the lock is free
+    assert proc.returncode == 0, err
+    assert _drift(empty_db) == []
