@@ -86,18 +86,13 @@ class TempPostgres:
         }
         with open(self.data / "postgresql.conf", "a") as fh:
             fh.writelines(f"{k} = {v}\n" for k, v in conf.items())
-        self._run(
-            str(self.bindir / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.dir / "log"),
-            "-w",
-            "-t",
-            "60",
-            "start",
-        )
+        self._pg_ctl_start()
         return self
+
+    def _pg_ctl_start(self) -> None:
+        log = str(self.dir / "log")
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", log, "-w", "-t", "60",
+                  "start")  # fmt: skip
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/{dbname}"
@@ -110,17 +105,7 @@ class TempPostgres:
     def restart_server(self) -> None:
         """Stop and start the same cluster (connections break, data stays)."""
         self.stop()
-        self._run(
-            str(self.bindir / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.dir / "log"),
-            "-w",
-            "-t",
-            "60",
-            "start",
-        )
+        self._pg_ctl_start()
 
     def destroy(self) -> None:
         self.stop("immediate")
