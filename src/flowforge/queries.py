@@ -90,3 +90,139 @@ RETURNING {COLUMNS}
 NOTIFY = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
 
 DELETE_TASK = "DELETE FROM tasks WHERE id = %(id)s RETURNING id"
+
+
+# --- worker queue ---
+# The worker's statements (flowforge.worker.queue runs them). Every write that touches a
+# claimed task names its lease_token: a worker whose lease expired and was given to another
+# worker (the fencing token changed) updates nothing, so it can never overwrite the new
+# holder's result. Outcomes and the next claim share one statement, so a busy worker pays
+# one commit (one WAL flush) per batch, not two per task.
+
+# Outcomes of finished tasks: error NULL = success; otherwise a retry after `delay`
+# seconds, or `failed` once attempts are used up. Attempts are counted at claim time.
+_FINISH_CTE = """
+finished AS (
+    UPDATE tasks t SET
+        status = CASE WHEN d.error IS NULL THEN 'completed'
+                      WHEN t.attempts >= t.max_attempts THEN 'failed'
+                      ELSE 'pending' END,
+        completed_at = CASE WHEN d.error IS NULL OR t.attempts >= t.max_attempts
+                            THEN now() END,
+        run_at = CASE WHEN d.error IS NOT NULL AND t.attempts < t.max_attempts
+                      THEN now() + make_interval(secs => d.delay) ELSE t.run_at END,
+        last_error = coalesce(d.error, t.last_error),
+        lease_token = NULL,
+        lease_expires_at = NULL,
+        updated_at = now()
+    FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(errors)s::text[],
+                %(delays)s::float8[]) AS d(id, token, error, delay)
+    WHERE t.id = d.id AND t.lease_token = d.token AND t.status = 'processing'
+    RETURNING t.id
+)"""
+
+# Due pending tasks, oldest first, skipping rows another worker is claiming right now
+# (tasks_claim_idx). One new fencing token per claim.
+_CLAIM_CTE = """
+claimed AS (
+    UPDATE tasks t SET
+        status = 'processing',
+        attempts = t.attempts + 1,
+        worker = %(worker)s,
+        lease_token = %(token)s,
+        lease_expires_at = now() + make_interval(secs => %(lease)s),
+        started_at = now(),
+        completed_at = NULL,
+        updated_at = now()
+    FROM (
+        SELECT id FROM tasks
+        WHERE status = 'pending' AND run_at <= now()
+        ORDER BY run_at, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS due
+    WHERE t.id = due.id
+    RETURNING t.id, t.type, t.payload, t.attempts, t.max_attempts, t.request_id
+)"""
+
+# One round trip and one commit: record outcomes, claim the next batch. The answer is a
+# single row (finished ids, claimed tasks as JSON): parsing one JSON document is cheaper
+# in Python than building a tuple per row.
+FINISH_AND_CLAIM = f"""
+WITH {_FINISH_CTE},
+{_CLAIM_CTE}
+SELECT (SELECT coalesce(array_agg(id), '{{}}') FROM finished) AS finished,
+       (SELECT coalesce(json_agg(json_build_array(id, type, payload, attempts, max_attempts,
+                                                  request_id) ORDER BY id), '[]')
+        FROM claimed) AS claimed
+"""
+
+# When nothing is due: when the next pending task becomes due (a retry's backoff), so an
+# idle worker wakes up for it instead of waiting for the next poll.
+NEXT_RUN_AT = """
+SELECT extract(epoch FROM min(run_at) - now()) FROM tasks WHERE status = 'pending'
+"""
+
+# The heartbeat: extend the leases this worker still holds; the ids returned are the ones
+# it still holds (the others were reaped and maybe claimed again elsewhere).
+HEARTBEAT = """
+UPDATE tasks t SET lease_expires_at = now() + make_interval(secs => %(lease)s)
+FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS d(id, token)
+WHERE t.id = d.id AND t.lease_token = d.token AND t.status = 'processing'
+RETURNING t.id
+"""
+
+# Graceful stop: give claimed tasks back. A task that never started gets its attempt back;
+# one interrupted at the shutdown timeout keeps it and says why in last_error.
+GIVE_BACK = f"""
+WITH given AS (
+    UPDATE tasks t SET
+        status = 'pending',
+        attempts = CASE WHEN d.started THEN t.attempts ELSE greatest(t.attempts - 1, 0) END,
+        last_error = CASE WHEN d.started THEN %(reason)s ELSE t.last_error END,
+        run_at = now(),
+        started_at = NULL,
+        lease_token = NULL,
+        lease_expires_at = NULL,
+        updated_at = now()
+    FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(started)s::bool[])
+         AS d(id, token, started)
+    WHERE t.id = d.id AND t.lease_token = d.token AND t.status = 'processing'
+    RETURNING t.id
+)
+SELECT array_agg(id), pg_notify('{NOTIFY_CHANNEL}', '') FROM given
+"""
+
+# The reaper: tasks whose lease expired (their worker was killed, its host is gone) go back
+# to pending, their run counted; after max_expiries expiries a task is failed (a crash
+# loop or a poison task must not take workers down forever). Any worker may run it.
+REAP_EXPIRED = f"""
+WITH expired AS (
+    SELECT id FROM tasks
+    WHERE status = 'processing' AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), reaped AS (
+    UPDATE tasks t SET
+        lease_expiries = t.lease_expiries + 1,
+        status = CASE WHEN t.lease_expiries + 1 >= %(max_expiries)s
+                      THEN 'failed' ELSE 'pending' END,
+        completed_at = CASE WHEN t.lease_expiries + 1 >= %(max_expiries)s THEN now() END,
+        last_error = CASE
+            WHEN t.lease_expiries + 1 >= %(max_expiries)s THEN format(
+                'lease expired %%s times (worker %%s stopped heartbeating: killed, hung '
+                'or crashed while running it); limit WORKER_MAX_LEASE_EXPIRIES=%%s',
+                t.lease_expiries + 1, coalesce(t.worker, '?'), %(max_expiries)s)
+            ELSE format('lease expired (worker %%s stopped heartbeating); given back',
+                        coalesce(t.worker, '?')) END,
+        run_at = now(),
+        lease_token = NULL,
+        lease_expires_at = NULL,
+        updated_at = now()
+    FROM expired
+    WHERE t.id = expired.id
+    RETURNING t.id, t.status, t.lease_expiries, t.worker, t.request_id
+)
+SELECT r.*, pg_notify('{NOTIFY_CHANNEL}', '') FROM reaped r
+"""

@@ -1,0 +1,57 @@
+"""LISTEN on the task channel in a thread of its own and wake the worker on NOTIFY.
+
+A dedicated connection, because the worker's main connection is busy claiming; the
+thread reconnects with backoff by itself and wakes the worker after reconnecting (a
+notification sent while it was away is lost, the claim that follows makes up for it).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+
+import psycopg
+from psycopg import sql
+
+from .. import queries
+from ..config import Settings
+from ..db import DatabaseUnavailable
+from .queue import connect
+
+log = logging.getLogger(__name__)
+
+CHANNEL = queries.NOTIFY_CHANNEL
+
+
+class Listener(threading.Thread):
+    def __init__(self, settings: Settings, on_notify: Callable[[], None]) -> None:
+        super().__init__(name="flowforge-listener", daemon=True)
+        self.settings = settings
+        self.on_notify = on_notify
+        self.listening = threading.Event()
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        delay = 0.1
+        while not self._stop.is_set():
+            try:
+                with connect(self.settings, "flowforge-worker-listen") as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+                    self.listening.set()
+                    delay = 0.1
+                    self.on_notify()  # whatever was sent while not listening
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=0.5):
+                            self.on_notify()
+            except (psycopg.Error, DatabaseUnavailable) as exc:
+                if self._stop.is_set():
+                    return
+                self.listening.clear()
+                log.warning("listen connection lost: %s; reconnecting in %.1fs", exc, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0) * random.uniform(0.8, 1.2)

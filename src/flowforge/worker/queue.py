@@ -1,0 +1,185 @@
+"""The queue's database side: one autocommit connection and the statements of queries.py.
+
+``TaskQueue`` is a thin manager over the SQL (claim, finish, heartbeat, give back, reap);
+it knows nothing about threads or handlers. A broken connection becomes
+``DatabaseUnavailable`` and is dropped, the next call reconnects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg.types.json import set_json_loads
+
+from .. import queries
+from ..config import Settings
+from ..db import DatabaseUnavailable
+
+
+@dataclass(slots=True)
+class ClaimedTask:
+    """A task this worker holds: its input, attempt number and fencing token."""
+
+    id: int
+    type: str
+    payload: dict[str, Any]
+    attempt: int  # attempts including this one (counted at claim time)
+    max_attempts: int
+    request_id: str | None
+    token: uuid.UUID
+    started: bool = False
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How one run ended: ``error`` None is success; otherwise retry after ``delay``."""
+
+    task: ClaimedTask
+    error: str | None = None
+    delay: float = 0.0
+
+
+@dataclass(slots=True)
+class ReapedTask:
+    id: int
+    status: str
+    lease_expiries: int
+    worker: str | None
+    request_id: str | None
+
+
+@dataclass(slots=True)
+class FinishResult:
+    finished: set[int] = field(default_factory=set)  # outcomes the database accepted
+    claimed: list[ClaimedTask] = field(default_factory=list)
+
+
+def retry_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with "equal jitter": half fixed, half random.
+
+    Attempt 1 failed -> about ``base``, attempt 2 -> ``2 * base``, ... never above ``cap``.
+    The random half spreads retries of tasks that failed together (an outage) apart.
+    """
+    ceiling = min(cap, base * 2 ** max(attempt - 1, 0))
+    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+
+
+def connect(settings: Settings, application_name: str = "flowforge-worker") -> psycopg.Connection:
+    """An autocommit connection in UTC with the configured statement timeout."""
+    statement_ms = int(settings.database_statement_timeout * 1000)
+    try:
+        conn = psycopg.connect(
+            settings.database_url,
+            autocommit=True,
+            connect_timeout=max(1, round(settings.database_connect_timeout)),
+            application_name=application_name,
+            options=f"-c timezone=UTC -c statement_timeout={statement_ms}",
+        )
+    except psycopg.Error as exc:
+        raise DatabaseUnavailable(_first_line(exc)) from exc
+    set_json_loads(orjson.loads, conn)
+    return conn
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class TaskQueue:
+    """Claims and outcome writes for one worker identity, over one connection."""
+
+    def __init__(self, settings: Settings, worker: str) -> None:
+        self.settings = settings
+        self.worker = worker
+        self.conn: psycopg.Connection | None = None
+
+    def _execute(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        if self.conn is None or self.conn.closed:
+            self.conn = connect(self.settings)
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except psycopg.OperationalError as exc:
+            self.close()
+            raise DatabaseUnavailable(_first_line(exc)) from exc
+
+    def ensure_connected(self) -> None:
+        self._execute(queries.HEALTH, {})
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):  # already broken: nothing to close cleanly
+                self.conn.close()
+            self.conn = None
+
+    def finish_and_claim(self, outcomes: Sequence[Outcome], limit: int) -> FinishResult:
+        """Record ``outcomes`` and claim up to ``limit`` due tasks: one statement, one commit."""
+        token = uuid.uuid4()
+        ((finished, claimed),) = self._execute(
+            queries.FINISH_AND_CLAIM,
+            {
+                "ids": [o.task.id for o in outcomes],
+                "tokens": [o.task.token for o in outcomes],
+                "errors": [o.error for o in outcomes],
+                "delays": [o.delay for o in outcomes],
+                "worker": self.worker,
+                "token": token,
+                "lease": self.settings.worker_lease,
+                "limit": limit,
+            },
+        )
+        return FinishResult(
+            set(finished),
+            [ClaimedTask(r[0], r[1], r[2], r[3], r[4], r[5], token) for r in claimed],
+        )
+
+    def claim(self, limit: int) -> list[ClaimedTask]:
+        return self.finish_and_claim((), limit).claimed
+
+    def finish(self, outcomes: Sequence[Outcome]) -> set[int]:
+        """Record outcomes; returns the ids accepted (the others lost their lease)."""
+        return self.finish_and_claim(outcomes, 0).finished
+
+    def seconds_until_due(self) -> float | None:
+        """Seconds until the next pending task is due (<= 0: due now), None: none pending."""
+        ((seconds,),) = self._execute(queries.NEXT_RUN_AT, {})
+        return None if seconds is None else float(seconds)
+
+    def heartbeat(self, tasks: Sequence[ClaimedTask]) -> set[int]:
+        """Extend the leases; returns the ids still held."""
+        rows = self._execute(
+            queries.HEARTBEAT,
+            {
+                "ids": [t.id for t in tasks],
+                "tokens": [t.token for t in tasks],
+                "lease": self.settings.worker_lease,
+            },
+        )
+        return {r[0] for r in rows}
+
+    def give_back(self, tasks: Sequence[ClaimedTask], reason: str) -> set[int]:
+        """Return tasks to pending (unstarted ones get their attempt back); notifies."""
+        ((given, _),) = self._execute(
+            queries.GIVE_BACK,
+            {
+                "ids": [t.id for t in tasks],
+                "tokens": [t.token for t in tasks],
+                "started": [t.started for t in tasks],
+                "reason": reason,
+            },
+        )
+        return set(given or ())
+
+    def reap_expired(self, limit: int = 500) -> list[ReapedTask]:
+        rows = self._execute(
+            queries.REAP_EXPIRED,
+            {"limit": limit, "max_expiries": self.settings.worker_max_lease_expiries},
+        )
+        return [ReapedTask(*r[:5]) for r in rows]

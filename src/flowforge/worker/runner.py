@@ -1,0 +1,408 @@
+"""The worker process: one dispatcher (the main thread), WORKER_CONCURRENCY executor
+threads, a listener thread and a signal thread.
+
+The dispatcher does all database work over one connection: it claims a batch of due
+tasks, hands them to the executors through a queue, and records their outcomes together
+with the next claim (one commit per batch). It also heartbeats the leases it holds,
+reaps expired leases (anyone's), pings the systemd watchdog and, on SIGTERM/SIGINT,
+drains: stop claiming, give back what has not started, wait for what runs until
+WORKER_SHUTDOWN_TIMEOUT, give back the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue as queue_mod
+import random
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from time import monotonic, perf_counter
+
+from .. import logs
+from ..config import Settings
+from ..db import DatabaseUnavailable
+from ..handlers import Handler, TaskContext, load_handlers
+from .listener import Listener
+from .queue import ClaimedTask, Outcome, TaskQueue, retry_delay
+from .sdnotify import Notifier
+
+log = logging.getLogger("flowforge.worker")
+
+FLUSH_DELAY = 0.005  # outcomes wait at most this long for a claim to ride along with
+ERROR_LIMIT = 2000  # characters of an exception kept in last_error
+
+
+def identity() -> str:
+    """``host:pid``: who holds a task (the tasks.worker column)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        handlers: dict[str, Handler] | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.settings = settings
+        self.name = identity()
+        self.handlers = load_handlers() if handlers is None else handlers
+        self.queue = TaskQueue(settings, self.name)
+        self.notifier = notifier or Notifier()
+        self.concurrency = settings.worker_concurrency
+        self.batch = settings.worker_batch_size
+        # Keep the executors fed while the next claim is on its way: claim again once
+        # fewer than `low_water` tasks wait, and never hold more than `max_held`.
+        self.low_water = self.concurrency
+        self.max_held = self.concurrency + self.batch
+        self.work: queue_mod.SimpleQueue[ClaimedTask | None] = queue_mod.SimpleQueue()
+        self.done: deque[Outcome] = deque()
+        self.held: dict[int, ClaimedTask] = {}  # claimed and not yet recorded
+        self.pending_outcomes: list[Outcome] = []  # finished, not yet written
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.force = threading.Event()
+        self.notified = True  # claim at start
+        self.listener = Listener(settings, self._on_notify)
+        self.heartbeat_interval = max(0.05, settings.worker_lease / 3)
+        self.reap_interval = max(0.1, min(settings.worker_lease / 2, 10.0))
+        self.executors: list[threading.Thread] = []
+
+    # --- wake-ups ---------------------------------------------------------------------
+    def _on_notify(self) -> None:
+        self.notified = True
+        self.wake.set()
+
+    def request_stop(self, signum: int | None = None) -> None:
+        if self.stopping.is_set():
+            self.force.set()  # a second signal: stop waiting for running tasks
+        self.stopping.set()
+        self.wake.set()
+
+    # --- executors --------------------------------------------------------------------
+    def _execute(self) -> None:
+        get = self.work.get
+        qsize = self.work.qsize
+        done = self.done
+        wake = self.wake
+        low_water = self.low_water
+        while True:
+            task = get()
+            if task is None:
+                return
+            task.started = True
+            if qsize() < low_water:
+                wake.set()
+            outcome = self._run(task)
+            first = not done
+            done.append(outcome)
+            if first:
+                wake.set()
+
+    def _run(self, task: ClaimedTask) -> Outcome:
+        with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
+            started = perf_counter()
+            try:
+                handler = self.handlers.get(task.type)
+                if handler is None:
+                    raise LookupError(f"no handler for task type {task.type!r}")
+                handler(
+                    TaskContext(
+                        task.id,
+                        task.type,
+                        task.payload,
+                        task.attempt,
+                        task.max_attempts,
+                        task.request_id,
+                    )
+                )
+            except BaseException as exc:  # a handler must never take the worker down
+                duration_ms = round((perf_counter() - started) * 1000, 3)
+                error = f"{type(exc).__name__}: {exc}"[:ERROR_LIMIT]
+                if task.attempt >= task.max_attempts:
+                    log.error(
+                        "task failed: attempts used up",
+                        extra={"type": task.type, "error": error, "duration_ms": duration_ms},
+                    )
+                    return Outcome(task, error)
+                delay = retry_delay(
+                    task.attempt,
+                    self.settings.task_retry_backoff,
+                    self.settings.task_retry_backoff_max,
+                )
+                log.warning(
+                    "task failed: retry in %.3fs",
+                    delay,
+                    extra={
+                        "type": task.type,
+                        "error": error,
+                        "duration_ms": duration_ms,
+                        "retry_in_s": round(delay, 3),
+                    },
+                )
+                return Outcome(task, error, delay)
+            log.info(
+                "task completed",
+                extra={
+                    "type": task.type,
+                    "duration_ms": round((perf_counter() - started) * 1000, 3),
+                },
+            )
+            return Outcome(task)
+
+    # --- the dispatcher ---------------------------------------------------------------
+    def run(self) -> int:
+        for i in range(self.concurrency):
+            thread = threading.Thread(target=self._execute, name=f"flowforge-exec-{i}", daemon=True)
+            thread.start()
+            self.executors.append(thread)
+        self.listener.start()
+        if not self._connect():
+            return 0  # stopped before the database came up
+        self.listener.listening.wait(self.settings.database_connect_timeout + 1)
+        log.info(
+            "worker ready",
+            extra={
+                "worker": self.name,
+                "concurrency": self.concurrency,
+                "batch_size": self.batch,
+                "handlers": sorted(self.handlers),
+            },
+        )
+        self.notifier.ready(f"ready: {self.name}, concurrency {self.concurrency}")
+        self._loop()
+        self._drain()
+        self.listener.stop()
+        self.queue.close()
+        log.info("worker stopped", extra={"worker": self.name})
+        return 0
+
+    def _connect(self) -> bool:
+        """Connect, retrying with backoff; False if asked to stop meanwhile."""
+        delay = 0.1
+        while not self.stopping.is_set():
+            try:
+                self.queue.ensure_connected()
+                return True
+            except DatabaseUnavailable as exc:
+                log.warning("database unavailable: %s; retrying in %.1fs", exc, delay)
+                self.notifier.status(f"database unavailable, retrying: {exc}")
+                self.notifier.watchdog()
+                self.stopping.wait(delay)
+                delay = min(delay * 2, 5.0) * random.uniform(0.8, 1.2)
+        return False
+
+    def _drain_done(self) -> None:
+        done = self.done
+        out = self.pending_outcomes
+        while done:
+            out.append(done.popleft())
+
+    def _write(self, limit: int) -> None:
+        """Record pending outcomes and claim up to ``limit`` tasks (one statement)."""
+        outcomes = self.pending_outcomes
+        result = self.queue.finish_and_claim(outcomes, limit)
+        self.pending_outcomes = []
+        for outcome in outcomes:
+            task = self.held.pop(outcome.task.id, None)
+            if task is not None and outcome.task.id not in result.finished:
+                with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
+                    log.warning(
+                        "outcome discarded: the lease expired and the task was given back "
+                        "(the fencing token no longer matches)"
+                    )
+        put = self.work.put
+        for task in result.claimed:
+            self.held[task.id] = task
+            put(task)
+        if limit:
+            self.drained = len(result.claimed) < limit
+
+    def _loop(self) -> None:
+        now = monotonic()
+        next_heartbeat = now + self.heartbeat_interval
+        next_reap = now
+        next_poll = now + self.settings.worker_poll_interval
+        flush_at: float | None = None
+        self.drained = False
+        outage = False
+        while not self.stopping.is_set():
+            try:
+                if outage:
+                    if not self._connect():
+                        return
+                    log.info("database reachable again")
+                    self.notifier.status(f"ready: {self.name}")
+                    outage = False
+                    self.notified = True
+                now = monotonic()
+                next_ping = self.notifier.watchdog(now)
+                if now >= next_reap:
+                    self._reap()
+                    next_reap = now + self.reap_interval * random.uniform(0.8, 1.2)
+                if now >= next_heartbeat:
+                    self._heartbeat()
+                    next_heartbeat = now + self.heartbeat_interval
+                self._drain_done()
+                room = self.max_held - len(self.held) + len(self.pending_outcomes)
+                want_claim = (
+                    self.work.qsize() < self.low_water
+                    and room > 0
+                    and (not self.drained or self.notified or now >= next_poll)
+                )
+                if self.pending_outcomes and flush_at is None:
+                    flush_at = now + FLUSH_DELAY
+                flush = bool(self.pending_outcomes) and (
+                    want_claim or now >= flush_at or len(self.pending_outcomes) >= self.batch
+                )
+                if want_claim or flush:
+                    self.notified = False
+                    limit = min(self.batch, room) if self.work.qsize() < self.low_water else 0
+                    self._write(limit)
+                    flush_at = None
+                    if limit:
+                        next_poll = now + self.settings.worker_poll_interval
+                        if self.drained:
+                            next_poll = self._next_due(now, next_poll)
+                    continue
+                deadlines = [next_heartbeat, next_reap, next_poll]
+                if flush_at is not None:
+                    deadlines.append(flush_at)
+                if next_ping is not None:
+                    deadlines.append(next_ping)
+                timeout = min(deadlines) - monotonic()
+                if timeout > 0:
+                    self.wake.wait(timeout)
+                self.wake.clear()
+            except DatabaseUnavailable as exc:
+                log.warning("database connection lost: %s; reconnecting", exc)
+                self.notifier.status(f"database unavailable: {exc}")
+                outage = True
+
+    def _next_due(self, now: float, next_poll: float) -> float:
+        """Wake for a retry whose backoff ends before the next poll."""
+        seconds = self.queue.seconds_until_due()
+        if seconds is not None and seconds > 0:
+            return min(next_poll, now + seconds + 0.001)
+        return next_poll
+
+    def _heartbeat(self) -> None:
+        tasks = list(self.held.values())
+        if not tasks:
+            return
+        kept = self.queue.heartbeat(tasks)
+        for task in tasks:
+            if task.id not in kept and task.id in self.held:
+                with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
+                    log.warning("lease lost: the task was given back while this worker held it")
+
+    def _reap(self) -> None:
+        for task in self.queue.reap_expired():
+            with logs.bind(request_id=task.request_id, task_id=task.id):
+                if task.status == "failed":
+                    log.error(
+                        "lease expired too often: task failed",
+                        extra={"lease_expiries": task.lease_expiries, "holder": task.worker},
+                    )
+                else:
+                    log.warning(
+                        "lease expired: task given back",
+                        extra={"lease_expiries": task.lease_expiries, "holder": task.worker},
+                    )
+
+    # --- graceful stop ----------------------------------------------------------------
+    def _drain(self) -> None:
+        timeout = self.settings.worker_shutdown_timeout
+        deadline = monotonic() + timeout
+        unstarted: list[ClaimedTask] = []
+        while True:
+            try:
+                task = self.work.get_nowait()
+            except queue_mod.Empty:
+                break
+            if task is not None:
+                unstarted.append(task)
+        for _ in self.executors:
+            self.work.put(None)  # each executor exits after its current task
+        running = len(self.held) - len(unstarted)
+        log.info(
+            "stopping: running tasks get %.1fs to finish",
+            timeout,
+            extra={"running": running, "given_back": len(unstarted)},
+        )
+        self.notifier.stopping(f"draining {running} running task(s)")
+        self._give_back(unstarted, "not started: the worker was stopping", deadline)
+        while monotonic() < deadline and not self.force.is_set():
+            self._drain_done()
+            if self.pending_outcomes:
+                self._try(lambda: self._write(0), deadline)
+            if not self.held:
+                break
+            self.notifier.watchdog()
+            self.wake.wait(min(0.05, max(0.0, deadline - monotonic())))
+            self.wake.clear()
+        self._drain_done()
+        if self.pending_outcomes:
+            self._try(lambda: self._write(0), monotonic() + 5)
+        left = list(self.held.values())
+        if left:
+            reason = (
+                f"interrupted: worker {self.name} stopped while the task ran "
+                f"(WORKER_SHUTDOWN_TIMEOUT {timeout:g}s)"
+            )
+            for task in left:
+                with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
+                    log.warning("task still running at the shutdown timeout: given back")
+            self._give_back(left, reason, monotonic() + 5)
+
+    def _give_back(self, tasks: list[ClaimedTask], reason: str, deadline: float) -> None:
+        if not tasks:
+            return
+
+        def give() -> None:
+            self.queue.give_back(tasks, reason)
+            for task in tasks:
+                self.held.pop(task.id, None)
+
+        self._try(give, deadline)
+
+    def _try(self, action, deadline: float) -> bool:  # type: ignore[no-untyped-def]
+        """Run a write, reconnecting until ``deadline`` (the lease reaper is the backstop)."""
+        delay = 0.1
+        while True:
+            try:
+                action()
+                return True
+            except DatabaseUnavailable as exc:
+                if monotonic() + delay > deadline:
+                    log.error("could not write to the database while stopping: %s", exc)
+                    return False
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+
+def run_worker(settings: Settings) -> int:
+    """``flowforge worker``: run until SIGTERM or SIGINT, then drain; 0 after a clean stop."""
+    # Signals are taken by a thread of their own with sigwait: a Python signal handler
+    # could run while the main thread holds the wake-up Event's lock and deadlock on it.
+    # The mask is set before any thread starts, so every thread inherits it.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    worker = Worker(settings)
+
+    def wait_signals() -> None:
+        while True:
+            signum = signal.sigwait(stop_signals)
+            log.info("received %s", signal.Signals(signum).name)
+            worker.request_stop(signum)
+
+    threading.Thread(target=wait_signals, name="flowforge-signals", daemon=True).start()
+    try:
+        return worker.run()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
