@@ -287,9 +287,10 @@ class Worker:
     def _next_due(self, now: float, next_poll: float) -> float:
         """Wake for a retry whose backoff ends before the next poll."""
         seconds = self.queue.seconds_until_due()
-        if seconds is not None and seconds > 0:
-            return min(next_poll, now + seconds + 0.001)
-        return next_poll
+        if seconds is None:
+            return next_poll
+        # Due already: rows another worker was locking as we claimed; look again soon.
+        return min(next_poll, monotonic() + max(seconds + 0.002, 0.05))
 
     def _heartbeat(self) -> None:
         tasks = list(self.held.values())

@@ -1,0 +1,204 @@
+"""The queue's SQL on a real PostgreSQL: claims, outcomes, leases, fencing, the reaper."""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+
+import psycopg
+import pytest
+
+from flowforge.worker.queue import Outcome, TaskQueue, retry_delay
+from flowforge.worker.sdnotify import Notifier
+
+from .conftest import make_settings
+
+
+def _queue(database_url: str, name: str, **overrides: str) -> TaskQueue:
+    return TaskQueue(make_settings(database_url, **overrides), name)
+
+
+def _add(db: psycopg.Connection, n: int = 1, **cols: object) -> list[int]:
+    type_ = cols.get("type", "noop")
+    max_attempts = cols.get("max_attempts", 3)
+    rows = db.execute(
+        "INSERT INTO tasks (title, type, max_attempts, request_id) "
+        "SELECT 't' || g, %s, %s, 'req-' || g FROM generate_series(1, %s) g RETURNING id",
+        (type_, max_attempts, n),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _row(db: psycopg.Connection, task_id: int) -> dict:
+    cur = db.execute("SELECT * FROM tasks WHERE id = %s", (task_id,))
+    names = [c.name for c in cur.description]
+    return dict(zip(names, cur.fetchone(), strict=True))
+
+
+def test_claim_marks_processing_with_lease_worker_and_counted_attempt(database_url, db) -> None:
+    ids = _add(db, 3)
+    q = _queue(database_url, "host-a:1")
+    claimed = q.claim(2)
+    assert [t.id for t in claimed] == ids[:2]  # oldest first
+    assert {t.token for t in claimed} == {claimed[0].token}  # one fencing token per claim
+    row = _row(db, ids[0])
+    assert row["status"] == "processing"
+    assert row["worker"] == "host-a:1"
+    assert row["attempts"] == 1 and claimed[0].attempt == 1
+    assert row["lease_token"] == claimed[0].token
+    assert row["lease_expires_at"] > row["started_at"]
+    assert claimed[0].request_id == "req-1"
+    # The third is still there for someone else; nothing more after it.
+    assert [t.id for t in q.claim(10)] == ids[2:]
+    assert q.claim(10) == []
+    q.close()
+
+
+def test_claims_skip_rows_another_transaction_has_locked(database_url, db) -> None:
+    ids = _add(db, 2)
+    with psycopg.connect(database_url) as other:
+        other.execute("SELECT id FROM tasks WHERE id = %s FOR UPDATE", (ids[0],))
+        q = _queue(database_url, "host-a:1")
+        assert [t.id for t in q.claim(10)] == [ids[1]]  # no waiting on the locked row
+        q.close()
+
+
+def test_tasks_not_due_yet_are_not_claimed(database_url, db) -> None:
+    (task_id,) = _add(db)
+    db.execute("UPDATE tasks SET run_at = now() + interval '1 hour' WHERE id = %s", (task_id,))
+    q = _queue(database_url, "host-a:1")
+    assert q.claim(10) == []
+    assert 3590 < q.seconds_until_due() <= 3600
+    q.close()
+
+
+def test_outcomes_complete_retry_with_backoff_and_fail(database_url, db) -> None:
+    ids = _add(db, 3, max_attempts=1)
+    db.execute("UPDATE tasks SET max_attempts = 3 WHERE id = %s", (ids[1],))
+    q = _queue(database_url, "host-a:1")
+    ok, retry, dead = q.claim(3)
+    accepted = q.finish(
+        [Outcome(ok), Outcome(retry, "ValueError: bad input", 30.0), Outcome(dead, "boom", 1.0)]
+    )
+    assert accepted == set(ids)
+    row = _row(db, ok.id)
+    assert (row["status"], row["lease_token"]) == ("completed", None)
+    assert row["completed_at"] is not None
+    row = _row(db, retry.id)
+    assert (row["status"], row["last_error"], row["attempts"]) == (
+        "pending",
+        "ValueError: bad input",
+        1,
+    )
+    assert 29 < (row["run_at"] - row["updated_at"]).total_seconds() <= 30.01
+    assert row["completed_at"] is None and row["lease_token"] is None
+    row = _row(db, dead.id)
+    assert (row["status"], row["last_error"]) == ("failed", "boom")  # the dead letter
+    assert row["completed_at"] is not None
+    q.close()
+
+
+def test_retry_delay_doubles_with_jitter_and_is_capped() -> None:
+    rng = random.Random(7)
+    for attempt, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (10, 60.0)]:
+        delays = [retry_delay(attempt, 1.0, 60.0, rng) for _ in range(200)]
+        assert ceiling / 2 <= min(delays) and max(delays) <= ceiling
+        assert max(delays) - min(delays) > ceiling / 4  # really jittered
+
+
+def test_fencing_a_stale_holder_cannot_write_after_the_lease_moved(database_url, db) -> None:
+    (task_id,) = _add(db)
+    a = _queue(database_url, "host-a:1", WORKER_LEASE="1s")
+    b = _queue(database_url, "host-b:2", WORKER_LEASE="30s")
+    (stale,) = a.claim(1)
+    db.execute("UPDATE tasks SET lease_expires_at = now() - interval '1s'")
+    reaped = b.reap_expired()
+    assert [(r.id, r.status, r.lease_expiries, r.worker) for r in reaped] == [
+        (task_id, "pending", 1, "host-a:1")
+    ]
+    row = _row(db, task_id)
+    assert row["status"] == "pending" and "lease expired" in row["last_error"]
+    (fresh,) = b.claim(1)
+    assert fresh.token != stale.token and fresh.attempt == 2  # the expired run counted
+    # The old holder wakes up: its heartbeat and its outcome are refused.
+    assert a.heartbeat([stale]) == set()
+    assert a.finish([Outcome(stale, "late failure", 1.0)]) == set()
+    assert _row(db, task_id)["status"] == "processing"
+    assert b.heartbeat([fresh]) == {task_id}
+    assert b.finish([Outcome(fresh)]) == {task_id}
+    row = _row(db, task_id)
+    assert (row["status"], row["worker"]) == ("completed", "host-b:2")
+    a.close()
+    b.close()
+
+
+def test_heartbeat_keeps_a_lease_from_expiring(database_url, db) -> None:
+    (task_id,) = _add(db)
+    q = _queue(database_url, "host-a:1", WORKER_LEASE="300ms")
+    (task,) = q.claim(1)
+    for _ in range(4):
+        time.sleep(0.15)
+        assert q.heartbeat([task]) == {task_id}
+        assert q.reap_expired() == []
+    time.sleep(0.4)
+    assert [r.id for r in q.reap_expired()] == [task_id]
+    q.close()
+
+
+def test_a_task_whose_lease_keeps_expiring_ends_failed(database_url, db) -> None:
+    (task_id,) = _add(db)
+    q = _queue(database_url, "host-a:1", WORKER_MAX_LEASE_EXPIRIES="3")
+    statuses = []
+    for _ in range(3):
+        assert len(q.claim(1)) == 1
+        db.execute("UPDATE tasks SET lease_expires_at = now() - interval '1s'")
+        statuses += [r.status for r in q.reap_expired()]
+    assert statuses == ["pending", "pending", "failed"]
+    row = _row(db, task_id)
+    assert row["status"] == "failed" and row["lease_expiries"] == 3
+    assert "lease expired 3 times" in row["last_error"]
+    assert "WORKER_MAX_LEASE_EXPIRIES=3" in row["last_error"]
+    assert q.claim(1) == []
+    q.close()
+
+
+def test_give_back_returns_unstarted_attempts_and_explains_interrupted_ones(
+    database_url, db
+) -> None:
+    ids = _add(db, 2)
+    q = _queue(database_url, "host-a:1")
+    running, waiting = q.claim(2)
+    running.started = True
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute("LISTEN flowforge_tasks")
+        assert q.give_back([running, waiting], "interrupted: stopping") == set(ids)
+        assert len(list(listener.notifies(timeout=2, stop_after=1))) == 1
+    row = _row(db, running.id)
+    assert (row["status"], row["attempts"], row["last_error"]) == (
+        "pending",
+        1,
+        "interrupted: stopping",
+    )
+    row = _row(db, waiting.id)
+    assert (row["status"], row["attempts"], row["last_error"]) == ("pending", 0, None)
+    q.close()
+
+
+def test_notifier_speaks_the_sd_notify_protocol(tmp_path) -> None:
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.settimeout(2)
+        n = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000"})
+        assert n.watchdog_interval == pytest.approx(1.0)
+        n.ready("ready: x")
+        assert sock.recv(4096).decode().split("\n")[:2] == ["READY=1", "STATUS=ready: x"]
+        due = n.watchdog(100.0)
+        assert sock.recv(4096) == b"WATCHDOG=1" and due == pytest.approx(101.0)
+        assert n.watchdog(100.5) == pytest.approx(101.0)  # not due: nothing sent
+        n.stopping("draining")
+        assert sock.recv(4096) == b"STOPPING=1\nSTATUS=draining"
+    silent = Notifier({})
+    assert silent.watchdog_interval is None and silent.watchdog() is None
+    silent.ready("nobody listens")  # outside systemd: a no-op, no error

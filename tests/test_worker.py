@@ -1,0 +1,336 @@
+"""`flowforge worker` processes on a real PostgreSQL: throughput without duplicates, chaos,
+graceful stops, retries, lease expiry and fencing, a database restart, tracing, systemd.
+
+Handler runs are counted by a real plug-in: a module plus a ``*.dist-info`` with an
+``entry_points.txt`` on ``PYTHONPATH``, found through the ``flowforge.handlers`` group
+exactly as an installed package would be. Each run appends one line to a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from flowforge import queries
+from flowforge.devdb import TempPostgres
+
+from .conftest import FLOWFORGE, create_database, make_settings, service_env
+
+PLUGIN = '''
+import os, time
+
+def _record(task, outcome):
+    line = f"{task.id} {task.attempt} {os.getpid()} {time.time():.6f} {outcome}\\n"
+    fd = os.open(task.payload["file"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())  # one O_APPEND write: lines never interleave
+    finally:
+        os.close(fd)
+
+def count(task):
+    """Records the run, sleeps payload.sleep seconds."""
+    _record(task, "start")
+    time.sleep(task.payload.get("sleep", 0))
+    _record(task, "run")
+
+def flaky(task):
+    """Fails until attempt payload.succeed_on."""
+    _record(task, "run")
+    if task.attempt < task.payload.get("succeed_on", 10**9):
+        raise RuntimeError(f"flaky failure on attempt {task.attempt}")
+'''
+
+
+@pytest.fixture(scope="module")
+def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    root = tmp_path_factory.mktemp("plugin")
+    (root / "ff_test_handlers.py").write_text(PLUGIN)
+    info = root / "ff_test_handlers-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ff-test-handlers\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[flowforge.handlers]\ncount = ff_test_handlers:count\nflaky = ff_test_handlers:flaky\n"
+    )
+    return str(root)
+
+
+class WorkerProc:
+    def __init__(self, database_url: str, log: Path, plugin: str, **env: str) -> None:
+        self.log = log
+        pythonpath = os.pathsep.join(p for p in (plugin, os.environ.get("PYTHONPATH")) if p)
+        environ = service_env(database_url, PYTHONPATH=pythonpath, **env)
+        with open(log, "a") as out:
+            self.proc = subprocess.Popen(
+                [FLOWFORGE, "worker"], env=environ, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def lines(self) -> list[dict]:
+        out = []
+        for line in self.log.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                out.append({"message": line})  # not JSON: kept, so a test can see it
+        return out
+
+    def wait_for(self, message: str, timeout: float = 30.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines():
+                if line.get("message", "").startswith(message):
+                    return line
+            assert self.proc.poll() is None, f"worker exited: {self.log.read_text()[-2000:]}"
+            time.sleep(0.05)
+        raise AssertionError(f"no {message!r} in {self.log}: {self.log.read_text()[-2000:]}")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+
+@pytest.fixture
+def spawn(
+    database_url: str, plugin_path: str, tmp_path: Path
+) -> Iterator[Callable[..., WorkerProc]]:
+    procs: list[WorkerProc] = []
+
+    def start(url: str | None = None, name: str = "worker", **env: str) -> WorkerProc:
+        w = WorkerProc(url or database_url, tmp_path / f"{name}.log", plugin_path, **env)
+        procs.append(w)
+        return w
+
+    yield start
+    for w in procs:
+        if w.proc.poll() is None:
+            w.proc.kill()
+            w.proc.wait()
+
+
+def _add(conn: psycopg.Connection, n: int, type_: str, payload: dict, **cols: object) -> None:
+    conn.execute(
+        "INSERT INTO tasks (title, type, payload, max_attempts, request_id) "
+        "SELECT 'task ' || g, %s, %s, %s, 'req-' || g FROM generate_series(1, %s) g",
+        (type_, json.dumps(payload), cols.get("max_attempts", 3), n),
+    )
+    conn.execute(queries.NOTIFY)  # as the API does: idle workers wake at once
+
+
+def _wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _statuses(conn: psycopg.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall())
+
+
+def _runs(path: Path, outcome: str = "run") -> list[list[str]]:
+    if not path.exists():
+        return []
+    return [f for f in (line.split() for line in path.read_text().splitlines()) if f[4] == outcome]
+
+
+def test_four_processes_complete_5000_tasks_each_exactly_once(db, spawn, tmp_path) -> None:
+    runs = tmp_path / "runs"
+    workers = [spawn(name=f"w{i}", WORKER_CONCURRENCY="4") for i in range(4)]
+    for w in workers:
+        w.wait_for("worker ready")
+    _add(db, 5000, "count", {"file": str(runs), "sleep": 0.001})
+    _wait_until(lambda: _statuses(db) == {"completed": 5000}, 60, "5,000 completed tasks")
+    assert [w.stop() for w in workers] == [0, 0, 0, 0]
+    done = _runs(runs)
+    per_task = Counter(int(f[0]) for f in done)
+    assert len(per_task) == 5000 and set(per_task.values()) == {1}  # each ran exactly once
+    by_pid = Counter(f[2] for f in done)
+    assert set(by_pid) == {str(w.proc.pid) for w in workers}  # all four took a share
+    holders = dict(db.execute("SELECT worker, count(*) FROM tasks GROUP BY worker").fetchall())
+    host = socket.gethostname()
+    assert holders == {f"{host}:{pid}": n for pid, n in by_pid.items()}
+    assert db.execute("SELECT max(attempts), count(lease_token) FROM tasks").fetchone() == (1, 0)
+
+
+def test_sigkill_chaos_loses_nothing_and_leaves_nothing_processing(db, spawn, tmp_path) -> None:
+    runs = tmp_path / "runs"
+    env = {"WORKER_LEASE": "1s", "WORKER_CONCURRENCY": "4", "WORKER_BATCH_SIZE": "20"}
+    workers = [spawn(name=f"w{i}", **env) for i in range(3)]
+    _add(db, 2000, "count", {"file": str(runs), "sleep": 0.02})
+    rng = random.Random(1)
+    kills = 0
+    deadline = time.monotonic() + 90
+    while _statuses(db).get("completed", 0) < 2000:
+        assert time.monotonic() < deadline, f"stuck: {_statuses(db)}"
+        time.sleep(rng.uniform(0.3, 0.8))
+        if kills < 8:
+            i = rng.randrange(len(workers))
+            workers[i].proc.kill()
+            workers[i].proc.wait()
+            kills += 1
+            workers[i] = spawn(name=f"w{i}-{kills}", **env)
+    assert kills >= 4  # the run really was disturbed
+    assert _statuses(db) == {"completed": 2000}  # none lost, failed or left processing
+    runs_per_task = Counter(int(f[0]) for f in _runs(runs))
+    assert len(runs_per_task) == 2000  # at least once each
+    assert db.execute("SELECT count(*) FROM tasks WHERE lease_expiries > 0").fetchone()[0] > 0
+    for w in workers:  # a SIGTERM before the worker is up would stop the import instead
+        w.wait_for("worker ready")
+    assert [w.stop() for w in workers] == [0, 0, 0]
+
+
+def test_sigterm_lets_the_running_task_finish_and_gives_back_the_waiting_one(
+    db, spawn, tmp_path
+) -> None:
+    runs = tmp_path / "runs"
+    w = spawn(WORKER_CONCURRENCY="1", WORKER_SHUTDOWN_TIMEOUT="20s")
+    w.wait_for("worker ready")
+    _add(db, 2, "count", {"file": str(runs), "sleep": 1.5})
+    _wait_until(lambda: len(_runs(runs, "start")) == 1, 10, "the first task to start")
+    w.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert w.proc.poll() is None, "the worker must wait for its running task"
+    assert w.proc.wait(timeout=20) == 0
+    rows = db.execute("SELECT status, attempts, worker IS NOT NULL FROM tasks ORDER BY id")
+    # The running one finished; the claimed-but-waiting one went back with its attempt.
+    assert rows.fetchall() == [("completed", 1, True), ("pending", 0, True)]
+    assert len(_runs(runs)) == 1
+    messages = [line["message"] for line in w.lines()]
+    assert "worker stopped" in messages
+
+
+def test_sigterm_gives_back_a_task_still_running_at_the_shutdown_timeout(db, spawn) -> None:
+    w = spawn(WORKER_SHUTDOWN_TIMEOUT="500ms")
+    w.wait_for("worker ready")
+    _add(db, 1, "sleep", {"seconds": 60})
+    _wait_until(lambda: _statuses(db) == {"processing": 1}, 10, "the task to be claimed")
+    time.sleep(0.2)
+    started = time.monotonic()
+    assert w.stop(timeout=15) == 0
+    assert time.monotonic() - started < 5
+    row = db.execute("SELECT status, attempts, last_error, lease_token FROM tasks").fetchone()
+    assert row[:2] == ("pending", 1) and row[3] is None
+    assert "WORKER_SHUTDOWN_TIMEOUT" in row[2]
+
+
+def test_handler_errors_are_retried_with_backoff_then_failed(db, spawn, tmp_path) -> None:
+    runs = tmp_path / "runs"
+    w = spawn(TASK_RETRY_BACKOFF="200ms", WORKER_POLL_INTERVAL="30s")
+    w.wait_for("worker ready")
+    _add(db, 1, "flaky", {"file": str(runs)}, max_attempts=3)
+    _add(db, 1, "flaky", {"file": str(runs), "succeed_on": 2}, max_attempts=3)
+    _wait_until(
+        lambda: _statuses(db) == {"failed": 1, "completed": 1}, 15, "one failed, one completed"
+    )
+    rows = db.execute("SELECT status, attempts, last_error FROM tasks ORDER BY id").fetchall()
+    assert rows[0] == ("failed", 3, "RuntimeError: flaky failure on attempt 3")
+    assert rows[1] == ("completed", 2, "RuntimeError: flaky failure on attempt 1")
+    times = sorted(float(f[3]) for f in _runs(runs) if f[0] == "1")
+    assert len(times) == 3
+    # Backoff: attempt 1 -> 0.1..0.2 s, attempt 2 -> 0.2..0.4 s (equal jitter), met on time
+    # although the poll interval is 30 s (the worker wakes for the next due retry).
+    assert 0.1 <= times[1] - times[0] < 1.5
+    assert 0.2 <= times[2] - times[1] < 1.5
+    assert w.proc.poll() is None  # the exceptions never took the worker down
+    levels = Counter((line["message"], line["level"]) for line in w.lines() if "task_id" in line)
+    assert levels[("task failed: attempts used up", "ERROR")] == 1
+    assert w.stop() == 0
+
+
+def test_expired_lease_is_reclaimed_and_the_stale_holder_is_fenced(db, spawn, tmp_path) -> None:
+    runs = tmp_path / "runs"
+    env = {"WORKER_LEASE": "1s", "WORKER_CONCURRENCY": "1"}
+    a = spawn(name="a", **env)
+    a.wait_for("worker ready")
+    _add(db, 1, "count", {"file": str(runs), "sleep": 0.5})
+    _wait_until(lambda: len(_runs(runs, "start")) == 1, 10, "worker a to start the task")
+    a.proc.send_signal(signal.SIGSTOP)  # a hung holder: no heartbeat, no outcome
+    try:
+        b = spawn(name="b", **env)
+        _wait_until(lambda: _statuses(db) == {"completed": 1}, 20, "worker b to finish it")
+        row = db.execute("SELECT worker, attempts, lease_expiries FROM tasks").fetchone()
+        assert row == (f"{socket.gethostname()}:{b.proc.pid}", 2, 1)
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    discarded = a.wait_for("outcome discarded", timeout=15)
+    assert discarded["task_id"] == 1 and discarded["attempt"] == 1
+    row = db.execute("SELECT status, worker FROM tasks").fetchone()
+    assert row == ("completed", f"{socket.gethostname()}:{b.proc.pid}")  # b's result stands
+    assert len(_runs(runs)) == 2
+    assert a.stop() == 0 and b.stop() == 0
+
+
+def test_postgresql_restart_mid_run_loses_nothing(plugin_path, tmp_path) -> None:
+    server = TempPostgres().start()  # its own server: the restart breaks every connection
+    try:
+        url = create_database(server.url(), "restart")
+        from flowforge import migrate
+
+        migrate.upgrade(make_settings(url))
+        runs = tmp_path / "runs"
+        w = WorkerProc(url, tmp_path / "w.log", plugin_path, WORKER_CONCURRENCY="4")
+        try:
+            w.wait_for("worker ready")
+            with psycopg.connect(url, autocommit=True) as conn:
+                _add(conn, 1000, "count", {"file": str(runs), "sleep": 0.005})
+                _wait_until(lambda: len(_runs(runs)) >= 100, 20, "work under way")
+            server.restart_server()
+            with psycopg.connect(url, autocommit=True) as conn:
+                _add(conn, 200, "noop", {})  # created after the restart: the listener is back
+                _wait_until(
+                    lambda: _statuses(conn) == {"completed": 1200}, 60, "all 1,200 completed"
+                )
+            assert w.proc.poll() is None
+            messages = [line["message"] for line in w.lines()]
+            assert any(m.startswith("database connection lost") for m in messages)
+            assert "database reachable again" in messages
+            assert w.stop() == 0
+        finally:
+            if w.proc.poll() is None:
+                w.proc.kill()
+    finally:
+        server.destroy()
+
+
+def test_worker_lines_carry_the_creating_requests_id(client, spawn) -> None:
+    w = spawn()
+    w.wait_for("worker ready")
+    reply = client.post("/v1/tasks", json={"title": "traced"}, headers={"X-Request-ID": "trace-42"})
+    assert reply.status_code == 201
+    task_id = reply.json()["data"]["id"]
+    line = w.wait_for("task completed", timeout=10)
+    assert (line["request_id"], line["task_id"], line["attempt"]) == ("trace-42", task_id, 1)
+    assert (line["service"], line["level"]) == ("worker", "INFO")
+    assert client.get(f"/v1/tasks/{task_id}").json()["data"]["status"] == "completed"
+    assert w.stop() == 0
+
+
+def test_systemd_readiness_watchdog_and_stopping(db, spawn, tmp_path) -> None:
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.settimeout(20)
+        w = spawn(NOTIFY_SOCKET=path, WATCHDOG_USEC="400000")
+        seen: list[str] = []
+        while not any(m.startswith("READY=1") for m in seen):
+            seen.append(sock.recv(4096).decode())
+        assert any(line.startswith("MAINPID=") for m in seen for line in m.split("\n"))
+        pings = 0
+        while pings < 3:  # 200 ms apart, from the main loop while idle
+            pings += sock.recv(4096) == b"WATCHDOG=1"
+        w.proc.send_signal(signal.SIGTERM)
+        while not sock.recv(4096).startswith(b"STOPPING=1"):
+            pass
+        assert w.proc.wait(timeout=10) == 0
