@@ -44,6 +44,7 @@ class Outcome:
     task: ClaimedTask
     error: str | None = None
     delay: float = 0.0
+    duration_ms: float = 0.0
 
 
 @dataclass(slots=True)

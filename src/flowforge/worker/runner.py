@@ -56,10 +56,11 @@ class Worker:
         self.notifier = notifier or Notifier()
         self.concurrency = settings.worker_concurrency
         self.batch = settings.worker_batch_size
-        # Keep the executors fed while the next claim is on its way: claim again once
-        # fewer than `low_water` tasks wait, and never hold more than `max_held`.
-        self.low_water = self.concurrency
-        self.max_held = self.concurrency + self.batch
+        # Keep the executors fed while the next claim is on its way (double buffering):
+        # claim again once fewer than `low_water` tasks wait, never hold more than
+        # `max_held`. Short tasks drain a batch faster than a claim's round trip.
+        self.low_water = max(self.concurrency, self.batch)
+        self.max_held = self.concurrency + 2 * self.batch
         self.work: queue_mod.SimpleQueue[ClaimedTask | None] = queue_mod.SimpleQueue()
         self.done: deque[Outcome] = deque()
         self.held: dict[int, ClaimedTask] = {}  # claimed and not yet recorded
@@ -105,6 +106,9 @@ class Worker:
                 wake.set()
 
     def _run(self, task: ClaimedTask) -> Outcome:
+        # The outcome is logged by the dispatcher once the database has it (one thread
+        # writing the per-task lines: no lock convoy between executors on the log handler).
+        # The context is bound here too, so lines the handler itself logs carry it.
         with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
             started = perf_counter()
             try:
@@ -125,35 +129,35 @@ class Worker:
                 duration_ms = round((perf_counter() - started) * 1000, 3)
                 error = f"{type(exc).__name__}: {exc}"[:ERROR_LIMIT]
                 if task.attempt >= task.max_attempts:
-                    log.error(
-                        "task failed: attempts used up",
-                        extra={"type": task.type, "error": error, "duration_ms": duration_ms},
-                    )
-                    return Outcome(task, error)
+                    return Outcome(task, error, 0.0, duration_ms)
                 delay = retry_delay(
                     task.attempt,
                     self.settings.task_retry_backoff,
                     self.settings.task_retry_backoff_max,
                 )
+                return Outcome(task, error, delay, duration_ms)
+            return Outcome(task, None, 0.0, round((perf_counter() - started) * 1000, 3))
+
+    def _log_outcome(self, outcome: Outcome, accepted: bool) -> None:
+        task = outcome.task
+        with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
+            fields = {"type": task.type, "duration_ms": outcome.duration_ms}
+            if not accepted:
+                log.warning(
+                    "outcome discarded: the lease expired and the task was given back "
+                    "(the fencing token no longer matches)",
+                    extra={**fields, "error": outcome.error},
+                )
+            elif outcome.error is None:
+                log.info("task completed", extra=fields)
+            elif task.attempt >= task.max_attempts:
+                log.error("task failed: attempts used up", extra={**fields, "error": outcome.error})
+            else:
                 log.warning(
                     "task failed: retry in %.3fs",
-                    delay,
-                    extra={
-                        "type": task.type,
-                        "error": error,
-                        "duration_ms": duration_ms,
-                        "retry_in_s": round(delay, 3),
-                    },
+                    outcome.delay,
+                    extra={**fields, "error": outcome.error, "retry_in_s": round(outcome.delay, 3)},
                 )
-                return Outcome(task, error, delay)
-            log.info(
-                "task completed",
-                extra={
-                    "type": task.type,
-                    "duration_ms": round((perf_counter() - started) * 1000, 3),
-                },
-            )
-            return Outcome(task)
 
     # --- the dispatcher ---------------------------------------------------------------
     def run(self) -> int:
@@ -208,18 +212,14 @@ class Worker:
         outcomes = self.pending_outcomes
         result = self.queue.finish_and_claim(outcomes, limit)
         self.pending_outcomes = []
-        for outcome in outcomes:
-            task = self.held.pop(outcome.task.id, None)
-            if task is not None and outcome.task.id not in result.finished:
-                with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
-                    log.warning(
-                        "outcome discarded: the lease expired and the task was given back "
-                        "(the fencing token no longer matches)"
-                    )
         put = self.work.put
-        for task in result.claimed:
+        for task in result.claimed:  # the executors start on these while we log
             self.held[task.id] = task
             put(task)
+        finished = result.finished
+        for outcome in outcomes:
+            self.held.pop(outcome.task.id, None)
+            self._log_outcome(outcome, outcome.task.id in finished)
         if limit:
             self.drained = len(result.claimed) < limit
 
