@@ -155,7 +155,11 @@ def stop(procs: list[subprocess.Popen]) -> None:
     for p in procs:
         p.terminate()
     for p in procs:
-        p.wait(timeout=60)
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 # --- FlowForge ----------------------------------------------------------------------------
@@ -214,21 +218,25 @@ def ours_throughput(
     with psycopg.connect(url, autocommit=True) as conn:
         reset(conn, "tasks")
         logfile = tmp / f"worker-c{concurrency}-p{processes}-{level}.log"
-        procs = [
-            start_worker(url, plugin, logfile, WORKER_CONCURRENCY=str(concurrency), LOG_LEVEL=level)
-            for _ in range(processes)
-        ]
-        commits0, wal0 = counters(conn, dbname)
-        bulk_insert(conn, n)
-        while (
-            conn.execute("SELECT count(*) FROM tasks WHERE status = 'completed'").fetchone()[0] < n
-        ):
-            time.sleep(0.1)
-        (seconds,) = conn.execute(
-            "SELECT extract(epoch FROM max(completed_at) - min(started_at)) FROM tasks"
-        ).fetchone()
-        commits1, wal1 = counters(conn, dbname)
-        stop(procs)
+        procs: list[subprocess.Popen] = []
+        try:
+            for _ in range(processes):
+                procs.append(
+                    start_worker(
+                        url, plugin, logfile, WORKER_CONCURRENCY=str(concurrency), LOG_LEVEL=level
+                    )
+                )
+            commits0, wal0 = counters(conn, dbname)
+            bulk_insert(conn, n)
+            done = "SELECT count(*) FROM tasks WHERE status = 'completed'"
+            while conn.execute(done).fetchone()[0] < n:
+                time.sleep(0.1)
+            (seconds,) = conn.execute(
+                "SELECT extract(epoch FROM max(completed_at) - min(started_at)) FROM tasks"
+            ).fetchone()
+            commits1, wal1 = counters(conn, dbname)
+        finally:
+            stop(procs)
     return {
         "tasks": n,
         "seconds": round(float(seconds), 3),
@@ -239,7 +247,7 @@ def ours_throughput(
     }
 
 
-def ours_latency(url: str, plugin: str, tmp: Path, samples: int) -> dict:
+def ours_latency(url: str, plugin: str, tmp: Path, samples: int, insert: str) -> dict:
     sink = UdpSink()
     with psycopg.connect(url, autocommit=True) as conn:
         reset(conn, "tasks")
@@ -258,7 +266,7 @@ def ours_latency(url: str, plugin: str, tmp: Path, samples: int) -> dict:
             for i in range(samples + 10):
                 time.sleep(random.uniform(0.01, 0.03))
                 started = time.time()
-                conn.execute(queries.INSERT_TASK, params)  # the API's statement, NOTIFY included
+                conn.execute(insert, params)  # the API's statement (or the proposed one)
                 latency = sink.next() - started
                 if i >= 10:  # warm-up: prepared statements, first connections
                     out.append(latency)
@@ -267,10 +275,10 @@ def ours_latency(url: str, plugin: str, tmp: Path, samples: int) -> dict:
     return latency_summary(out)
 
 
-def notify_cost(pg: TempPostgres, url: str, seconds: int) -> dict:
-    """Task creation at 8 clients with the API's INSERT, with and without its pg_notify."""
-    with_notify = " ".join(
-        queries.INSERT_TASK.replace("%(title)s", "'bench'")
+def _literal(sql: str) -> str:
+    """An INSERT of queries.py with constants for its parameters, for pgbench."""
+    return " ".join(
+        sql.replace("%(title)s", "'bench'")
         .replace("%(description)s", "''")
         .replace("%(type)s", "'noop'")
         .replace("%(payload)s", "'{}'")
@@ -279,12 +287,28 @@ def notify_cost(pg: TempPostgres, url: str, seconds: int) -> dict:
         .replace("%(request_id)s", "'bench'")
         .split()
     )
+
+
+def notify_cost(pg: TempPostgres, url: str, seconds: int) -> dict:
+    """Task creation at 8 clients: the API's INSERT without NOTIFY, with its NOTIFY, and
+    with the conditional NOTIFY (no worker waiting, and one worker waiting)."""
+    with_notify = _literal(queries.INSERT_TASK)
     without = re.sub(r"CROSS JOIN LATERAL .*", "", with_notify)
+    conditional = _literal(queries.INSERT_TASK_NOTIFY_IF_WAITING)
     with psycopg.connect(url, autocommit=True) as conn:
         reset(conn, "tasks")
     result = {}
-    for name, sql in (("without_notify", without), ("with_notify", with_notify)):
+    for name, sql in (
+        ("without_notify", without),
+        ("with_notify", with_notify),
+        ("notify_if_waiting_none_waits", conditional),
+    ):
         result[name] = round(pgbench(pg, url, sql + ";\n", seconds, clients=8))
+    with psycopg.connect(url, autocommit=True) as idle:
+        idle.execute(queries.IDLE_LOCK)  # as an idle worker holds it
+        result["notify_if_waiting_one_waits"] = round(
+            pgbench(pg, url, conditional + ";\n", seconds, clients=8)
+        )
     return result
 
 
@@ -497,12 +521,13 @@ def peer_throughput(system: str, url: str, tmp: Path, n: int, **opts: int) -> di
         conn.execute("CHECKPOINT")
         proc = start_peer([system, *args], tmp / f"{system}.log")
         commits0, wal0 = counters(conn, dbname)
-        enqueue = _enqueue_pgqueuer if system == "pgqueuer" else _enqueue_procrastinate
-        asyncio.run(enqueue(url, "noop", n))
-        result = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
-        commits1, wal1 = counters(conn, dbname)
-        proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            enqueue = _enqueue_pgqueuer if system == "pgqueuer" else _enqueue_procrastinate
+            asyncio.run(enqueue(url, "noop", n))
+            result = json.loads(proc.stdout.readline())  # type: ignore[union-attr]
+            commits1, wal1 = counters(conn, dbname)
+        finally:
+            stop([proc])
     enqueue_commits = -(-n // (10_000 if system == "pgqueuer" else 1000))
     return {
         "tasks": n,
@@ -553,8 +578,7 @@ def peer_latency(system: str, url: str, tmp: Path, samples: int) -> dict:
     try:
         return latency_summary(asyncio.run(run()))
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop([proc])
 
 
 async def _install_peers(pgq_url: str, pro_url: str) -> None:
@@ -589,6 +613,10 @@ def markdown(r: dict) -> str:
         f"{r['enqueue']['pgbench_8_clients']['without_notify']} |",
         f"| pgbench 8 clients, API INSERT with its NOTIFY | "
         f"{r['enqueue']['pgbench_8_clients']['with_notify']} |",
+        f"| pgbench 8 clients, conditional NOTIFY, no worker waiting | "
+        f"{r['enqueue']['pgbench_8_clients']['notify_if_waiting_none_waits']} |",
+        f"| pgbench 8 clients, conditional NOTIFY, a worker waiting | "
+        f"{r['enqueue']['pgbench_8_clients']['notify_if_waiting_one_waits']} |",
         "",
         "## Noop processing",
         "",
@@ -719,7 +747,10 @@ def main(argv: list[str]) -> int:
 
         log("latency")
         r["latency"] = {
-            "FlowForge": ours_latency(url, str(plugin), tmp, a.samples),
+            "FlowForge": ours_latency(url, str(plugin), tmp, a.samples, queries.INSERT_TASK),
+            "FlowForge, conditional NOTIFY": ours_latency(
+                url, str(plugin), tmp, a.samples, queries.INSERT_TASK_NOTIFY_IF_WAITING
+            ),
             "PgQueuer 1.6": peer_latency("pgqueuer", pgq_url, tmp, a.samples),
             "procrastinate 3.10": peer_latency("procrastinate", pro_url, tmp, a.samples),
         }

@@ -202,3 +202,35 @@ def test_notifier_speaks_the_sd_notify_protocol(tmp_path) -> None:
     silent = Notifier({})
     assert silent.watchdog_interval is None and silent.watchdog() is None
     silent.ready("nobody listens")  # outside systemd: a no-op, no error
+
+
+def test_creation_notifies_only_while_a_worker_waits(database_url, db) -> None:
+    from flowforge import queries
+
+    params = {
+        "title": "t",
+        "description": "",
+        "type": "noop",
+        "payload": "{}",
+        "max_attempts": 3,
+        "run_at": None,
+        "request_id": "r",
+    }
+    q = _queue(database_url, "host-a:1")
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute("LISTEN flowforge_tasks")
+
+        def notified_after_insert() -> bool:
+            row = db.execute(queries.INSERT_TASK_NOTIFY_IF_WAITING, params).fetchone()
+            assert row is not None and row[1] == "t"  # the row comes back either way
+            return bool(list(listener.notifies(timeout=0.3, stop_after=1)))
+
+        assert not notified_after_insert()  # nobody waits: no NOTIFY, no commit-time lock
+        q.set_waiting(True)
+        assert notified_after_insert()
+        q.set_waiting(False)
+        assert not notified_after_insert()
+        q.set_waiting(True)
+        q.close()  # a worker that goes away drops the lock with its session
+        assert not notified_after_insert()
+    assert db.execute("SELECT count(*) FROM tasks").fetchone()[0] == 4

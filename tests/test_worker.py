@@ -334,3 +334,24 @@ def test_systemd_readiness_watchdog_and_stopping(db, spawn, tmp_path) -> None:
         while not sock.recv(4096).startswith(b"STOPPING=1"):
             pass
         assert w.proc.wait(timeout=10) == 0
+
+
+def test_tasks_created_with_the_conditional_notify_wake_an_idle_worker(db, spawn) -> None:
+    # A 30 s poll: only the NOTIFY (sent because the idle worker holds the idle lock)
+    # or the worker's re-check can explain a pickup within the timeout.
+    w = spawn(WORKER_POLL_INTERVAL="30s", WORKER_CONCURRENCY="2")
+    w.wait_for("worker ready")
+    params = {
+        "title": "t",
+        "description": "",
+        "type": "noop",
+        "payload": "{}",
+        "max_attempts": 3,
+        "run_at": None,
+        "request_id": "conditional",
+    }
+    for i in range(30):
+        time.sleep(0.3 if i % 10 == 0 else random.uniform(0, 0.02))  # idle, then bursts
+        db.execute(queries.INSERT_TASK_NOTIFY_IF_WAITING, params)
+    _wait_until(lambda: _statuses(db) == {"completed": 30}, 10, "30 completed without polling")
+    assert w.stop() == 0

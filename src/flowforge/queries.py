@@ -226,3 +226,30 @@ WITH expired AS (
 )
 SELECT r.*, pg_notify('{NOTIFY_CHANNEL}', '') FROM reaped r
 """
+
+# Idle workers hold this advisory lock (shared, session level) while they wait for work,
+# so task creation can skip the NOTIFY when no worker waits: NOTIFY takes a global lock at
+# commit and serializes concurrent committers, a busy worker does not need the wake-up.
+# The key is above the int4 range, so it never meets a hashtext() key (migrations use one).
+IDLE_LOCK_KEY = 0x466C6F77466F7267  # "FlowForg"
+IDLE_LOCK = f"SELECT pg_advisory_lock_shared({IDLE_LOCK_KEY})"
+IDLE_UNLOCK = f"SELECT pg_advisory_unlock_shared({IDLE_LOCK_KEY})"
+# True when some worker holds the idle lock: the exclusive try-lock fails against a shared
+# holder; when it succeeds it is released at once. Two creators that meet here both notify.
+WORKER_WAITING = (
+    f"CASE WHEN pg_try_advisory_lock({IDLE_LOCK_KEY}) "
+    f"THEN NOT pg_advisory_unlock({IDLE_LOCK_KEY}) ELSE true END"
+)
+# INSERT_TASK with the NOTIFY only when a worker waits (proposed for the API: same
+# parameters, same result; bench/bench_worker.py measures both).
+INSERT_TASK_NOTIFY_IF_WAITING = f"""
+WITH t AS (
+    INSERT INTO tasks (title, description, type, payload, max_attempts, run_at, request_id)
+    VALUES (%(title)s, %(description)s, %(type)s, %(payload)s, %(max_attempts)s,
+            coalesce(%(run_at)s, now()), %(request_id)s)
+    RETURNING {COLUMNS}
+)
+SELECT t.* FROM t LEFT JOIN LATERAL (
+    SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE {WORKER_WAITING}
+) AS n ON true
+"""

@@ -148,6 +148,10 @@ class TaskQueue:
         """Record outcomes; returns the ids accepted (the others lost their lease)."""
         return self.finish_and_claim(outcomes, 0).finished
 
+    def set_waiting(self, waiting: bool) -> None:
+        """Hold (or drop) the idle lock: task creation notifies only while one is held."""
+        self._execute(queries.IDLE_LOCK if waiting else queries.IDLE_UNLOCK, {})
+
     def seconds_until_due(self) -> float | None:
         """Seconds until the next pending task is due (<= 0: due now), None: none pending."""
         ((seconds,),) = self._execute(queries.NEXT_RUN_AT, {})

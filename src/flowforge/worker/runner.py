@@ -32,6 +32,7 @@ from .sdnotify import Notifier
 
 log = logging.getLogger("flowforge.worker")
 
+RECHECK_DELAY = 0.02  # longer than a creator's commit (fsync) takes
 FLUSH_DELAY = 0.005  # outcomes wait at most this long for a claim to ride along with
 ERROR_LIMIT = 2000  # characters of an exception kept in last_error
 
@@ -69,6 +70,8 @@ class Worker:
         self.stopping = threading.Event()
         self.force = threading.Event()
         self.notified = True  # claim at start
+        self.waiting = False  # holding the idle lock (queries.IDLE_LOCK)
+        self.recheck_at: float | None = None
         self.listener = Listener(settings, self._on_notify)
         self.heartbeat_interval = max(0.05, settings.worker_lease / 3)
         self.reap_interval = max(0.1, min(settings.worker_lease / 2, 10.0))
@@ -222,6 +225,14 @@ class Worker:
             self._log_outcome(outcome, outcome.task.id in finished)
         if limit:
             self.drained = len(result.claimed) < limit
+            if self.drained != self.waiting:
+                # Drained: say so (creators notify from now on), then claim once more at
+                # once and once shortly after, for tasks created before they could see it.
+                self.queue.set_waiting(self.drained)
+                self.waiting = self.drained
+                if self.waiting:
+                    self.notified = True
+                    self.recheck_at = monotonic() + RECHECK_DELAY
 
     def _loop(self) -> None:
         now = monotonic()
@@ -249,11 +260,14 @@ class Worker:
                     self._heartbeat()
                     next_heartbeat = now + self.heartbeat_interval
                 self._drain_done()
+                recheck = self.recheck_at is not None and now >= self.recheck_at
+                if recheck:
+                    self.recheck_at = None
                 room = self.max_held - len(self.held) + len(self.pending_outcomes)
                 want_claim = (
                     self.work.qsize() < self.low_water
                     and room > 0
-                    and (not self.drained or self.notified or now >= next_poll)
+                    and (not self.drained or self.notified or now >= next_poll or recheck)
                 )
                 if self.pending_outcomes and flush_at is None:
                     flush_at = now + FLUSH_DELAY
@@ -275,12 +289,15 @@ class Worker:
                     deadlines.append(flush_at)
                 if next_ping is not None:
                     deadlines.append(next_ping)
+                if self.recheck_at is not None:
+                    deadlines.append(self.recheck_at)
                 timeout = min(deadlines) - monotonic()
                 if timeout > 0:
                     self.wake.wait(timeout)
                 self.wake.clear()
             except DatabaseUnavailable as exc:
                 log.warning("database connection lost: %s; reconnecting", exc)
+                self.waiting = False  # the idle lock went with the session
                 self.notifier.status(f"database unavailable: {exc}")
                 outage = True
 
