@@ -21,4 +21,4 @@ ls "$work"/wheels/flowforge-*.whl >/dev/null # the download step above must have
 
 mkdir -p "$out_dir"
 changes=$(rsync -rc --delete --itemize-changes "$work/wheels/" "$out_dir/")
-[[ -z $changes ]] || echo changed
+[[ -z $changes ]] || { echo changed; echo "$changes" >&2; }

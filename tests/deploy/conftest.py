@@ -1,0 +1,134 @@
+"""The deploy tests' host: a fresh nspawn systemd host (deploy/testhost) for the session.
+
+``testhost`` boots it (building the cached debootstrap root on the first run), runs
+deploy.yml against it once over SSH like an operator would, and tears everything down
+afterwards (container, network namespace, NAT rules, copied root), failed tests or not.
+It uses its own name, namespace and subnet, so a `make vm` host can run beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import testinfra
+
+REPO = Path(__file__).resolve().parents[2]
+TESTHOST = REPO / "deploy" / "testhost"
+ANSIBLE_DIR = REPO / "deploy" / "ansible"
+STATE = TESTHOST / "state" / "pytest"  # git-ignored, like the rest of state/
+SUBNET = "10.213.78"
+RAM_MB = 2048  # up.sh's inventory sets postgresql_ram_mb to this
+API_PORT = 8080
+
+TESTHOST_ENV = {
+    "FLOWFORGE_TESTHOST_NAME": "flowforge-pytest",
+    "FLOWFORGE_TESTHOST_NETNS": "ffpytest",
+    "FLOWFORGE_TESTHOST_SUBNET": SUBNET,
+    "FLOWFORGE_TESTHOST_STATE": str(STATE),
+}
+
+
+def clean_env() -> dict[str, str]:
+    """Our environment minus coverage's subprocess hook (ansible is not what we measure)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
+    env.update(TESTHOST_ENV)
+    env["ANSIBLE_CONFIG"] = str(ANSIBLE_DIR / "ansible.cfg")
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env["ANSIBLE_NOCOLOR"] = "1"
+    return env
+
+
+@dataclass
+class PlaybookRun:
+    returncode: int
+    output: str
+    seconds: float
+
+    def recap(self) -> dict[str, int]:
+        """The PLAY RECAP counters of the one host (ok, changed, failed, ...)."""
+        match = re.search(r"^\S+\s+:\s+(ok=.*)$", self.output, re.MULTILINE)
+        assert match, f"no PLAY RECAP in the output:\n{self.output[-3000:]}"
+        return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
+
+
+@dataclass
+class TestHost:
+    __test__ = False  # not a test class, whatever its name
+
+    ip: str
+    inventory: Path
+    host: testinfra.host.Host
+    boot_seconds: float
+    runs: list[PlaybookRun] = field(default_factory=list)
+
+    @property
+    def api(self) -> str:
+        return f"http://{self.ip}:{API_PORT}"
+
+    def run_playbook(self) -> PlaybookRun:
+        started = time.monotonic()
+        proc = subprocess.run(
+            [str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", str(self.inventory),
+             str(ANSIBLE_DIR / "deploy.yml")],
+            cwd=ANSIBLE_DIR, env=clean_env(), capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        run = PlaybookRun(proc.returncode, proc.stdout + proc.stderr, time.monotonic() - started)
+        self.runs.append(run)
+        return run
+
+    def sh(self, command: str) -> str:
+        """Run a command as root on the host; fail with its output unless it exits 0."""
+        result = self.host.run(command)
+        assert result.rc == 0, f"{command!r} exited {result.rc}: {result.stderr}{result.stdout}"
+        return result.stdout
+
+
+def _down() -> None:
+    subprocess.run([str(TESTHOST / "down.sh")], env=clean_env(), check=False, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def testhost() -> Iterator[TestHost]:
+    if os.geteuid() != 0:
+        pytest.fail("the deploy tests need root (debootstrap, systemd-nspawn, netns, iptables)")
+    _down()  # leftovers of an interrupted session
+    started = time.monotonic()
+    try:
+        subprocess.run(
+            [str(TESTHOST / "up.sh"), "--no-deploy"], env=clean_env(), check=True, timeout=600
+        )
+        boot_seconds = time.monotonic() - started
+        ssh_config = STATE / "ssh_config"
+        ssh_config.write_text(
+            f"Host {SUBNET}.2\n  User deploy\n  IdentityFile {STATE / 'id_ed25519'}\n"
+            "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
+        )
+        host = testinfra.get_host(f"ssh://{SUBNET}.2", ssh_config=str(ssh_config), sudo=True)
+        testhost = TestHost(f"{SUBNET}.2", STATE / "inventory.yml", host, boot_seconds)
+        testhost.run_playbook()
+        yield testhost
+    finally:
+        _down()
+        _write_timings(locals().get("testhost"))
+    leftovers = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "ffpytest" not in leftovers, "down.sh left the network namespace behind"
+    nat = subprocess.run(["iptables", "-t", "nat", "-S"], capture_output=True, text=True).stdout
+    assert "flowforge-testhost-ffpytest" not in nat, "down.sh left NAT rules behind"
+
+
+def _write_timings(testhost: TestHost | None) -> None:
+    if testhost is None:
+        return
+    figures = {
+        "boot_seconds_including_debootstrap_if_uncached": round(testhost.boot_seconds, 1),
+        "playbook_runs_seconds": [round(run.seconds, 1) for run in testhost.runs],
+    }
+    (STATE.parent / "pytest-timings.json").write_text(json.dumps(figures, indent=2) + "\n")
