@@ -1,0 +1,12 @@
+#!/usr/bin/env python3
+"""Delete old finished FlowForge tasks. `cleanup.py --help` for usage."""
+
+import sys
+
+try:
+    from flowforge.ops.cleanup import entry
+except ImportError as exc:  # run outside the virtualenv FlowForge is installed in
+    sys.exit(f"cleanup.py: error: the flowforge package is not importable ({exc})")
+
+if __name__ == "__main__":
+    sys.exit(entry())

@@ -1,0 +1,166 @@
+"""scripts/cleanup.py: delete finished tasks older than an age, or reset the table.
+
+Deletes in batches, each its own short transaction walking the primary key, so no lock is
+held for long and workers keep claiming meanwhile. Only completed and failed tasks go
+unless --status names others: pending and processing tasks are work not yet done.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+
+import psycopg
+
+from ..models import Status
+from ..queries import CLEANUP_COUNT, CLEANUP_DELETE_BATCH
+from .common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    age,
+    database,
+    database_label,
+    format_age,
+    make_parser,
+    positive_int,
+    run,
+    settings_from_env,
+)
+
+PROG = "cleanup.py"
+FINISHED = (Status.COMPLETED.value, Status.FAILED.value)
+ALL_STATUSES = tuple(status.value for status in Status)
+
+EXAMPLES = """\
+  cleanup.py --older-than 7d --dry-run       what would go: counts by status
+  cleanup.py --older-than 30d --yes          completed and failed tasks older than 30 days
+  cleanup.py --older-than 2d --status failed only dead letters
+  cleanup.py --all --yes                     every task, whatever its status (a reset)
+  0 3 * * * cleanup.py --older-than 7d --quiet   (cron: no terminal, so no question)
+"""
+
+
+def build_parser():  # type: ignore[no-untyped-def]
+    parser = make_parser(
+        PROG,
+        "Delete FlowForge tasks from DATABASE_URL in batches: completed and failed tasks "
+        "older than an age,\nor everything with --all. Pending and processing tasks are "
+        "never touched unless --status or --all says so.\nOn a terminal it asks before "
+        "deleting (--yes skips the question); from cron it does not ask.",
+        EXAMPLES,
+        exit_extra="; declined at the prompt",
+    )
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--older-than",
+        type=age,
+        metavar="AGE",
+        help="tasks that last changed (finished, for completed and failed) longer ago than "
+        "AGE: 90m, 12h, 7d, 2w",
+    )
+    which.add_argument(
+        "--all",
+        action="store_true",
+        help="any age; with no --status, every status too (pending and processing included)",
+    )
+    parser.add_argument(
+        "--status",
+        action="append",
+        choices=ALL_STATUSES,
+        help="a status to delete, repeatable (default: completed and failed; with --all: all)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=1000,
+        metavar="N",
+        help="rows per DELETE transaction (default 1000)",
+    )
+    parser.add_argument("-n", "--dry-run", action="store_true", help="count, delete nothing")
+    parser.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="print nothing unless something fails"
+    )
+    return parser
+
+
+def _describe(counts: Counter[str]) -> str:
+    total = sum(counts.values())
+    parts = ", ".join(f"{status} {counts[status]}" for status in ALL_STATUSES if counts[status])
+    return f"{total} task{'' if total == 1 else 's'}" + (f" ({parts})" if parts else "")
+
+
+def count(conn: psycopg.Connection, statuses: list[str], cutoff: datetime | None) -> Counter:
+    rows = conn.execute(CLEANUP_COUNT, {"statuses": statuses, "cutoff": cutoff}).fetchall()
+    return Counter({status: n for status, n in rows})
+
+
+def delete_in_batches(
+    conn: psycopg.Connection, statuses: list[str], cutoff: datetime | None, batch_size: int
+) -> tuple[Counter, int]:
+    """Delete every match, ``batch_size`` rows per transaction; (counts, batches)."""
+    deleted: Counter[str] = Counter()
+    after, batches = 0, 0
+    while True:
+        rows = conn.execute(
+            CLEANUP_DELETE_BATCH,
+            {"statuses": statuses, "cutoff": cutoff, "after": after, "limit": batch_size},
+        ).fetchall()
+        if not rows:
+            return deleted, batches
+        batches += 1
+        for status, n, last_id in rows:
+            deleted[status] += n
+            after = max(after, last_id)
+
+
+def confirm(question: str) -> bool:
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    try:
+        answer = sys.stdin.readline()
+    except KeyboardInterrupt:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    statuses = sorted(set(args.status or (ALL_STATUSES if args.all else FINISHED)))
+    settings = settings_from_env(require=("DATABASE_URL",))
+    where = database_label(settings.database_url)
+    scope = "of any age" if args.all else f"older than {format_age(args.older_than)}"
+    interactive = sys.stdin.isatty() and sys.stderr.isatty()
+    say = (lambda text: None) if args.quiet else print
+
+    with database(settings) as conn:
+        cutoff = None
+        if not args.all:
+            cutoff = conn.execute(
+                "SELECT now() - make_interval(secs => %s)", (args.older_than,)
+            ).fetchone()[0]  # type: ignore[index]
+        if args.dry_run or (interactive and not args.yes):
+            matching = count(conn, statuses, cutoff)
+            if args.dry_run:
+                say(f"would delete {_describe(matching)} {scope} from {where} (dry run)")
+                return EXIT_OK
+            if not matching:
+                say(f"nothing to delete: no {'/'.join(statuses)} task {scope} in {where}")
+                return EXIT_OK
+            if not confirm(f"Delete {_describe(matching)} {scope} from {where}?"):
+                print(f"{PROG}: not confirmed, nothing deleted", file=sys.stderr)
+                return EXIT_FAILURE
+        started = time.perf_counter()
+        deleted, batches = delete_in_batches(conn, statuses, cutoff, args.batch_size)
+    say(
+        f"deleted {_describe(deleted)} {scope} from {where} in {batches} "
+        f"batch{'' if batches == 1 else 'es'} ({time.perf_counter() - started:.2f}s)"
+    )
+    return EXIT_OK
+
+
+def entry(argv: Sequence[str] | None = None) -> int:
+    """What scripts/cleanup.py runs."""
+    return run(PROG, main, argv)

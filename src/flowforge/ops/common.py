@@ -1,0 +1,186 @@
+"""What the operator scripts share: exit codes, argument types, one-line failures.
+
+Operators run the scripts by hand, from cron and from CI, so every failure is one line on
+stderr (``<script>: error: ...``) and a documented exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from urllib.parse import urlsplit
+
+import psycopg
+
+from ..config import ConfigError, Settings, load_settings, parse_duration, redact_url
+from ..db import DatabaseUnavailable, connection, make_engine
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # unhealthy, database unreachable or refusing, declined confirmation
+EXIT_USAGE = 2  # bad options or configuration (argparse uses 2 as well)
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0    success
+  1    failure (database or API unreachable, database error{extra})
+  2    usage or configuration error (bad option, bad DATABASE_URL / API_URL)
+  130  interrupted (Ctrl-C)
+"""
+
+# Ages for the scripts go beyond the services' durations: "7d", "2w" besides "90m".
+_DAYS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(d|w)\s*$")
+_DAY_SECONDS = {"d": 86400.0, "w": 7 * 86400.0}
+
+
+class ScriptError(Exception):
+    """A failure to report in one line; ``code`` is the exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def age(text: str) -> float:
+    """argparse type: ``500ms``, ``30s``, ``15m``, ``2h``, ``7d`` or ``2w`` in seconds (> 0)."""
+    match = _DAYS.match(text)
+    try:
+        seconds = (
+            float(match.group(1)) * _DAY_SECONDS[match.group(2)] if match else parse_duration(text)
+        )
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 30s, 15m, 2h, 7d or 2w, got {text!r}"
+        ) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration above zero, got {text!r}")
+    return seconds
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {value}")
+    return value
+
+
+def format_age(seconds: float) -> str:
+    """``93784`` -> ``1d 2h``: the two largest units, for human-readable reports."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            count = int(seconds // size)
+            seconds -= count * size
+            parts.append(f"{count}{unit}")
+    return " ".join(parts[:2])
+
+
+def make_parser(
+    prog: str, description: str, examples: str, exit_extra: str = ""
+) -> argparse.ArgumentParser:
+    """A parser whose --help ends with examples, the environment it reads and exit codes."""
+    epilog = f"examples:\n{examples}\n{EXIT_CODES_HELP.format(extra=exit_extra)}"
+    return argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def settings_from_env(*, require: tuple[str, ...], **overrides: str | None) -> Settings:
+    """``load_settings`` with command-line overrides (by variable name) applied first."""
+    env = dict(os.environ)
+    env.update({name: value for name, value in overrides.items() if value is not None})
+    try:
+        return load_settings(env, require=require)
+    except ConfigError as exc:
+        raise ScriptError(f"configuration: {exc}", EXIT_USAGE) from None
+
+
+def database_label(url: str) -> str:
+    """``host:port/dbname`` for messages: where the script went, without credentials."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = parts.hostname or "localhost"
+    return f"{host}:{port or 5432}{parts.path}"
+
+
+def database_error(exc: BaseException, url: str) -> ScriptError:
+    """One line for anything that went wrong talking to PostgreSQL."""
+    where = database_label(url)
+    if isinstance(exc, DatabaseUnavailable):
+        return ScriptError(f"cannot reach the database at {where}: {_first_line(exc)}")
+    if isinstance(exc, psycopg.errors.UndefinedTable):
+        return ScriptError(f"database {where} has no tasks table: run `flowforge migrate` first")
+    return ScriptError(f"database error at {where}: {_first_line(exc)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    # SQLAlchemy appends "(Background on this error at ...)" lines; libpq repeats the host.
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return redact_url(line) if "://" in line else line
+
+
+def run(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None) -> int:
+    """Run a script's main: ScriptError, Ctrl-C and the unexpected become one line."""
+    try:
+        return main(argv)
+    except ScriptError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `healthcheck.py | head -1`: the reader left; nothing to say to it.
+        sys.stderr.close()
+        return EXIT_FAILURE
+    except Exception as exc:  # the promise to cron: one line, never a traceback
+        print(
+            f"{prog}: error: unexpected {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr
+        )
+        return EXIT_FAILURE
+
+
+@contextmanager
+def database(settings: Settings) -> Iterator[psycopg.Connection]:
+    """One autocommit connection (flowforge.db), every failure turned into a ScriptError."""
+    url = settings.database_url
+    try:
+        engine = make_engine(settings, pool_size=1)
+    except Exception as exc:  # SQLAlchemy refuses a malformed URL (a bad port, say)
+        raise ScriptError(f"configuration: DATABASE_URL: {_first_line(exc)}", EXIT_USAGE) from None
+    try:
+        with connection(engine) as conn:
+            yield conn
+    except (DatabaseUnavailable, psycopg.Error) as exc:
+        raise database_error(exc, url) from None
+    finally:
+        engine.dispose()
