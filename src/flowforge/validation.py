@@ -46,7 +46,10 @@ def _timestamp(value: Any) -> datetime:
         raise ValueError("must be an RFC 3339 timestamp, e.g. 2026-01-31T12:00:00Z") from None
     if parsed.tzinfo is None:
         raise ValueError("must carry a time zone (Z or an offset)")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is in year 0 in UTC
+        raise ValueError("must be between years 1 and 9999 in UTC") from None
 
 
 def _attempts(value: Any) -> int:
@@ -60,6 +63,19 @@ def _attempts(value: Any) -> int:
 def _payload(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("must be a JSON object")
+    # PostgreSQL's jsonb cannot hold \u0000 (in keys or strings): refuse it here, as a 400.
+    # A loop, not recursion: JSON nests deeper than Python's recursion limit.
+    pending: list[Any] = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            if any("\x00" in key for key in item):
+                raise ValueError("must not contain NUL characters")
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, str) and "\x00" in item:
+            raise ValueError("must not contain NUL characters")
     return value
 
 
