@@ -72,6 +72,7 @@ class Worker:
         self.notified = True  # claim at start
         self.waiting = False  # holding the idle lock (queries.IDLE_LOCK)
         self.recheck_at: float | None = None
+        self.signalled = False  # an executor has woken the dispatcher for outcomes
         self.listener = Listener(settings, self._on_notify)
         self.heartbeat_interval = max(0.05, settings.worker_lease / 3)
         self.reap_interval = max(0.1, min(settings.worker_lease / 2, 10.0))
@@ -102,10 +103,12 @@ class Worker:
             task.started = True
             if qsize() < low_water:
                 wake.set()
-            outcome = self._run(task)
-            first = not done
-            done.append(outcome)
-            if first:
+            done.append(self._run(task))
+            # Wake the dispatcher for the first outcome since it last drained `done` (it
+            # resets the flag before draining, so an outcome is never left unnoticed), not
+            # for every one: a wake-up per task would cost a thread switch per task.
+            if not self.signalled:
+                self.signalled = True
                 wake.set()
 
     def _run(self, task: ClaimedTask) -> Outcome:
@@ -205,6 +208,7 @@ class Worker:
         return False
 
     def _drain_done(self) -> None:
+        self.signalled = False
         done = self.done
         out = self.pending_outcomes
         while done:
@@ -263,7 +267,7 @@ class Worker:
                 recheck = self.recheck_at is not None and now >= self.recheck_at
                 if recheck:
                     self.recheck_at = None
-                room = self.max_held - len(self.held) + len(self.pending_outcomes)
+                room = max(0, self.max_held - len(self.held) + len(self.pending_outcomes))
                 want_claim = (
                     self.work.qsize() < self.low_water
                     and room > 0
