@@ -202,9 +202,11 @@ class Progress:
     def __init__(self, total: int, enabled: bool) -> None:
         self._bar: Any = None
         if enabled:
+            from rich.console import Console
             from rich.progress import Progress as RichProgress
 
-            self._bar = RichProgress(transient=True, console=None)
+            # On stderr: stdout keeps the one summary line, for pipes and logs.
+            self._bar = RichProgress(transient=True, console=Console(stderr=True))
             self._task = self._bar.add_task("seeding", total=total)
             self._bar.start()
 
