@@ -95,7 +95,8 @@ def create_app(
     known_types = frozenset(load_handlers())
     openapi = served_spec(resource_path("openapi.yaml").read_bytes(), known_types)
     max_body = settings.api_max_body
-    app = bottle.Bottle(catchall=True, autojson=False)
+    app = bottle.Bottle(catchall=True)
+    app.config["json.enable"] = False  # routes return the envelope's bytes themselves
 
     # -- per-request plumbing -------------------------------------------------------------
 
@@ -170,13 +171,19 @@ def create_app(
     def error_page(error: bottle.HTTPError) -> bytes:
         """Errors Bottle raises itself (no route, wrong method, ...), as the envelope."""
         bottle.response.content_type = "application/json"
+        environ = bottle.request.environ
+        # A failure before or after the route (a hook) skips finish_request: the ID here.
+        rid = environ.get("flowforge.request_id") or request_id_from(
+            environ.get("HTTP_X_REQUEST_ID")
+        )
+        environ["flowforge.request_id"] = rid
+        bottle.response.set_header(REQUEST_ID_HEADER, rid)
         status = error.status_code
         if status == 404:
             message = f"no route for {bottle.request.path}"
         elif status == 405:
             message = f"{bottle.request.method} is not allowed here"
         elif status == 500:
-            rid = bottle.request.environ.get("flowforge.request_id", "")
             log.error("unhandled error: %s", error.exception, extra={"request_id": rid})
             message = f"internal server error (request ID {rid})"
         else:
