@@ -77,7 +77,7 @@ class TestHost:
         started = time.monotonic()
         proc = subprocess.run(
             [str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", str(self.inventory),
-             str(ANSIBLE_DIR / "deploy.yml")],
+             "-e", f"@{STATE / 'extra-vars.json'}", str(ANSIBLE_DIR / "deploy.yml")],
             cwd=ANSIBLE_DIR, env=clean_env(), capture_output=True, text=True, timeout=900,
         )  # fmt: skip
         run = PlaybookRun(proc.returncode, proc.stdout + proc.stderr, time.monotonic() - started)
@@ -89,6 +89,27 @@ class TestHost:
         result = self.host.run(command)
         assert result.rc == 0, f"{command!r} exited {result.rc}: {result.stderr}{result.stdout}"
         return result.stdout
+
+
+def _snapshot_source() -> None:
+    """Both runs deploy the tree as it was at the start (files edited meanwhile by someone
+    working in this checkout must not turn the second run into a change)."""
+    source = STATE / "source"
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO, capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    source.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["rsync", "-a", "--delete", "--from0", "--files-from=-", "--ignore-missing-args",
+         "./", f"{source}/"],
+        cwd=REPO, input=files, check=True,
+    )  # fmt: skip
+    extra = {
+        "flowforge_source_dir": str(source),
+        "flowforge_wheelhouse_dir": str(STATE / "wheelhouse"),
+    }
+    (STATE / "extra-vars.json").write_text(json.dumps(extra))
 
 
 def _down() -> None:
@@ -106,6 +127,7 @@ def testhost() -> Iterator[TestHost]:
             [str(TESTHOST / "up.sh"), "--no-deploy"], env=clean_env(), check=True, timeout=600
         )
         boot_seconds = time.monotonic() - started
+        _snapshot_source()
         ssh_config = STATE / "ssh_config"
         ssh_config.write_text(
             f"Host {SUBNET}.2\n  User deploy\n  IdentityFile {STATE / 'id_ed25519'}\n"
