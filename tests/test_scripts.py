@@ -4,10 +4,13 @@ stderr and a documented exit code, never a traceback."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import pty
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -265,6 +268,27 @@ def test_seeded_tasks_are_served_by_the_api(
     assert requests.get(f"{api_url}/v1/tasks/{task['id']}", timeout=10).json()["data"] == task
 
 
+def test_seed_interrupted_keeps_whole_batches_only(
+    env: dict[str, str], db: psycopg.Connection
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPTS / "seed-database.py"), "-n", "1000000", "--batch-size",
+         "1000"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not db.execute("SELECT count(*) FROM tasks").fetchone()[0]:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert (out, err) == ("", "seed-database.py: interrupted\n")
+    seeded = db.execute("SELECT count(*) FROM tasks").fetchone()[0]
+    assert 0 < seeded < 1_000_000
+    assert seeded % 1000 == 0  # the batch being copied was rolled back whole
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
@@ -359,6 +383,25 @@ def test_healthcheck_api_up_but_its_database_down(
     proc = script("healthcheck.py", "--api-url", api_without_database, env=env)
     assert proc.returncode == 1
     assert proc.stdout.splitlines()[0].endswith("answered 503: the database is unreachable")
+
+
+@pytest.fixture
+def not_flowforge(tmp_path) -> Iterator[str]:
+    """Some other web server (stdlib's file server): /health is an HTML 404."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_healthcheck_something_else_at_the_api_url(env: dict[str, str], not_flowforge: str) -> None:
+    proc = script("healthcheck.py", "--api-url", not_flowforge, env=env)
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines()[0] == (
+        f"FAIL  api       {not_flowforge}/health answered 404 without JSON"
+    )
 
 
 def test_healthcheck_database_down(env: dict[str, str]) -> None:

@@ -47,11 +47,11 @@ def build_parser():  # type: ignore[no-untyped-def]
     parser = make_parser(
         PROG,
         "Delete FlowForge tasks from DATABASE_URL in batches: completed and failed tasks "
-        "older than an age,\nor everything with --all. Pending and processing tasks are "
+        "older than an age, or everything with --all. Pending and processing tasks are "
         "never touched unless --status or --all says so.\nOn a terminal it asks before "
         "deleting (--yes skips the question); from cron it does not ask.",
         EXAMPLES,
-        exit_extra="; declined at the prompt",
+        failure="the database is unreachable or failed, or the prompt was not confirmed",
     )
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument(

@@ -10,6 +10,7 @@ import argparse
 import os
 import re
 import sys
+import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from urllib.parse import urlsplit
@@ -26,8 +27,8 @@ EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 EXIT_CODES_HELP = """\
 exit codes:
-  0    success
-  1    failure (database or API unreachable, database error{extra})
+  0    {success}
+  1    {failure}
   2    usage or configuration error (bad option, bad DATABASE_URL / API_URL)
   130  interrupted (Ctrl-C)
 """
@@ -98,13 +99,16 @@ def format_age(seconds: float) -> str:
 
 
 def make_parser(
-    prog: str, description: str, examples: str, exit_extra: str = ""
+    prog: str, description: str, examples: str, failure: str, success: str = "success"
 ) -> argparse.ArgumentParser:
-    """A parser whose --help ends with examples, the environment it reads and exit codes."""
-    epilog = f"examples:\n{examples}\n{EXIT_CODES_HELP.format(extra=exit_extra)}"
+    """A parser whose --help ends with examples and the exit codes (``failure``: what 1 means)."""
+    epilog = f"examples:\n{examples}\n{EXIT_CODES_HELP.format(success=success, failure=failure)}"
+    # The raw formatter keeps the examples' columns; the description's paragraphs (one a
+    # line) are wrapped here.
+    wrapped = "\n\n".join(textwrap.fill(line, 79) for line in description.splitlines())
     return argparse.ArgumentParser(
         prog=prog,
-        description=description,
+        description=wrapped,
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -63,7 +63,8 @@ def build_parser():  # type: ignore[no-untyped-def]
         "queue directly.\nConfiguration comes from API_URL and DATABASE_URL, as for the "
         "services.",
         EXAMPLES,
-        exit_extra="; 1 also means unhealthy",
+        success="healthy: every check passed",
+        failure="unhealthy: the API, the database or the queue failed a check",
     )
     parser.add_argument("--api-url", metavar="URL", help="the API's base URL (default: API_URL)")
     parser.add_argument(

@@ -65,6 +65,7 @@ def build_parser():  # type: ignore[no-untyped-def]
         "titles, descriptions, a mix of statuses and types, created_at spread over a period. "
         "Tasks are added to those already there.",
         EXAMPLES,
+        failure="the database is unreachable or refused the rows",
     )
     parser.add_argument(
         "-n", "--count", type=positive_int, default=1000, help="tasks to add (default 1000)"
