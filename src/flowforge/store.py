@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+import orjson
 from psycopg.rows import class_row, scalar_row
-from psycopg.types.json import Jsonb
-from sqlalchemy import Engine
+from psycopg.types.json import Jsonb, set_json_loads
+from sqlalchemy import Engine, event
 
 from . import queries
 from .db import ConnectionSource, DatabaseUnavailable
@@ -43,6 +44,10 @@ class Page:
     total: int
 
 
+def _orjson_json_loads(dbapi_connection: Any, _record: Any) -> None:
+    set_json_loads(orjson.loads, dbapi_connection)
+
+
 class TaskStore:
     """The API's reads and writes. ``keep_connection``: see ``db.ConnectionSource``."""
 
@@ -55,6 +60,11 @@ class TaskStore:
         keep_connection: bool = False,
     ) -> None:
         self.engine = engine
+        # jsonb comes back through orjson (also faster): PostgreSQL writes 1.5e300 as 301
+        # digits, which the json module reads as an int that no encoder takes; orjson reads
+        # it as the float it was, so every stored payload can be served again.
+        if not event.contains(engine, "connect", _orjson_json_loads):
+            event.listen(engine, "connect", _orjson_json_loads)
         self.source = ConnectionSource(engine, keep=keep_connection)
         self.default_max_attempts = default_max_attempts
         self.lease_seconds = lease_seconds

@@ -13,6 +13,7 @@ TYPE_MAX = 100
 PAGE_LIMIT_MAX = 100
 PAGE_LIMIT_DEFAULT = 20
 ATTEMPTS_MAX = 100
+PAYLOAD_DEPTH_MAX = 100
 POST_FIELDS = frozenset({"title", "description", "type", "payload", "max_attempts", "run_at"})
 PUT_FIELDS = POST_FIELDS | {"status"}
 
@@ -64,16 +65,19 @@ def _payload(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("must be a JSON object")
     # PostgreSQL's jsonb cannot hold \u0000 (in keys or strings): refuse it here, as a 400.
-    # A loop, not recursion: JSON nests deeper than Python's recursion limit.
-    pending: list[Any] = [value]
+    # The depth is bounded so the task can always be serialized again (orjson stops at 255
+    # levels). A loop, not recursion: JSON nests deeper than Python's recursion limit.
+    pending: list[tuple[Any, int]] = [(value, 1)]
     while pending:
-        item = pending.pop()
+        item, depth = pending.pop()
+        if isinstance(item, dict | list) and depth > PAYLOAD_DEPTH_MAX:
+            raise ValueError(f"must not nest deeper than {PAYLOAD_DEPTH_MAX} levels")
         if isinstance(item, dict):
             if any("\x00" in key for key in item):
                 raise ValueError("must not contain NUL characters")
-            pending.extend(item.values())
+            pending.extend((child, depth + 1) for child in item.values())
         elif isinstance(item, list):
-            pending.extend(item)
+            pending.extend((child, depth + 1) for child in item)
         elif isinstance(item, str) and "\x00" in item:
             raise ValueError("must not contain NUL characters")
     return value
