@@ -417,6 +417,24 @@ def test_healthcheck_database_down(env: dict[str, str]) -> None:
     assert (proc.returncode, doc["healthy"], len(doc["checks"])) == (1, False, 1)
 
 
+def test_healthcheck_database_that_does_not_answer_times_out(env: dict[str, str]) -> None:
+    with socket.socket() as silent:  # accepts (the kernel's backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"postgresql://u:p@127.0.0.1:{silent.getsockname()[1]}/flowforge"
+        started = time.monotonic()
+        proc = script(
+            "healthcheck.py", "--database", "--no-api", "--timeout", "1s",
+            env={**env, "DATABASE_URL": url},
+        )  # fmt: skip
+        # libpq waits once for the SSL answer and once more without SSL.
+        assert time.monotonic() - started < 10
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines()[0].endswith(
+        f"127.0.0.1:{url.split(':')[3]}: connection timeout expired"
+    )
+
+
 def test_healthcheck_queue_thresholds(
     env: dict[str, str], db: psycopg.Connection, api_url: str
 ) -> None:
