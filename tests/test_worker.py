@@ -191,9 +191,7 @@ def test_sigkill_chaos_loses_nothing_and_leaves_nothing_processing(db, spawn, tm
     assert [w.stop() for w in workers] == [0, 0, 0]
 
 
-def test_sigterm_lets_the_running_task_finish_and_gives_back_the_waiting_one(
-    db, spawn, tmp_path
-) -> None:
+def test_sigterm_lets_the_running_task_finish_and_claims_nothing_more(db, spawn, tmp_path) -> None:
     runs = tmp_path / "runs"
     w = spawn(WORKER_CONCURRENCY="1", WORKER_SHUTDOWN_TIMEOUT="20s")
     w.wait_for("worker ready")
@@ -203,9 +201,10 @@ def test_sigterm_lets_the_running_task_finish_and_gives_back_the_waiting_one(
     time.sleep(0.3)
     assert w.proc.poll() is None, "the worker must wait for its running task"
     assert w.proc.wait(timeout=20) == 0
-    rows = db.execute("SELECT status, attempts, worker IS NOT NULL FROM tasks ORDER BY id")
-    # The running one finished; the claimed-but-waiting one went back with its attempt.
-    assert rows.fetchall() == [("completed", 1, True), ("pending", 0, True)]
+    rows = db.execute("SELECT status, attempts, lease_token FROM tasks ORDER BY id")
+    # The running one finished; the other one, never started, is pending as it was (a
+    # worker with long tasks claims only for free executors).
+    assert rows.fetchall() == [("completed", 1, None), ("pending", 0, None)]
     assert len(_runs(runs)) == 1
     messages = [line["message"] for line in w.lines()]
     assert "worker stopped" in messages
@@ -355,3 +354,19 @@ def test_tasks_created_with_the_conditional_notify_wake_an_idle_worker(db, spawn
         db.execute(queries.INSERT_TASK_NOTIFY_IF_WAITING, params)
     _wait_until(lambda: _statuses(db) == {"completed": 30}, 10, "30 completed without polling")
     assert w.stop() == 0
+
+
+def test_long_tasks_are_shared_not_hoarded_by_the_first_worker(db, spawn, tmp_path) -> None:
+    runs = tmp_path / "runs"
+    a = spawn(name="a", WORKER_CONCURRENCY="2")
+    b = spawn(name="b", WORKER_CONCURRENCY="2")
+    a.wait_for("worker ready")
+    b.wait_for("worker ready")
+    _add(db, 8, "count", {"file": str(runs), "sleep": 0.4})
+    time.sleep(0.2)
+    held = db.execute("SELECT worker, count(*) FROM tasks WHERE status = 'processing' GROUP BY 1")
+    assert sorted(n for _, n in held.fetchall()) == [2, 2]  # each holds what it runs, no more
+    _wait_until(lambda: _statuses(db) == {"completed": 8}, 15, "8 completed")
+    per_worker = Counter(f[2] for f in _runs(runs))
+    assert set(per_worker) == {str(a.proc.pid), str(b.proc.pid)} and min(per_worker.values()) >= 2
+    assert a.stop() == 0 and b.stop() == 0

@@ -34,6 +34,7 @@ log = logging.getLogger("flowforge.worker")
 
 RECHECK_DELAY = 0.02  # longer than a creator's commit (fsync) takes
 FLUSH_DELAY = 0.005  # outcomes wait at most this long for a claim to ride along with
+FAST_TASK_MS = 5.0  # tasks shorter than this on average are claimed ahead (double buffered)
 ERROR_LIMIT = 2000  # characters of an exception kept in last_error
 
 
@@ -57,11 +58,14 @@ class Worker:
         self.notifier = notifier or Notifier()
         self.concurrency = settings.worker_concurrency
         self.batch = settings.worker_batch_size
-        # Keep the executors fed while the next claim is on its way (double buffering):
-        # claim again once fewer than `low_water` tasks wait, never hold more than
-        # `max_held`. Short tasks drain a batch faster than a claim's round trip.
-        self.low_water = max(self.concurrency, self.batch)
-        self.max_held = self.concurrency + 2 * self.batch
+        # How far ahead to claim. Short tasks drain a batch faster than a claim's round
+        # trip, so the worker double-buffers (claims again while `low_water` still wait,
+        # holds up to `max_held`). Long tasks gain nothing from that: a worker hoarding
+        # them starves its peers, and a SIGKILL would cost every hoarded task a lease
+        # expiry. So it claims ahead only while the average run is short (learned from
+        # the outcomes; it starts out assuming long tasks).
+        self.avg_run_ms = FAST_TASK_MS * 10
+        self._set_prefetch()
         self.work: queue_mod.SimpleQueue[ClaimedTask | None] = queue_mod.SimpleQueue()
         self.done: deque[Outcome] = deque()
         self.held: dict[int, ClaimedTask] = {}  # claimed and not yet recorded
@@ -77,6 +81,14 @@ class Worker:
         self.heartbeat_interval = max(0.05, settings.worker_lease / 3)
         self.reap_interval = max(0.1, min(settings.worker_lease / 2, 10.0))
         self.executors: list[threading.Thread] = []
+
+    def _set_prefetch(self) -> None:
+        if self.avg_run_ms < FAST_TASK_MS:
+            self.low_water = max(self.concurrency, self.batch)
+            self.max_held = self.concurrency + 2 * self.batch
+        else:  # claim only for free executors: nothing waits in a worker's queue
+            self.low_water = 1
+            self.max_held = self.concurrency
 
     # --- wake-ups ---------------------------------------------------------------------
     def _on_notify(self) -> None:
@@ -95,13 +107,12 @@ class Worker:
         qsize = self.work.qsize
         done = self.done
         wake = self.wake
-        low_water = self.low_water
         while True:
             task = get()
             if task is None:
                 return
             task.started = True
-            if qsize() < low_water:
+            if qsize() < self.low_water:
                 wake.set()
             done.append(self._run(task))
             # Wake the dispatcher for the first outcome since it last drained `done` (it
@@ -224,9 +235,14 @@ class Worker:
             self.held[task.id] = task
             put(task)
         finished = result.finished
+        avg = self.avg_run_ms
         for outcome in outcomes:
             self.held.pop(outcome.task.id, None)
             self._log_outcome(outcome, outcome.task.id in finished)
+            avg += (outcome.duration_ms - avg) * 0.1  # moving average of the run time
+        if outcomes:
+            self.avg_run_ms = avg
+            self._set_prefetch()
         if limit:
             self.drained = len(result.claimed) < limit
             if self.drained != self.waiting:
