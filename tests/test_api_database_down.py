@@ -1,0 +1,69 @@
+"""The database goes away and comes back: the API answers 503 with the envelope meanwhile
+(never a 500, never a hang), and serves again once PostgreSQL is back, without a restart."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from flowforge import migrate
+from flowforge.app import create_app
+from flowforge.devdb import TempPostgres
+
+from .conftest import make_settings
+from .test_api import assert_error, serve
+
+
+@pytest.fixture(scope="module")
+def own_server() -> Iterator[TempPostgres]:
+    """A PostgreSQL of its own: this test stops it."""
+    server = TempPostgres().start()
+    yield server
+    server.destroy()
+
+
+@pytest.mark.parametrize("keep_connection", [False, True], ids=["pooled", "kept"])
+def test_database_down_is_503_and_back_is_200(
+    own_server: TempPostgres, keep_connection: bool
+) -> None:
+    settings = make_settings(own_server.url(), DATABASE_CONNECT_TIMEOUT="1s")
+    migrate.upgrade(settings)
+    app = create_app(settings, keep_connection=keep_connection)
+    with serve(app) as url:
+        before = requests.get(f"{url}/v1/tasks").json()["meta"]["total"]
+        created = requests.post(f"{url}/v1/tasks", json={"title": "before the outage"})
+        assert created.status_code == 201
+        task_url = url + created.headers["Location"]
+        assert requests.get(f"{url}/health").status_code == 200
+
+        own_server.stop()
+        started = time.monotonic()
+        health = requests.get(f"{url}/health", headers={"X-Request-ID": "down-1"}, timeout=15)
+        error = assert_error(health, 503, "service_unavailable")
+        assert error["details"] == {"database": "unreachable"}
+        assert health.headers["X-Request-ID"] == "down-1"
+        for response in (
+            requests.get(task_url, timeout=15),
+            requests.get(f"{url}/v1/tasks", timeout=15),
+            requests.post(f"{url}/v1/tasks", json={"title": "during"}, timeout=15),
+            requests.put(task_url, json={"title": "during"}, timeout=15),
+            requests.delete(task_url, timeout=15),
+        ):
+            assert_error(response, 503, "service_unavailable")
+        # Bad input is still judged without the database.
+        bad = requests.post(f"{url}/v1/tasks", json={"title": ""}, timeout=15)
+        assert_error(bad, 400, "validation_failed")
+        assert time.monotonic() - started < 30  # refused connections fail fast
+
+        own_server._pg_ctl_start()
+        # Back: the first request already succeeds (stale connections are retried once).
+        assert requests.get(f"{url}/health", timeout=15).status_code == 200
+        fetched = requests.get(task_url, timeout=15)
+        assert fetched.status_code == 200
+        assert fetched.json()["data"]["title"] == "before the outage"
+        assert requests.post(f"{url}/v1/tasks", json={"title": "after"}).status_code == 201
+        assert requests.get(f"{url}/v1/tasks").json()["meta"]["total"] == before + 2
+        assert requests.delete(task_url).status_code == 204

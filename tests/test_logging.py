@@ -1,0 +1,216 @@
+"""Logs: one JSON object per line with DESIGN's fields, one access line per request, the
+request ID on every line of a request, no secret anywhere; journald field mapping."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from flowforge import logs
+from flowforge.devdb import free_port
+
+from .conftest import FLOWFORGE, service_env, wait_http
+
+ACCESS_FIELDS = {"timestamp", "level", "message", "logger", "service", "request_id", "method",
+                 "path", "status", "duration_ms"}  # fmt: skip
+
+
+def read_lines(path: Path) -> list[dict]:
+    text = path.read_text()
+    lines = [json.loads(line) for line in text.splitlines()]  # every line is JSON
+    assert lines, "no log lines"
+    return lines
+
+
+def test_one_access_line_per_request_with_every_field(gunicorn_api: dict, db) -> None:
+    url = gunicorn_api["url"]
+    calls = [
+        ("GET", "/health", None, 200),
+        ("POST", "/v1/tasks", {"title": "logged"}, 201),
+        ("POST", "/v1/tasks", {"title": ""}, 400),
+        ("GET", "/v1/tasks/987654", None, 404),
+        ("PATCH", "/v1/tasks", None, 405),
+        ("GET", "/no/such/route", None, 404),
+    ]
+    for i, (method, path, body, status) in enumerate(calls):
+        response = requests.request(
+            method, url + path, json=body, headers={"X-Request-ID": f"log-{i}"}, timeout=10
+        )
+        assert response.status_code == status
+    lines = read_lines(gunicorn_api["log"])
+    for i, (method, path, _, status) in enumerate(calls):
+        mine = [line for line in lines if line.get("request_id") == f"log-{i}"]
+        access = [line for line in mine if "status" in line]
+        assert len(access) == 1, mine
+        line = access[0]
+        assert set(line) >= ACCESS_FIELDS, line
+        assert (line["method"], line["path"], line["status"]) == (method, path, status)
+        assert line["service"] == "api" and line["level"] == "INFO"
+        assert line["logger"] == "flowforge.api"
+        assert isinstance(line["duration_ms"], int | float) and line["duration_ms"] >= 0
+        assert line["timestamp"].startswith("20")
+    # Lines logged inside a request carry its ID too (the creation line names the task).
+    created = [line for line in lines if line.get("request_id") == "log-1" and "task_id" in line]
+    assert len(created) == 1 and created[0]["message"] == "task created"
+
+
+SECRET = "Sup3r-Secret-Pw-7731"
+
+
+def _run_api(url: str, log_path: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = service_env(url, API_HOST="127.0.0.1", API_PORT=str(port), API_WORKERS="1",
+                      DATABASE_CONNECT_TIMEOUT="1s")  # fmt: skip
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([FLOWFORGE, "api"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    wait_http(base + "/health")
+    return proc, base
+
+
+def test_no_line_shows_the_database_password(database_url: str, db, tmp_path: Path) -> None:
+    db.execute("DROP ROLE IF EXISTS flowforge_logged")
+    db.execute(f"CREATE ROLE flowforge_logged LOGIN SUPERUSER PASSWORD '{SECRET}'")
+    good = database_url.replace("postgres:flowforge@", f"flowforge_logged:{SECRET}@")
+    wrong = database_url.replace("postgres:flowforge@", f"flowforge_logged:{SECRET}-wrong@")
+    assert good != database_url
+    log_path = tmp_path / "api.log"
+    wrong_log = tmp_path / "api-wrong.log"
+    proc, base = _run_api(good, log_path)
+    wrong_proc, wrong_base = _run_api(wrong, wrong_log)
+    try:
+        assert requests.get(base + "/health").status_code == 200
+        assert requests.post(base + "/v1/tasks", json={"title": "x"}).status_code == 201
+        assert requests.post(base + "/v1/tasks", data=b"{").status_code == 415
+        # The wrong password: the database refuses, the API says 503 and logs why.
+        assert requests.get(wrong_base + "/health").status_code == 503
+        assert requests.get(wrong_base + "/v1/tasks").status_code == 503
+    finally:
+        for p in (proc, wrong_proc):
+            p.terminate()
+            p.wait(timeout=20)
+    good_lines = log_path.read_text()
+    wrong_lines = wrong_log.read_text()
+    assert "authentication failed" in wrong_lines  # the failure itself is logged
+    for text in (good_lines, wrong_lines):
+        assert SECRET not in text
+        assert all(json.loads(line)["service"] == "api" for line in text.splitlines())
+    db.execute("DROP ROLE flowforge_logged")
+
+
+# -- units: the formatter, the context, journald ------------------------------------------
+
+
+def _record(**extra) -> logging.LogRecord:
+    record = logging.LogRecord("flowforge.test", logging.INFO, __file__, 1, "hello %s",
+                               ("world",), None)  # fmt: skip
+    for key, value in extra.items():
+        setattr(record, key, value)
+    return record
+
+
+def test_json_formatter_fields() -> None:
+    line = json.loads(logs.json_formatter("worker").format(_record(task_id=7, attempt=2)))
+    assert line["message"] == "hello world"
+    assert (line["level"], line["logger"], line["service"]) == ("INFO", "flowforge.test", "worker")
+    assert (line["task_id"], line["attempt"]) == (7, 2)
+    assert "timestamp" in line
+
+
+def test_bound_context_reaches_every_line_and_explicit_extra_wins() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.json_formatter("api"))
+    handler.addFilter(logs.ContextFilter())
+    logger = logging.getLogger("flowforge.test.context")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        with logs.bind(request_id="r-1"):
+            with logs.bind(task_id=5):
+                assert logs.bound() == {"request_id": "r-1", "task_id": 5}
+                logger.info("inner")
+                logger.info("explicit", extra={"request_id": "r-2"})
+            logger.info("outer")
+        logger.info("after")
+        assert logs.bound() == {}
+    finally:
+        logger.removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(ln["message"], ln.get("request_id"), ln.get("task_id")) for ln in lines] == [
+        ("inner", "r-1", 5),
+        ("explicit", "r-2", 5),
+        ("outer", "r-1", None),
+        ("after", None, None),
+    ]
+
+
+def test_journal_fields_are_upper_case_and_safe() -> None:
+    record = _record(request_id="abc", task_id=42, **{"weird-key.x": "v", "_private": 1,
+                     "empty": None, "x" * 80: "long"})  # fmt: skip
+    fields = logs.journal_fields(record)
+    assert fields["REQUEST_ID"] == "abc"
+    assert fields["TASK_ID"] == "42"  # journald fields are text
+    assert fields["WEIRD_KEY_X"] == "v"
+    assert "X" * 64 in fields and all(len(name) <= 64 for name in fields)
+    assert "EMPTY" not in fields and "_PRIVATE" not in fields
+    # The record's own machinery (message, level, ...) is not repeated as fields.
+    assert not {"MSG", "ARGS", "LEVELNAME", "MESSAGE", "NAME", "CREATED"} & set(fields)
+    assert all(name.replace("_", "").isalnum() and name.isupper() for name in fields)
+
+
+def test_journal_handler_sends_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[dict] = []
+    handler = logs.JournalHandler("worker")
+    handler._send = lambda **kw: sent.append(kw)  # the real sd_journal_send needs journald
+    handler.setFormatter(logs.json_formatter("worker"))
+    handler.emit(_record(request_id="rq", task_id=3))
+    handler.emit(_record(levelno=logging.ERROR))
+    assert sent[0]["request_id"] == "rq" and sent[0]["task_id"] == "3"
+    assert sent[0]["syslog_identifier"] == "flowforge-worker"
+    assert sent[0]["priority"] == 6 and sent[1]["priority"] == 3
+    assert json.loads(sent[0]["message"])["message"] == "hello world"
+
+
+def test_journal_handler_failures_go_to_handle_error(monkeypatch) -> None:
+    handler = logs.JournalHandler("api")
+    handler._send = lambda **kw: (_ for _ in ()).throw(OSError("journal gone"))
+    errors: list = []
+    monkeypatch.setattr(handler, "handleError", errors.append)
+    handler.emit(_record())
+    assert len(errors) == 1
+
+
+def test_journal_is_chosen_only_when_stdout_is_the_journal(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    out = open(tmp_path / "stdout", "w")  # noqa: SIM115
+    monkeypatch.setattr(sys, "stdout", out)
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    try:
+        st = os.fstat(out.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        assert logs.stdout_is_journal()
+        logs.configure_logging("api", "debug")
+        assert isinstance(root.handlers[0], logs.JournalHandler)
+        assert root.level == logging.DEBUG
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino + 1}")
+        assert not logs.stdout_is_journal()
+        monkeypatch.setenv("JOURNAL_STREAM", "garbage")
+        assert not logs.stdout_is_journal()
+        logs.configure_logging("api", "info")
+        assert type(root.handlers[0]) is logging.StreamHandler
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        out.close()
