@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -17,8 +19,9 @@ import requests
 
 from flowforge.app import create_app, request_id_from
 from flowforge.config import Settings
+from flowforge.devdb import free_port
 
-from .conftest import ApiClient, _QuietHandler, _ThreadingServer
+from .conftest import FLOWFORGE, ApiClient, _QuietHandler, _ThreadingServer, service_env
 
 MiB = 1024 * 1024
 
@@ -54,6 +57,42 @@ def raw_request(base: str, method: str, path: str, body: bytes, headers: dict) -
     payload = json.loads(response.read())
     conn.close()
     return response.status, {"headers": response.headers, "body": payload}
+
+
+def start_api(database_url: str, log_path, **env: str) -> tuple[subprocess.Popen, str]:
+    """The real ``flowforge api`` (gunicorn) on a free port, its output in ``log_path``.
+
+    Ready once /health answers: a worker booting under coverage can take longer than one
+    request's timeout, so timeouts are retried like refused connections.
+    """
+    port = free_port()
+    env = service_env(database_url, API_HOST="127.0.0.1", API_PORT=str(port), **env)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([FLOWFORGE, "api"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            requests.get(base + "/health", timeout=5)
+            return proc, base
+        except requests.RequestException:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise
+            time.sleep(0.1)
+
+
+def stop_api(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def real_api(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    proc, base = start_api(database_url, tmp_path_factory.mktemp("api") / "api.log",
+                           API_WORKERS="2")  # fmt: skip
+    yield base
+    stop_api(proc)
 
 
 # -- health and the spec -------------------------------------------------------------------
@@ -345,8 +384,8 @@ def test_a_missing_request_id_is_generated_and_unique(client: ApiClient) -> None
 # -- concurrency ---------------------------------------------------------------------------
 
 
-def test_fifty_concurrent_creates_all_land(gunicorn_api: dict, db) -> None:
-    api_url = gunicorn_api["url"]  # the real server: its backlog takes a burst
+def test_fifty_concurrent_creates_all_land(real_api: str, db) -> None:
+    api_url = real_api  # gunicorn: its backlog takes a burst
 
     def post(i: int) -> int:
         response = requests.post(
@@ -364,8 +403,8 @@ def test_fifty_concurrent_creates_all_land(gunicorn_api: dict, db) -> None:
     assert sorted(rows) == sorted((f"c{i}", f"c-{i}") for i in range(50))
 
 
-def test_concurrent_puts_on_one_task_serialize(gunicorn_api: dict, db) -> None:
-    api_url = gunicorn_api["url"]
+def test_concurrent_puts_on_one_task_serialize(real_api: str, db) -> None:
+    api_url = real_api
     task_id = requests.post(f"{api_url}/v1/tasks", json={"title": "x"}).json()["data"]["id"]
 
     def claim(_: int) -> int:
@@ -433,3 +472,31 @@ def test_a_failure_outside_the_routes_is_still_the_envelope(settings: Settings, 
     assert "hook failed" not in response.text
     assert "hook-1" in error["message"]
     assert response.headers["X-Request-ID"] == "hook-1"
+
+
+# -- chunked bodies (gunicorn de-chunks them) ----------------------------------------------
+
+
+def _chunks(body: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+def test_a_chunked_body_is_read(real_api: str, db) -> None:
+    body = json.dumps({"title": "sent in chunks", "description": "d" * 5000}).encode()
+    response = requests.post(
+        f"{real_api}/v1/tasks", data=_chunks(body, 1000),
+        headers={"Content-Type": "application/json"}, timeout=10,
+    )  # fmt: skip
+    assert response.status_code == 201, response.text
+    assert response.json()["data"]["title"] == "sent in chunks"
+
+
+def test_a_chunked_body_over_one_mib_is_413(real_api: str, db) -> None:
+    body = json.dumps({"title": "big", "description": "x" * (2 * MiB)}).encode()
+    response = requests.post(
+        f"{real_api}/v1/tasks", data=_chunks(body),
+        headers={"Content-Type": "application/json"}, timeout=10,
+    )  # fmt: skip
+    assert_error(response, 413, "payload_too_large")
+    assert db.execute("SELECT count(*) FROM tasks").fetchone() == (0,)

@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,9 +14,8 @@ import pytest
 import requests
 
 from flowforge import logs
-from flowforge.devdb import free_port
 
-from .conftest import FLOWFORGE, service_env, wait_http
+from .test_api import start_api, stop_api
 
 ACCESS_FIELDS = {"timestamp", "level", "message", "logger", "service", "request_id", "method",
                  "path", "status", "duration_ms"}  # fmt: skip
@@ -30,8 +28,9 @@ def read_lines(path: Path) -> list[dict]:
     return lines
 
 
-def test_one_access_line_per_request_with_every_field(gunicorn_api: dict, db) -> None:
-    url = gunicorn_api["url"]
+def test_one_access_line_per_request_with_every_field(database_url, db, tmp_path) -> None:
+    log_path = tmp_path / "api.log"
+    proc, url = start_api(database_url, log_path, API_WORKERS="2")
     calls = [
         ("GET", "/health", None, 200),
         ("POST", "/v1/tasks", {"title": "logged"}, 201),
@@ -45,7 +44,8 @@ def test_one_access_line_per_request_with_every_field(gunicorn_api: dict, db) ->
             method, url + path, json=body, headers={"X-Request-ID": f"log-{i}"}, timeout=10
         )
         assert response.status_code == status
-    lines = read_lines(gunicorn_api["log"])
+    stop_api(proc)
+    lines = read_lines(log_path)
     for i, (method, path, _, status) in enumerate(calls):
         mine = [line for line in lines if line.get("request_id") == f"log-{i}"]
         access = [line for line in mine if "status" in line]
@@ -65,17 +65,6 @@ def test_one_access_line_per_request_with_every_field(gunicorn_api: dict, db) ->
 SECRET = "Sup3r-Secret-Pw-7731"
 
 
-def _run_api(url: str, log_path: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = service_env(url, API_HOST="127.0.0.1", API_PORT=str(port), API_WORKERS="1",
-                      DATABASE_CONNECT_TIMEOUT="1s")  # fmt: skip
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([FLOWFORGE, "api"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    wait_http(base + "/health")
-    return proc, base
-
-
 def test_no_line_shows_the_database_password(database_url: str, db, tmp_path: Path) -> None:
     db.execute("DROP ROLE IF EXISTS flowforge_logged")
     db.execute(f"CREATE ROLE flowforge_logged LOGIN SUPERUSER PASSWORD '{SECRET}'")
@@ -84,8 +73,10 @@ def test_no_line_shows_the_database_password(database_url: str, db, tmp_path: Pa
     assert good != database_url
     log_path = tmp_path / "api.log"
     wrong_log = tmp_path / "api-wrong.log"
-    proc, base = _run_api(good, log_path)
-    wrong_proc, wrong_base = _run_api(wrong, wrong_log)
+    proc, base = start_api(good, log_path, API_WORKERS="1", DATABASE_CONNECT_TIMEOUT="1s")
+    wrong_proc, wrong_base = start_api(
+        wrong, wrong_log, API_WORKERS="1", DATABASE_CONNECT_TIMEOUT="1s"
+    )
     try:
         assert requests.get(base + "/health").status_code == 200
         assert requests.post(base + "/v1/tasks", json={"title": "x"}).status_code == 201
@@ -94,9 +85,8 @@ def test_no_line_shows_the_database_password(database_url: str, db, tmp_path: Pa
         assert requests.get(wrong_base + "/health").status_code == 503
         assert requests.get(wrong_base + "/v1/tasks").status_code == 503
     finally:
-        for p in (proc, wrong_proc):
-            p.terminate()
-            p.wait(timeout=20)
+        stop_api(proc)
+        stop_api(wrong_proc)
     good_lines = log_path.read_text()
     wrong_lines = wrong_log.read_text()
     assert "authentication failed" in wrong_lines  # the failure itself is logged
