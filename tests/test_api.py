@@ -500,3 +500,21 @@ def test_a_chunked_body_over_one_mib_is_413(real_api: str, db) -> None:
     )  # fmt: skip
     assert_error(response, 413, "payload_too_large")
     assert db.execute("SELECT count(*) FROM tasks").fetchone() == (0,)
+
+
+def test_bottle_responses_raised_by_a_route_pass_through(settings: Settings, db) -> None:
+    """A route (a future one, a plug-in's) may raise Bottle's own responses: a redirect
+    goes out as is, an abort becomes the envelope."""
+    import bottle
+
+    app = create_app(settings)
+    app.route("/moved", "GET", lambda: bottle.redirect("/health"))
+    app.route("/teapot", "GET", lambda: bottle.abort(418, "short and stout"))
+    with serve(app) as url:
+        moved = requests.get(f"{url}/moved", allow_redirects=False)
+        teapot = requests.get(f"{url}/teapot", headers={"X-Request-ID": "tea-1"})
+    assert moved.status_code in (302, 303) and moved.headers["Location"].endswith("/health")
+    assert moved.headers["X-Request-ID"]
+    error = assert_error(teapot, 418, "error")
+    assert error["message"] == "short and stout"
+    assert teapot.headers["X-Request-ID"] == "tea-1"

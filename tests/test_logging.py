@@ -200,6 +200,11 @@ def test_journal_is_chosen_only_when_stdout_is_the_journal(
         assert not logs.stdout_is_journal()
         logs.configure_logging("api", "info")
         assert type(root.handlers[0]) is logging.StreamHandler
+        # Under systemd without the journal library: JSON on stdout still reaches journald.
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        monkeypatch.setitem(sys.modules, "cysystemd.journal", None)  # import fails
+        logs.configure_logging("api", "info")
+        assert type(root.handlers[0]) is logging.StreamHandler
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
