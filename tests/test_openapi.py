@@ -29,7 +29,7 @@ schema = schemathesis.openapi.from_dict(
 # payload; test_api_validation covers NULs everywhere (400, never 500).
 schema.config.generation.update(
     modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
-    max_examples=40,
+    max_examples=100,
     deterministic=True,
     database="none",
     allow_x00=False,
