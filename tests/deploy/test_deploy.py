@@ -215,6 +215,23 @@ def test_worker_stop_mid_task_gives_it_back_and_start_carries_on(testhost: TestH
     assert task["attempts"] >= 1
 
 
+def test_target_stops_and_starts_everything(testhost: TestHost) -> None:
+    assert testhost.sh("systemctl is-enabled flowforge.target").strip() == "enabled"
+    testhost.sh("systemctl stop flowforge.target")
+    for unit in UNITS:
+        assert testhost.host.run(f"systemctl is-active {unit}").stdout.strip() == "inactive"
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{testhost.api}/health", timeout=5)
+    # The target is reached before its units (they are ordered after it, for the stop), so
+    # start returns with their start jobs queued: wait for them.
+    testhost.sh("systemctl start flowforge.target")
+    testhost.sh(
+        "for i in $(seq 120); do systemctl is-active -q " + " ".join(UNITS) + " && exit 0;"
+        " sleep 0.25; done; exit 1"
+    )
+    assert requests.get(f"{testhost.api}/health", timeout=5).status_code == 200
+
+
 def test_second_run_changes_nothing(testhost: TestHost) -> None:
     again = testhost.run_playbook()
     print(f"\nre-run: {again.seconds:.1f} s")
