@@ -604,7 +604,9 @@ def markdown(r: dict) -> str:
     lines = [
         "# Worker benchmark",
         "",
-        f"{r['date']}, {m['cpus']} CPUs, {m['python']}, PostgreSQL {m['postgres']}, durable "
+        f"{r['date']}, {m['cpus']} CPUs (load average {m['load_average_at_start']} at the "
+        f"start, {m['load_average_at_end']} at the end: other work shares them), "
+        f"{m['python']}, PostgreSQL {m['postgres']}, durable "
         "commits (fsync and synchronous_commit on). Command: "
         f"`{r['command']}`.",
         "",
@@ -686,6 +688,8 @@ def main(argv: list[str]) -> int:
             "command": "python bench/bench_worker.py " + " ".join(argv),
             "machine": {
                 "cpus": os.cpu_count(),
+                # the cores are shared: other work running meanwhile shows here
+                "load_average_at_start": round(os.getloadavg()[0], 2),
                 "python": platform.python_version(),
                 "postgres": pg_version,
             },
@@ -792,6 +796,7 @@ def main(argv: list[str]) -> int:
             "procrastinate 3.10": peer_latency("procrastinate", pro_url, tmp, a.samples),
         }
         log(json.dumps(r["latency"]))
+        r["machine"]["load_average_at_end"] = round(os.getloadavg()[0], 2)
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "worker.json").write_text(json.dumps(r, indent=2) + "\n")
         (RESULTS / "worker.md").write_text(markdown(r))

@@ -234,3 +234,17 @@ def test_creation_notifies_only_while_a_worker_waits(database_url, db) -> None:
         q.close()  # a worker that goes away drops the lock with its session
         assert not notified_after_insert()
     assert db.execute("SELECT count(*) FROM tasks").fetchone()[0] == 4
+
+
+def test_requeue_notify_is_sent_only_while_a_worker_waits(database_url, db) -> None:
+    from flowforge import queries
+
+    q = _queue(database_url, "host-a:1")
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute("LISTEN flowforge_tasks")
+        db.execute(queries.NOTIFY_IF_WAITING)
+        assert list(listener.notifies(timeout=0.3, stop_after=1)) == []
+        q.set_waiting(True)
+        db.execute(queries.NOTIFY_IF_WAITING)
+        assert len(list(listener.notifies(timeout=2, stop_after=1))) == 1
+    q.close()

@@ -318,3 +318,5 @@ WITH doomed AS (
 )
 SELECT status, count(*), max(id) FROM gone GROUP BY status
 """
+# The same for a re-queue (PUT back to pending): a notification only while a worker waits.
+NOTIFY_IF_WAITING = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE {WORKER_WAITING}"
