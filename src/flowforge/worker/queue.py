@@ -82,6 +82,13 @@ def connect(settings: Settings, application_name: str = "flowforge-worker") -> p
             connect_timeout=max(1, round(settings.database_connect_timeout)),
             application_name=application_name,
             options=f"-c timezone=UTC -c statement_timeout={statement_ms}",
+            # A server that vanished without closing the connection (host down, network
+            # cut) is noticed within seconds, not after the kernel's TCP timeouts.
+            keepalives=1,
+            keepalives_idle=5,
+            keepalives_interval=2,
+            keepalives_count=3,
+            tcp_user_timeout=15000,
         )
     except psycopg.Error as exc:
         raise DatabaseUnavailable(_first_line(exc)) from exc
