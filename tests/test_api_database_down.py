@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import psycopg
 import pytest
 import requests
 
@@ -67,3 +71,53 @@ def test_database_down_is_503_and_back_is_200(
         assert requests.post(f"{url}/v1/tasks", json={"title": "after"}).status_code == 201
         assert requests.get(f"{url}/v1/tasks").json()["meta"]["total"] == before + 2
         assert requests.delete(task_url).status_code == 204
+
+
+def _postgres_pids(server: TempPostgres) -> list[int]:
+    """The postmaster and its children (backends, checkpointer, ...)."""
+    postmaster = int((server.data / "postmaster.pid").read_text().split()[0])
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == postmaster:
+            children.append(int(stat.parent.name))
+    return [postmaster, *children]
+
+
+@pytest.mark.parametrize("keep_connection", [False, True], ids=["pooled", "kept"])
+def test_health_answers_quickly_when_the_database_hangs(
+    own_server: TempPostgres, keep_connection: bool
+) -> None:
+    """A frozen server (a stuck host, a partition) accepts TCP but never answers: /health
+    must still answer 503 within the connect timeout, not hang with it."""
+    settings = make_settings(own_server.url(), DATABASE_CONNECT_TIMEOUT="1s")
+    migrate.upgrade(settings)
+    app = create_app(settings, keep_connection=keep_connection)
+    with serve(app) as url:
+        assert requests.get(f"{url}/health", timeout=10).status_code == 200  # connected
+        pids = _postgres_pids(own_server)
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            health = requests.get(f"{url}/health", timeout=20)
+            took = time.monotonic() - started
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        assert_error(health, 503, "service_unavailable")
+        assert took < 10, took
+        assert requests.get(f"{url}/health", timeout=20).status_code == 200
+
+
+def test_the_health_query_reports_errors_and_leaves_the_connection_usable(db) -> None:
+    from flowforge.store import _query_within
+
+    _query_within(db, "SELECT 1", 2.0)
+    assert db.execute("SELECT 41 + 1").fetchone() == (42,)  # psycopg carries on as usual
+    with pytest.raises(psycopg.OperationalError, match="division by zero"):
+        _query_within(db, "SELECT 1/0", 2.0)
+    assert db.execute("SELECT 'still fine'").fetchone() == ("still fine",)

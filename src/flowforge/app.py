@@ -91,6 +91,7 @@ def create_app(
         default_max_attempts=settings.task_max_attempts,
         lease_seconds=settings.worker_lease,
         keep_connection=keep_connection,
+        health_timeout=settings.database_connect_timeout,
     )
     known_types = frozenset(load_handlers())
     openapi = served_spec(resource_path("openapi.yaml").read_bytes(), known_types)

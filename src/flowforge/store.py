@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import select
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
+import psycopg
+from psycopg import pq
 from psycopg.rows import class_row, scalar_row
 from psycopg.types.json import Jsonb, set_json_loads
 from sqlalchemy import Engine, event
@@ -44,6 +48,37 @@ class Page:
     total: int
 
 
+def _query_within(conn: psycopg.Connection, sql: str, timeout: float) -> None:
+    """Run ``sql`` (no parameters, result ignored) or raise ``psycopg.OperationalError``
+    after ``timeout`` seconds. psycopg has no client-side timeout, so this drives libpq
+    directly; the caller's connection source throws the connection away on that error."""
+    pgconn = conn.pgconn
+    deadline = time.monotonic() + timeout
+
+    def wait(read: bool) -> None:
+        remaining = max(0.0, deadline - time.monotonic())
+        fds = [pgconn.socket]
+        readable, writable, _ = select.select(fds if read else [], [] if read else fds, [],
+                                              remaining)  # fmt: skip
+        if not (readable or writable):
+            raise psycopg.OperationalError(f"no answer from the database within {timeout:g}s")
+
+    pgconn.send_query(sql.encode())
+    while pgconn.flush():
+        wait(read=False)
+    while True:
+        pgconn.consume_input()
+        if not pgconn.is_busy():
+            break
+        wait(read=True)
+    error = None
+    while (result := pgconn.get_result()) is not None:  # drain them all: the conn is idle again
+        if result.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
+            error = (result.error_message or b"").decode(errors="replace").strip()
+    if error is not None:
+        raise psycopg.OperationalError(error or "the health query failed")
+
+
 def _orjson_json_loads(dbapi_connection: Any, _record: Any) -> None:
     set_json_loads(orjson.loads, dbapi_connection)
 
@@ -58,8 +93,10 @@ class TaskStore:
         default_max_attempts: int,
         lease_seconds: float,
         keep_connection: bool = False,
+        health_timeout: float = 3.0,
     ) -> None:
         self.engine = engine
+        self.health_timeout = health_timeout
         # jsonb comes back through orjson (also faster): PostgreSQL writes 1.5e300 as 301
         # digits, which the json module reads as an int that no encoder takes; orjson reads
         # it as the float it was, so every stored payload can be served again.
@@ -78,9 +115,12 @@ class TaskStore:
             return read()
 
     def ping(self) -> None:
+        """Raise ``DatabaseUnavailable`` unless PostgreSQL answers within ``health_timeout``
+        (a hung server accepts TCP and never answers; the health check must not hang too)."""
+
         def read() -> None:
             with self.source.connection() as conn:
-                conn.execute(queries.HEALTH)
+                _query_within(conn, queries.HEALTH, self.health_timeout)
 
         self._retry_read(read)
 
