@@ -8,6 +8,7 @@ It uses its own name, namespace and subnet, so a `make vm` host can run beside i
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -27,6 +28,8 @@ STATE = TESTHOST / "state" / "pytest"  # git-ignored, like the rest of state/
 SUBNET = "10.213.78"
 RAM_MB = 2048  # up.sh's inventory sets postgresql_ram_mb to this
 API_PORT = 8080
+# One deploy session per machine at a time: the namespace, subnet and NAT rules are fixed.
+LOCK = Path("/run/lock/flowforge-deploy-tests.lock")
 
 TESTHOST_ENV = {
     "FLOWFORGE_TESTHOST_NAME": "flowforge-pytest",
@@ -120,6 +123,9 @@ def _down() -> None:
 def testhost() -> Iterator[TestHost]:
     if os.geteuid() != 0:
         pytest.fail("the deploy tests need root (debootstrap, systemd-nspawn, netns, iptables)")
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    lock = LOCK.open("w")
+    fcntl.flock(lock, fcntl.LOCK_EX)  # another session on this machine: wait for it
     _down()  # leftovers of an interrupted session
     started = time.monotonic()
     try:
@@ -140,6 +146,7 @@ def testhost() -> Iterator[TestHost]:
     finally:
         _down()
         _write_timings(locals().get("testhost"))
+        lock.close()
     leftovers = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "ffpytest" not in leftovers, "down.sh left the network namespace behind"
     nat = subprocess.run(["iptables", "-t", "nat", "-S"], capture_output=True, text=True).stdout

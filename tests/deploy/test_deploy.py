@@ -18,6 +18,10 @@ from .conftest import RAM_MB, TestHost
 
 pytestmark = pytest.mark.deploy
 
+# Straight to the test host, whatever proxy the environment names.
+http = requests.Session()
+http.trust_env = False
+
 UNITS = ("flowforge-api.service", "flowforge-worker.service")
 
 
@@ -135,7 +139,7 @@ def test_runtime_role_reads_and_writes_tasks_but_cannot_change_the_schema(
 
 
 def test_api_answers_from_outside_the_host(testhost: TestHost) -> None:
-    response = requests.get(f"{testhost.api}/health", timeout=5)
+    response = http.get(f"{testhost.api}/health", timeout=5)
     assert response.status_code == 200
     assert response.json()["error"] is None
     assert response.headers["X-Request-ID"]
@@ -144,7 +148,7 @@ def test_api_answers_from_outside_the_host(testhost: TestHost) -> None:
 def _wait_for_status(testhost: TestHost, task_id: int, want: str, seconds: float) -> dict:
     deadline = time.monotonic() + seconds
     while True:
-        task = requests.get(f"{testhost.api}/v1/tasks/{task_id}", timeout=5).json()["data"]
+        task = http.get(f"{testhost.api}/v1/tasks/{task_id}", timeout=5).json()["data"]
         if task["status"] == want or time.monotonic() > deadline:
             assert task["status"] == want, task
             return task
@@ -155,7 +159,7 @@ def test_task_completes_and_journal_follows_its_request_through_both_units(
     testhost: TestHost,
 ) -> None:
     request_id = f"deploy-{uuid.uuid4().hex[:12]}"
-    response = requests.post(
+    response = http.post(
         f"{testhost.api}/v1/tasks",
         json={"title": "deploy test", "type": "noop"},
         headers={"X-Request-ID": request_id},
@@ -194,7 +198,7 @@ def test_each_running_unit_scores_at_most_1_5(testhost: TestHost) -> None:
 
 def test_worker_stop_mid_task_gives_it_back_and_start_carries_on(testhost: TestHost) -> None:
     # WORKER_SHUTDOWN_TIMEOUT is 5s on the test host; the task sleeps longer than that.
-    response = requests.post(
+    response = http.post(
         f"{testhost.api}/v1/tasks",
         json={"title": "long", "type": "sleep", "payload": {"seconds": 10}},
         timeout=5,
@@ -205,7 +209,7 @@ def test_worker_stop_mid_task_gives_it_back_and_start_carries_on(testhost: TestH
     testhost.sh("systemctl stop flowforge-worker")
     show = testhost.sh("systemctl show -p Result -p ExecMainStatus flowforge-worker")
     assert "Result=success" in show and "ExecMainStatus=0" in show, show
-    processing = requests.get(f"{testhost.api}/v1/tasks?status=processing", timeout=5).json()
+    processing = http.get(f"{testhost.api}/v1/tasks?status=processing", timeout=5).json()
     assert processing["meta"]["total"] == 0, processing
     _wait_for_status(testhost, task_id, "pending", 0)  # given back, not lost
 
@@ -221,7 +225,7 @@ def test_target_stops_and_starts_everything(testhost: TestHost) -> None:
     for unit in UNITS:
         assert testhost.host.run(f"systemctl is-active {unit}").stdout.strip() == "inactive"
     with pytest.raises(requests.ConnectionError):
-        requests.get(f"{testhost.api}/health", timeout=5)
+        http.get(f"{testhost.api}/health", timeout=5)
     # The target is reached before its units (they are ordered after it, for the stop), so
     # start returns with their start jobs queued: wait for them.
     testhost.sh("systemctl start flowforge.target")
@@ -229,7 +233,7 @@ def test_target_stops_and_starts_everything(testhost: TestHost) -> None:
         "for i in $(seq 120); do systemctl is-active -q " + " ".join(UNITS) + " && exit 0;"
         " sleep 0.25; done; exit 1"
     )
-    assert requests.get(f"{testhost.api}/health", timeout=5).status_code == 200
+    assert http.get(f"{testhost.api}/health", timeout=5).status_code == 200
 
 
 def test_second_run_changes_nothing(testhost: TestHost) -> None:
@@ -239,4 +243,4 @@ def test_second_run_changes_nothing(testhost: TestHost) -> None:
     recap = again.recap()
     changed = [line for line in again.output.splitlines() if line.startswith("changed:")]
     assert recap["changed"] == 0, (changed, again.output[-5000:])
-    assert requests.get(f"{testhost.api}/health", timeout=5).status_code == 200
+    assert http.get(f"{testhost.api}/health", timeout=5).status_code == 200
