@@ -9,6 +9,11 @@ python=$1 source_dir=$2 out_dir=$3 py_version=$4 arch=$5 glibc_minor=$6
 abi=cp${py_version/./}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+"$python" -m pip --version >/dev/null 2>&1 || {
+	echo "build-wheelhouse: $python has no pip; set flowforge_controller_python to a Python" \
+		"with pip (e.g. the repository's .venv/bin/python)" >&2
+	exit 1
+}
 
 "$python" -m pip wheel --quiet --no-deps --wheel-dir "$work/build" "$source_dir"
 # pip does not widen --platform manylinux_2_N to older tags itself: list them all.
