@@ -201,7 +201,10 @@ def create_app(
         content_type = request.environ.get("CONTENT_TYPE", "")
         if not _JSON_TYPES.match(content_type):
             raise ApiError(415, "the body must be JSON (Content-Type: application/json)")
-        length = request.content_length
+        declared = request.environ.get("CONTENT_LENGTH") or ""
+        if declared and not (declared.isascii() and declared.isdigit()):
+            raise ApiError(400, f"Content-Length is not a number of bytes: {declared[:40]!r}")
+        length = int(declared) if declared else -1
         if length > max_body:
             raise ApiError(413, f"the body is larger than {max_body} bytes")
         stream = request.environ["wsgi.input"]

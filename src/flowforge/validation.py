@@ -12,6 +12,7 @@ DESCRIPTION_MAX = 10_000
 TYPE_MAX = 100
 PAGE_LIMIT_MAX = 100
 PAGE_LIMIT_DEFAULT = 20
+PAGE_MAX = 1_000_000
 ATTEMPTS_MAX = 100
 PAYLOAD_DEPTH_MAX = 100
 POST_FIELDS = frozenset({"title", "description", "type", "payload", "max_attempts", "run_at"})
@@ -128,22 +129,29 @@ def task_body(
     return clean
 
 
+def _whole(text: str | None, low: int, high: int) -> int:
+    """Plain ASCII digits only (``int()`` would also take " 5", "5_0" and other scripts'
+    digits); ``None`` is a value that was not valid UTF-8."""
+    if not text or not text.isascii() or not text.isdigit() or len(text) > 9:
+        raise ValueError(text)
+    value = int(text)
+    if not low <= value <= high:
+        raise ValueError(text)
+    return value
+
+
 def list_query(query: dict[str, str]) -> tuple[int, int, str | None]:
     """``page``, ``limit`` and ``status`` of GET /v1/tasks -> (page, limit, status)."""
     details: dict[str, str] = {}
     page, limit, status = 1, PAGE_LIMIT_DEFAULT, None
     if "page" in query:
         try:
-            page = int(query["page"])
-            if page < 1 or page > 1_000_000:
-                raise ValueError
+            page = _whole(query["page"], 1, PAGE_MAX)
         except ValueError:
-            details["page"] = "must be a whole number from 1 to 1000000"
+            details["page"] = f"must be a whole number from 1 to {PAGE_MAX}"
     if "limit" in query:
         try:
-            limit = int(query["limit"])
-            if not 1 <= limit <= PAGE_LIMIT_MAX:
-                raise ValueError
+            limit = _whole(query["limit"], 1, PAGE_LIMIT_MAX)
         except ValueError:
             details["limit"] = f"must be a whole number from 1 to {PAGE_LIMIT_MAX}"
     if "status" in query:
