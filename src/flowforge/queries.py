@@ -254,6 +254,9 @@ SELECT t.* FROM t LEFT JOIN LATERAL (
 ) AS n ON true
 """
 
+# The same for a re-queue (PUT back to pending): a notification only while a worker waits.
+NOTIFY_IF_WAITING = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE {WORKER_WAITING}"
+
 
 # --- operator scripts ---
 # scripts/seed-database.py, healthcheck.py and cleanup.py (flowforge.ops runs them).
@@ -318,5 +321,3 @@ WITH doomed AS (
 )
 SELECT status, count(*), max(id) FROM gone GROUP BY status
 """
-# The same for a re-queue (PUT back to pending): a notification only while a worker waits.
-NOTIFY_IF_WAITING = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE {WORKER_WAITING}"
