@@ -44,6 +44,10 @@ def count(task):
     time.sleep(task.payload.get("sleep", 0))
     _record(task, "run")
 
+def nul(task):
+    """Fails with a NUL byte in its message (PostgreSQL text cannot hold one)."""
+    raise ValueError("before\\x00after")
+
 def flaky(task):
     """Fails until attempt payload.succeed_on."""
     _record(task, "run")
@@ -61,6 +65,7 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ff-test-handlers\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(
         "[flowforge.handlers]\ncount = ff_test_handlers:count\nflaky = ff_test_handlers:flaky\n"
+        "nul = ff_test_handlers:nul\n"
     )
     return str(root)
 
@@ -370,3 +375,29 @@ def test_long_tasks_are_shared_not_hoarded_by_the_first_worker(db, spawn, tmp_pa
     per_worker = Counter(f[2] for f in _runs(runs))
     assert set(per_worker) == {str(a.proc.pid), str(b.proc.pid)} and min(per_worker.values()) >= 2
     assert a.stop() == 0 and b.stop() == 0
+
+
+def test_an_unmigrated_database_is_waited_for_not_crashed_on(admin_url, spawn) -> None:
+    from flowforge import migrate
+
+    url = create_database(admin_url, "flowforge_unmigrated")
+    w = spawn(url=url, WORKER_POLL_INTERVAL="500ms")
+    line = w.wait_for("database error")
+    assert 'relation "tasks" does not exist' in line["message"]
+    migrate.upgrade(make_settings(url))
+    with psycopg.connect(url, autocommit=True) as conn:
+        _add(conn, 3, "noop", {})
+        _wait_until(lambda: _statuses(conn) == {"completed": 3}, 20, "3 completed")
+    w.wait_for("worker ready")
+    assert w.stop() == 0
+
+
+def test_a_nul_byte_in_an_error_message_is_recorded(db, spawn) -> None:
+    w = spawn()
+    w.wait_for("worker ready")
+    _add(db, 1, "nul", {}, max_attempts=1)
+    _wait_until(lambda: _statuses(db) == {"failed": 1}, 10, "the task to fail")
+    (error,) = db.execute("SELECT last_error FROM tasks").fetchone()
+    assert error == "ValueError: before\\0after"
+    assert w.proc.poll() is None
+    assert w.stop() == 0

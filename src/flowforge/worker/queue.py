@@ -23,6 +23,10 @@ from ..config import Settings
 from ..db import DatabaseUnavailable
 
 
+class DatabaseRefused(DatabaseUnavailable):
+    """The server answered with an error (not migrated, permissions): retried like an outage."""
+
+
 @dataclass(slots=True)
 class ClaimedTask:
     """A task this worker holds: its input, attempt number and fencing token."""
@@ -117,6 +121,8 @@ class TaskQueue:
         except psycopg.OperationalError as exc:
             self.close()
             raise DatabaseUnavailable(_first_line(exc)) from exc
+        except psycopg.Error as exc:  # e.g. no tasks table yet: the worker waits, not dies
+            raise DatabaseRefused(_first_line(exc)) from exc
 
     def ensure_connected(self) -> None:
         self._execute(queries.HEALTH, {})

@@ -27,7 +27,7 @@ from ..config import Settings
 from ..db import DatabaseUnavailable
 from ..handlers import Handler, TaskContext, load_handlers
 from .listener import Listener
-from .queue import ClaimedTask, Outcome, TaskQueue, retry_delay
+from .queue import ClaimedTask, DatabaseRefused, Outcome, TaskQueue, retry_delay
 from .sdnotify import Notifier
 
 log = logging.getLogger("flowforge.worker")
@@ -144,7 +144,8 @@ class Worker:
                 )
             except BaseException as exc:  # a handler must never take the worker down
                 duration_ms = round((perf_counter() - started) * 1000, 3)
-                error = f"{type(exc).__name__}: {exc}"[:ERROR_LIMIT]
+                # PostgreSQL text cannot hold NUL: a message with one must not block the write.
+                error = f"{type(exc).__name__}: {exc}".replace("\x00", "\\0")[:ERROR_LIMIT]
                 if task.attempt >= task.max_attempts:
                     return Outcome(task, error, 0.0, duration_ms)
                 delay = retry_delay(
@@ -315,6 +316,10 @@ class Worker:
                 if timeout > 0:
                     self.wake.wait(timeout)
                 self.wake.clear()
+            except DatabaseRefused as exc:
+                log.error("database error: %s; retrying (is the schema migrated?)", exc)
+                self.notifier.status(f"database error: {exc}")
+                self.stopping.wait(min(self.settings.worker_poll_interval, 5.0))
             except DatabaseUnavailable as exc:
                 log.warning("database connection lost: %s; reconnecting", exc)
                 self.waiting = False  # the idle lock went with the session
