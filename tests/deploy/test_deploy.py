@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 import uuid
 
@@ -44,6 +45,8 @@ def test_services_are_active_and_enabled(testhost: TestHost) -> None:
     # Type=notify: systemd saw READY=1 from both (else they would still be "activating").
     for unit in UNITS:
         assert testhost.sh(f"systemctl show -P Type {unit}").strip() == "notify"
+    # the worker's watchdog is armed (a hung worker is killed and restarted)
+    assert testhost.sh("systemctl show -P WatchdogUSec flowforge-worker").strip() == "30s"
     # the oneshot migration ran as the owner role and succeeded
     assert testhost.sh("systemctl show -P Result flowforge-migrate.service").strip() == "success"
 
@@ -99,6 +102,8 @@ def test_postgresql_settings_follow_the_formulas(testhost: TestHost) -> None:
     assert got["password_encryption"][0] == "scram-sha-256"
     # every client is on this host: PostgreSQL listens on loopback only
     assert got["listen_addresses"][0] == "localhost"
+    with pytest.raises(OSError), socket.create_connection((testhost.ip, 5432), timeout=3):
+        pass
 
 
 def _psql_as(testhost: TestHost, env_file: str, sql: str) -> tuple[int, str]:
