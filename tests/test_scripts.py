@@ -283,7 +283,7 @@ def test_seed_interrupted_keeps_whole_batches_only(
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
-    assert (out, err) == ("", "seed-database.py: interrupted\n")
+    assert (out, err) == ("", "seed-database.py: interrupted (SIGINT)\n")
     seeded = db.execute("SELECT count(*) FROM tasks").fetchone()[0]
     assert 0 < seeded < 1_000_000
     assert seeded % 1000 == 0  # the batch being copied was rolled back whole

@@ -20,6 +20,7 @@ from ..queries import CLEANUP_COUNT, CLEANUP_DELETE_BATCH
 from .common import (
     EXIT_FAILURE,
     EXIT_OK,
+    GracefulStop,
     age,
     database,
     database_label,
@@ -101,20 +102,25 @@ def count(conn: psycopg.Connection, statuses: list[str], cutoff: datetime | None
 def delete_in_batches(
     conn: psycopg.Connection, statuses: list[str], cutoff: datetime | None, batch_size: int
 ) -> tuple[Counter, int]:
-    """Delete every match, ``batch_size`` rows per transaction; (counts, batches)."""
+    """Delete every match, ``batch_size`` rows per transaction; (counts, batches).
+
+    Ctrl-C stops between two batches: the ones done stay deleted.
+    """
     deleted: Counter[str] = Counter()
     after, batches = 0, 0
-    while True:
-        rows = conn.execute(
-            CLEANUP_DELETE_BATCH,
-            {"statuses": statuses, "cutoff": cutoff, "after": after, "limit": batch_size},
-        ).fetchall()
-        if not rows:
-            return deleted, batches
-        batches += 1
-        for status, n, last_id in rows:
-            deleted[status] += n
-            after = max(after, last_id)
+    with GracefulStop() as stop:
+        while True:
+            stop.check()
+            rows = conn.execute(
+                CLEANUP_DELETE_BATCH,
+                {"statuses": statuses, "cutoff": cutoff, "after": after, "limit": batch_size},
+            ).fetchall()
+            if not rows:
+                return deleted, batches
+            batches += 1
+            for status, n, last_id in rows:
+                deleted[status] += n
+                after = max(after, last_id)
 
 
 def confirm(question: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
@@ -30,12 +31,55 @@ exit codes:
   0    {success}
   1    {failure}
   2    usage or configuration error (bad option, bad DATABASE_URL / API_URL)
-  130  interrupted (Ctrl-C)
+  130  interrupted (Ctrl-C; 143 for SIGTERM); a batch under way is rolled back whole
 """
 
 # Ages for the scripts go beyond the services' durations: "7d", "2w" besides "90m".
 _DAYS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(d|w)\s*$")
 _DAY_SECONDS = {"d": 86400.0, "w": 7 * 86400.0}
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; raised between two steps, never inside a database call."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class GracefulStop:
+    """Turn SIGINT/SIGTERM into ``Interrupted`` at the next ``check()``; a second one kills.
+
+    A KeyboardInterrupt raised in the middle of a psycopg call can leave the connection's
+    lock held, and the clean-up that follows (COPY's CopyFail, the rollback) then waits on
+    it forever: the script hangs instead of stopping. Here the signal only sets a flag; the
+    loops call ``check()`` between rows or batches, so the exception leaves from our code and
+    the current batch is rolled back whole. A second signal ends the process at once (for a
+    statement stuck waiting on a lock or the network).
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __enter__(self) -> GracefulStop:
+        self._previous = {
+            sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signum is not None:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        self.signum = signum
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise Interrupted(self.signum)
 
 
 class ScriptError(Exception):
@@ -159,6 +203,9 @@ def run(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[s
     except ScriptError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.code
+    except Interrupted as exc:
+        print(f"{prog}: interrupted ({exc})", file=sys.stderr)
+        return 128 + exc.signum  # what a shell reports for a process the signal killed
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -9,6 +9,7 @@ them). Exit 0 healthy, 1 unhealthy, 2 usage or configuration error.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import sys
 import time
@@ -214,6 +215,8 @@ def report(checks: list[Check], *, as_json: bool, quiet: bool) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Read-only: Ctrl-C may end it at once, mid-call (no clean-up that could hang on it).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.no_api and not args.database:

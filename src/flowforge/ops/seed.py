@@ -24,6 +24,8 @@ from ..config import Settings
 from ..queries import SEED_COPY
 from .common import (
     EXIT_OK,
+    EXIT_USAGE,
+    GracefulStop,
     ScriptError,
     age,
     database,
@@ -106,7 +108,7 @@ class TaskFactory:
             from faker import Faker
         except ImportError:  # pragma: no cover - Faker comes with the scripts extra
             raise ScriptError(
-                "Faker is not installed: pip install 'flowforge[scripts]'", 2
+                "Faker is not installed: pip install 'flowforge[scripts]'", EXIT_USAGE
             ) from None
         fake = Faker()
         fake.seed_instance(seed)
@@ -155,7 +157,7 @@ class TaskFactory:
             if status == "pending":
                 # Scheduled or waiting out a retry's backoff: due within the next hour.
                 run_at = now + timedelta(seconds=rng.uniform(60, 3600))
-                if rng.random() < 0.2:
+                if max_attempts > 1 and rng.random() < 0.2:  # failed once, retry waits
                     attempts, last_error = 1, self._error()
             elif status == "processing":
                 attempts = rng.randint(1, max_attempts)
@@ -170,7 +172,7 @@ class TaskFactory:
                 worker = self._worker()
                 if status == "failed":
                     attempts, last_error = max_attempts, self._error()
-                elif rng.random() < 0.1:  # succeeded on its second attempt
+                elif max_attempts > 1 and rng.random() < 0.1:  # succeeded at the 2nd try
                     attempts, last_error = 2, self._error()
                 else:
                     attempts = 1
@@ -189,7 +191,7 @@ class TaskFactory:
                 started,
                 completed,
                 worker,
-                uuid.UUID(int=rng.getrandbits(128), version=4).hex,
+                self._uuid().hex,  # as the API makes request ids
                 created,
                 completed or started or created,
                 lease_expires,
@@ -231,11 +233,12 @@ def seed(
 ) -> None:
     """Add ``count`` tasks, one COPY transaction per ``batch_size``."""
     factory = TaskFactory(settings, seed=seed, count=count, period=period, now=datetime.now(UTC))
-    with database(settings) as conn:
+    with database(settings) as conn, GracefulStop() as stop:
         for first in range(0, count, batch_size):
             last = min(count, first + batch_size)
             with conn.transaction(), conn.cursor() as cur, cur.copy(SEED_COPY) as copy:
                 for row in factory.rows(first, last):
+                    stop.check()  # Ctrl-C: this batch is rolled back, the others stay
                     copy.write_row(row)
             progress.advance(last - first)
 
