@@ -6,7 +6,8 @@ import sys
 try:
     from flowforge.ops.cleanup import entry
 except ImportError as exc:  # run outside the virtualenv FlowForge is installed in
-    sys.exit(f"cleanup.py: error: the flowforge package is not importable ({exc})")
+    print(f"cleanup.py: error: the flowforge package is not importable ({exc})", file=sys.stderr)
+    sys.exit(2)  # an installation problem: exit code 2, as for configuration
 
 if __name__ == "__main__":
     sys.exit(entry())

@@ -139,6 +139,18 @@ def test_help_shows_examples_and_exit_codes(name: str) -> None:
     assert "2    usage or configuration error" in proc.stdout
 
 
+@pytest.mark.parametrize("name", ["seed-database.py", "healthcheck.py", "cleanup.py"])
+def test_without_the_package_one_line_and_exit_2(name: str) -> None:
+    # -S: no site-packages, as under a Python outside FlowForge's virtualenv.
+    proc = subprocess.run(
+        [sys.executable, "-S", str(SCRIPTS / name), "--help"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        f"{name}: error: the flowforge package is not importable (No module named 'flowforge')\n"
+    )
+
+
 @pytest.mark.parametrize("name", ["seed-database.py", "cleanup.py"])
 def test_scripts_need_database_url(name: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}

@@ -40,7 +40,7 @@ PROG = "healthcheck.py"
 
 EXAMPLES = """\
   healthcheck.py                             the API at API_URL (default http://127.0.0.1:8080)
-  healthcheck.py --api-url http://10.0.0.5:8080 --timeout 2s
+  healthcheck.py --api-url http://api.example.internal:8080 --timeout 2s
   healthcheck.py --database --max-pending-age 10m --max-stuck 5
   healthcheck.py --database --no-api --json  PostgreSQL and the queue only, for a monitor
   */5 * * * * healthcheck.py --quiet --database || notify-ops   (cron: silent when healthy)
