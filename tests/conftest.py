@@ -137,7 +137,8 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
         try:
             requests.get(url, timeout=1)
             return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
+            # a gunicorn booting under coverage may accept and answer late
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)

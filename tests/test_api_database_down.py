@@ -62,7 +62,7 @@ def test_database_down_is_503_and_back_is_200(
         assert_error(bad, 400, "validation_failed")
         assert time.monotonic() - started < 30  # refused connections fail fast
 
-        own_server._pg_ctl_start()
+        own_server.start_server()
         # Back: the first request already succeeds (stale connections are retried once).
         assert requests.get(f"{url}/health", timeout=15).status_code == 200
         fetched = requests.get(task_url, timeout=15)

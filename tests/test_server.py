@@ -68,3 +68,39 @@ def test_logs_are_json_with_the_service_name(database_url, db, tmp_path) -> None
     assert any(line["logger"].startswith("gunicorn") for line in lines)
     access = [line for line in lines if line.get("request_id") == "srv-1"]
     assert len(access) == 1 and access[0]["status"] == 200
+
+
+def _raw(port: int, request: bytes) -> tuple[str, dict[str, str], dict]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+    return status, headers, json.loads(body)
+
+
+def test_requests_gunicorn_cannot_parse_get_the_json_envelope(database_url, tmp_path) -> None:
+    log_path = tmp_path / "api.log"
+    proc, port = _start(database_url, log_path)
+    try:
+        status, headers, body = _raw(port, b"NOT A REQUEST LINE\r\n\r\n")
+        assert status.startswith("HTTP/1.1 400"), status
+        assert headers["content-type"] == "application/json"
+        assert body["data"] is None and body["error"]["code"] == "bad_request"
+        assert "Invalid" in body["error"]["message"]
+        rid = headers["x-request-id"]
+        assert len(rid) == 32
+
+        big = b"GET /v1/tasks HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n"
+        status, headers, body = _raw(port, big)
+        assert status.startswith("HTTP/1.1 431"), status
+        assert body["error"]["code"] == "headers_too_large"
+        assert headers["x-request-id"] != rid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert any(line.get("request_id") == rid and "malformed" in line["message"] for line in lines)

@@ -61,7 +61,7 @@ def _dumps(body: dict[str, Any]) -> bytes:
     return orjson.dumps(body, option=orjson.OPT_UTC_Z)
 
 
-def _error_body(code: str, message: str, details: Any = None) -> bytes:
+def error_body(code: str, message: str, details: Any = None) -> bytes:
     return _dumps({"data": None, "error": {"code": code, "message": message, "details": details}})
 
 
@@ -142,24 +142,24 @@ def create_app(
                     return callback(*args, **kwargs)
             except ApiError as exc:
                 response.status = exc.status
-                return _error_body(exc.code, exc.message, exc.details)
+                return error_body(exc.code, exc.message, exc.details)
             except ValidationError as exc:
                 response.status = 400
-                return _error_body("validation_failed", str(exc), exc.details)
+                return error_body("validation_failed", str(exc), exc.details)
             except TransitionRefused as exc:
                 response.status = 409
                 details = {"status": exc.current, "requested": exc.wanted}
-                return _error_body("conflict", str(exc), details)
+                return error_body("conflict", str(exc), details)
             except DatabaseUnavailable as exc:
                 log.error("database unavailable: %s", exc, extra={"request_id": rid})
                 response.status = 503
-                return _error_body("service_unavailable", "the database is unavailable")
+                return error_body("service_unavailable", "the database is unavailable")
             except bottle.HTTPResponse:
                 raise
             except Exception:
                 log.exception("unhandled error", extra={"request_id": rid})
                 response.status = 500
-                return _error_body(
+                return error_body(
                     "internal_error",
                     f"internal server error (request ID {rid})",
                     {"request_id": rid},
@@ -190,7 +190,7 @@ def create_app(
         else:
             message = str(error.body or bottle.HTTP_CODES.get(status, "error"))
         details = {"allow": error.get_header("Allow")} if status == 405 else None
-        return _error_body(_ERROR_CODES.get(status, "error"), message, details)
+        return error_body(_ERROR_CODES.get(status, "error"), message, details)
 
     app.default_error_handler = error_page
 
@@ -242,7 +242,7 @@ def create_app(
         except DatabaseUnavailable as exc:
             log.warning("health check: database unreachable: %s", exc)
             bottle.response.status = 503
-            return _error_body(
+            return error_body(
                 "service_unavailable", "the database is unreachable", {"database": "unreachable"}
             )
         return ok({"status": "ok", "database": "ok"})

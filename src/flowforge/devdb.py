@@ -86,10 +86,11 @@ class TempPostgres:
         }
         with open(self.data / "postgresql.conf", "a") as fh:
             fh.writelines(f"{k} = {v}\n" for k, v in conf.items())
-        self._pg_ctl_start()
+        self.start_server()
         return self
 
-    def _pg_ctl_start(self) -> None:
+    def start_server(self) -> None:
+        """Start the (already initialised) cluster and wait until it accepts connections."""
         log = str(self.dir / "log")
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", log, "-w", "-t", "60",
                   "start")  # fmt: skip
@@ -105,7 +106,7 @@ class TempPostgres:
     def restart_server(self) -> None:
         """Stop and start the same cluster (connections break, data stays)."""
         self.stop()
-        self._pg_ctl_start()
+        self.start_server()
 
     def destroy(self) -> None:
         self.stop("immediate")

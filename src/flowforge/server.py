@@ -3,12 +3,39 @@
 from __future__ import annotations
 
 import logging
+import socket
+import uuid
 from typing import Any
 
+from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
 
 from .config import Settings
+
+log = logging.getLogger("flowforge.api")
+
+_ERROR_CODES = {400: "bad_request", 403: "forbidden", 414: "uri_too_long",
+                431: "headers_too_large", 417: "expectation_failed",
+                501: "not_implemented"}  # fmt: skip
+
+
+def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's answer to a request it cannot parse (bad request line, oversized headers,
+    broken chunking), in FlowForge's JSON envelope with a request ID instead of gunicorn's
+    HTML page: such requests never reach the app, so this is the only place to fix them."""
+    from .app import REQUEST_ID_HEADER, error_body
+
+    rid = uuid.uuid4().hex
+    code = _ERROR_CODES.get(status_int, "internal_error" if status_int >= 500 else "bad_request")
+    body = error_body(code, mesg or reason)
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"{REQUEST_ID_HEADER}: {rid}\r\n\r\n"
+    )
+    log.warning("malformed request: %s %s", status_int, mesg, extra={"request_id": rid})
+    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
 class JsonGunicornLogger(GunicornLogger):
@@ -54,6 +81,8 @@ class ApiServer(BaseApplication):
         }
         for key, value in options.items():
             self.cfg.set(key, value)
+        # gunicorn's workers call util.write_error for requests they cannot parse.
+        gunicorn_util.write_error = write_json_error
 
     def load(self) -> Any:
         from .app import create_app
