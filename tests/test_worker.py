@@ -356,7 +356,7 @@ def test_tasks_created_with_the_conditional_notify_wake_an_idle_worker(db, spawn
     }
     for i in range(30):
         time.sleep(0.3 if i % 10 == 0 else random.uniform(0, 0.02))  # idle, then bursts
-        db.execute(queries.INSERT_TASK_NOTIFY_IF_WAITING, params)
+        db.execute(queries.INSERT_TASK, params)
     _wait_until(lambda: _statuses(db) == {"completed": 30}, 10, "30 completed without polling")
     assert w.stop() == 0
 

@@ -15,6 +15,20 @@ COLUMNS = ", ".join(TASK_COLUMNS)
 # transaction into one.
 NOTIFY_CHANNEL = "flowforge_tasks"
 
+# Idle workers hold this advisory lock (shared, session level) while they wait for work,
+# so task creation can skip the NOTIFY when no worker waits: NOTIFY takes a global lock at
+# commit and serializes concurrent committers, a busy worker does not need the wake-up.
+# The key is above the int4 range, so it never meets a hashtext() key (migrations use one).
+IDLE_LOCK_KEY = 0x466C6F77466F7267  # "FlowForg"
+IDLE_LOCK = f"SELECT pg_advisory_lock_shared({IDLE_LOCK_KEY})"
+IDLE_UNLOCK = f"SELECT pg_advisory_unlock_shared({IDLE_LOCK_KEY})"
+# True when some worker holds the idle lock: the exclusive try-lock fails against a shared
+# holder; when it succeeds it is released at once. Two creators that meet here both notify.
+WORKER_WAITING = (
+    f"CASE WHEN pg_try_advisory_lock({IDLE_LOCK_KEY}) "
+    f"THEN NOT pg_advisory_unlock({IDLE_LOCK_KEY}) ELSE true END"
+)
+
 HEALTH = "SELECT 1"
 
 GET_TASK = f"SELECT {COLUMNS} FROM tasks WHERE id = %(id)s"
@@ -34,7 +48,9 @@ LIMIT %(limit)s OFFSET %(offset)s
 COUNT_TASKS = "SELECT count(*) FROM tasks"
 COUNT_TASKS_BY_STATUS = "SELECT count(*) FROM tasks WHERE status = %(status)s"
 
-# One statement, one commit: the row and its notification.
+# One statement, one commit: the row and, while a worker waits for work, its notification.
+# (A busy worker finds the task on its next claim; bench_worker.py measures the cost of an
+# unconditional NOTIFY at 8 clients.)
 INSERT_TASK = f"""
 WITH t AS (
     INSERT INTO tasks (title, description, type, payload, max_attempts, run_at, request_id)
@@ -42,7 +58,9 @@ WITH t AS (
             coalesce(%(run_at)s, now()), %(request_id)s)
     RETURNING {COLUMNS}
 )
-SELECT t.* FROM t CROSS JOIN LATERAL (SELECT pg_notify('{NOTIFY_CHANNEL}', '')) AS n
+SELECT t.* FROM t LEFT JOIN LATERAL (
+    SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE {WORKER_WAITING}
+) AS n ON true
 """
 
 GET_TASK_FOR_UPDATE = GET_TASK + " FOR UPDATE"
@@ -87,6 +105,9 @@ WHERE id = %(id)s
 RETURNING {COLUMNS}
 """
 
+# A re-queue (PUT back to pending) wakes a waiting worker; NOTIFY wakes them regardless
+# (bulk loads, which commit once).
+NOTIFY_IF_WAITING = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE {WORKER_WAITING}"
 NOTIFY = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
 
 DELETE_TASK = "DELETE FROM tasks WHERE id = %(id)s RETURNING id"
@@ -226,37 +247,6 @@ WITH expired AS (
 )
 SELECT r.*, pg_notify('{NOTIFY_CHANNEL}', '') FROM reaped r
 """
-
-# Idle workers hold this advisory lock (shared, session level) while they wait for work,
-# so task creation can skip the NOTIFY when no worker waits: NOTIFY takes a global lock at
-# commit and serializes concurrent committers, a busy worker does not need the wake-up.
-# The key is above the int4 range, so it never meets a hashtext() key (migrations use one).
-IDLE_LOCK_KEY = 0x466C6F77466F7267  # "FlowForg"
-IDLE_LOCK = f"SELECT pg_advisory_lock_shared({IDLE_LOCK_KEY})"
-IDLE_UNLOCK = f"SELECT pg_advisory_unlock_shared({IDLE_LOCK_KEY})"
-# True when some worker holds the idle lock: the exclusive try-lock fails against a shared
-# holder; when it succeeds it is released at once. Two creators that meet here both notify.
-WORKER_WAITING = (
-    f"CASE WHEN pg_try_advisory_lock({IDLE_LOCK_KEY}) "
-    f"THEN NOT pg_advisory_unlock({IDLE_LOCK_KEY}) ELSE true END"
-)
-# INSERT_TASK with the NOTIFY only when a worker waits (proposed for the API: same
-# parameters, same result; bench/bench_worker.py measures both).
-INSERT_TASK_NOTIFY_IF_WAITING = f"""
-WITH t AS (
-    INSERT INTO tasks (title, description, type, payload, max_attempts, run_at, request_id)
-    VALUES (%(title)s, %(description)s, %(type)s, %(payload)s, %(max_attempts)s,
-            coalesce(%(run_at)s, now()), %(request_id)s)
-    RETURNING {COLUMNS}
-)
-SELECT t.* FROM t LEFT JOIN LATERAL (
-    SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE {WORKER_WAITING}
-) AS n ON true
-"""
-
-# The same for a re-queue (PUT back to pending): a notification only while a worker waits.
-NOTIFY_IF_WAITING = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE {WORKER_WAITING}"
-
 
 # --- operator scripts ---
 # scripts/seed-database.py, healthcheck.py and cleanup.py (flowforge.ops runs them).

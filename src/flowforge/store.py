@@ -194,7 +194,7 @@ class TaskStore:
             }
             task = cur.execute(queries.UPDATE_TASK, params).fetchone()
             if new == Status.PENDING and old != Status.PENDING:
-                conn.execute(queries.NOTIFY)
+                conn.execute(queries.NOTIFY_IF_WAITING)
             return task
 
     def delete(self, task_id: int) -> bool:
