@@ -3,7 +3,7 @@
 #   make test   lint + every test (unit, integration on real PostgreSQL, deploy on a real
 #               systemd host) with coverage
 #   make vm     a local Debian 12 systemd host (nspawn) deployed with deploy.yml
-#   make bench  the API and queue benchmarks (figures in bench/results/)
+#   make bench  the API, queue and seeding benchmarks (figures in bench/results/)
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -44,6 +44,10 @@ test: system-deps venv lint
 	$(VENV)/bin/coverage combine -q
 	$(VENV)/bin/coverage report
 
+# only the deploy tests: a fresh systemd host deployed by deploy.yml (3-4 minutes, root)
+deploy-test: system-deps venv
+	$(VENV)/bin/pytest tests/deploy $(PYTEST_ARGS)
+
 dev: system-deps venv
 	$(PY) tools/devstack.py
 
@@ -57,6 +61,7 @@ bench: system-deps venv
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) bench/bench_api.py
 	$(PY) bench/bench_worker.py
+	$(PY) bench/bench_seed.py
 
 clean:
 	rm -rf $(VENV) .coverage .coverage.* .pytest_cache .ruff_cache dist build

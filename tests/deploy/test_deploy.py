@@ -46,7 +46,7 @@ def test_services_are_active_and_enabled(testhost: TestHost) -> None:
     for unit in UNITS:
         assert testhost.sh(f"systemctl show -P Type {unit}").strip() == "notify"
     # the worker's watchdog is armed (a hung worker is killed and restarted)
-    assert testhost.sh("systemctl show -P WatchdogUSec flowforge-worker").strip() == "30s"
+    assert testhost.sh("systemctl show -P WatchdogUSec flowforge-worker").strip() == "1min"
     # the oneshot migration ran as the owner role and succeeded
     assert testhost.sh("systemctl show -P Result flowforge-migrate.service").strip() == "success"
 
