@@ -31,15 +31,20 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 _BIGINT_MAX = 2**63 - 1
 _JSON_TYPES = re.compile(r"^application/(?:[\w.+-]+\+)?json\s*(?:;.*)?$", re.IGNORECASE)
-_ERROR_CODES = {
+ERROR_CODES = {
     400: "bad_request",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
     411: "length_required",
     413: "payload_too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
+    417: "expectation_failed",
+    431: "headers_too_large",
     500: "internal_error",
+    501: "not_implemented",
     503: "service_unavailable",
 }
 
@@ -52,7 +57,7 @@ class ApiError(Exception):
     ) -> None:
         super().__init__(message)
         self.status = status
-        self.code = code or _ERROR_CODES.get(status, "error")
+        self.code = code or ERROR_CODES.get(status, "error")
         self.message = message
         self.details = details
 
@@ -190,7 +195,7 @@ def create_app(
         else:
             message = str(error.body or bottle.HTTP_CODES.get(status, "error"))
         details = {"allow": error.get_header("Allow")} if status == 405 else None
-        return error_body(_ERROR_CODES.get(status, "error"), message, details)
+        return error_body(ERROR_CODES.get(status, "error"), message, details)
 
     app.default_error_handler = error_page
 

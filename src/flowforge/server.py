@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import uuid
 from typing import Any
 
 from gunicorn import util as gunicorn_util
@@ -15,19 +14,15 @@ from .config import Settings
 
 log = logging.getLogger("flowforge.api")
 
-_ERROR_CODES = {400: "bad_request", 403: "forbidden", 414: "uri_too_long",
-                431: "headers_too_large", 417: "expectation_failed",
-                501: "not_implemented"}  # fmt: skip
-
 
 def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
     """gunicorn's answer to a request it cannot parse (bad request line, oversized headers,
     broken chunking), in FlowForge's JSON envelope with a request ID instead of gunicorn's
     HTML page: such requests never reach the app, so this is the only place to fix them."""
-    from .app import REQUEST_ID_HEADER, error_body
+    from .app import ERROR_CODES, REQUEST_ID_HEADER, error_body, request_id_from
 
-    rid = uuid.uuid4().hex
-    code = _ERROR_CODES.get(status_int, "internal_error" if status_int >= 500 else "bad_request")
+    rid = request_id_from(None)
+    code = ERROR_CODES.get(status_int, "internal_error" if status_int >= 500 else "bad_request")
     body = error_body(code, mesg or reason)
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
