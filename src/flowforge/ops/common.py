@@ -31,7 +31,7 @@ exit codes:
   0    {success}
   1    {failure}
   2    usage or configuration error (bad option, bad DATABASE_URL / API_URL)
-  130  interrupted (Ctrl-C; 143 for SIGTERM); a batch under way is rolled back whole
+  130  interrupted (Ctrl-C; 143 for SIGTERM); nothing is left half-written
 """
 
 # Ages for the scripts go beyond the services' durations: "7d", "2w" besides "90m".
