@@ -60,7 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     service = "worker" if args.command == "worker" else "api"
-    configure_logging(service if args.command != "migrate" else "migrate", settings.log_level)
+    configure_logging(
+        service if args.command != "migrate" else "migrate",
+        settings.log_level,
+        background=args.command == "worker",  # gunicorn forks: threads would not follow
+    )
 
     if args.command == "api":
         from .server import serve

@@ -8,13 +8,17 @@ line of one request in the API and the worker. Elsewhere the same JSON goes to s
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import queue
 import re
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
 from pythonjsonlogger.core import RESERVED_ATTRS
@@ -25,6 +29,7 @@ _context: ContextVar[dict[str, Any]] = ContextVar("flowforge_log_context", defau
 
 _JOURNAL_FIELD = re.compile(r"[^A-Z0-9_]")
 _RESERVED = frozenset(RESERVED_ATTRS) | {"service", "message", "asctime", "taskName"}
+_listener: QueueListener | None = None  # the background writer, when there is one
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3}
 
 
@@ -111,8 +116,23 @@ def stdout_is_journal() -> bool:
     return (st.st_dev, st.st_ino) == (device, inode)
 
 
-def configure_logging(service: str, level: str = "info") -> None:
-    """Route every logger (ours, gunicorn's, the libraries') through one JSON handler."""
+class _Enqueue(QueueHandler):
+    """Hands records to a QueueListener thread as they are: that thread formats and writes
+    them. (The stock ``prepare`` formats here, in the caller's thread, and folds a
+    traceback into the message.) The bound context is copied on by the filter first."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
+def configure_logging(service: str, level: str = "info", *, background: bool = False) -> None:
+    """Route every logger (ours, gunicorn's, the libraries') through one JSON handler.
+
+    ``background``: format and write in a thread of its own (the worker: its dispatcher
+    thread logs one line per task, about 27 us each, and is what limits its throughput;
+    the thread does that work while the dispatcher waits on PostgreSQL). Lines still
+    queued are written at exit. Not for processes that fork after this call.
+    """
     handler: logging.Handler
     if stdout_is_journal():
         try:
@@ -122,7 +142,24 @@ def configure_logging(service: str, level: str = "info") -> None:
     else:
         handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(json_formatter(service))
-    handler.addFilter(ContextFilter())
+    global _listener
+    if _listener is not None:  # configured again (tests): flush and end the old writer
+        atexit.unregister(_listener.stop)
+        _listener.stop()
+        _listener = None
+    if background:
+        _listener = QueueListener(queue.SimpleQueue(), handler)
+        # The thread must never take a signal: the worker blocks SIGTERM/SIGINT in its
+        # threads and waits for them in one (sigwait); a thread started earlier with them
+        # unblocked would take SIGTERM's default action and kill the process.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            _listener.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        atexit.register(_listener.stop)
+        handler = _Enqueue(_listener.queue)
+    handler.addFilter(ContextFilter())  # in the caller's thread: the context is there
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
