@@ -119,7 +119,8 @@ def stdout_is_journal() -> bool:
 class _Enqueue(QueueHandler):
     """Hands records to a QueueListener thread as they are: that thread formats and writes
     them. (The stock ``prepare`` formats here, in the caller's thread, and folds a
-    traceback into the message.) The bound context is copied on by the filter first."""
+    traceback into the message.) The bound context is copied on by the filter first.
+    ``msg % args`` is applied in that thread too: log values, not objects that change."""
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         return record
