@@ -14,7 +14,7 @@ from flowforge import migrate
 from flowforge.db import sqlalchemy_url
 from flowforge.schema import metadata
 
-from .conftest import FLOWFORGE, create_database, make_settings, service_env
+from .conftest import FLOWFORGE, ROOT, create_database, make_settings, service_env
 
 
 @pytest.fixture
@@ -48,17 +48,30 @@ def _drift(url: str) -> list:
         engine.dispose()
 
 
+def _all_revisions() -> list[str]:
+    """Every revision in migrations/versions, oldest first (the chain is linear)."""
+    names = sorted(p.name for p in (ROOT / "migrations" / "versions").glob("[0-9]*.py"))
+    return [name.split("_", 1)[0] for name in names]
+
+
+REVISIONS = _all_revisions()
+HEAD = REVISIONS[-1]
+
+
 def test_up_down_up_keeps_schema_and_code_in_step(empty_db: str) -> None:
     settings = make_settings(empty_db)
     migrate.upgrade(settings)
-    assert _tables(empty_db) == {"tasks", "alembic_version"}
+    assert {"tasks", "api_tokens", "alembic_version"} <= _tables(empty_db)
     assert _drift(empty_db) == []
-    assert migrate.status(settings) == {"current": "0002", "head": "0002", "pending": []}
+    assert migrate.status(settings) == {"current": HEAD, "head": HEAD, "pending": []}
 
-    migrate.downgrade(settings, "0001")
+    # Every step down and back up works, one revision at a time.
+    for rev in reversed(REVISIONS[:-1]):
+        migrate.downgrade(settings, rev)
+        assert migrate.status(settings)["current"] == rev
     assert "worker" not in _columns(empty_db)
     assert "lease_token" not in _columns(empty_db)
-    assert migrate.status(settings)["pending"] == ["0002"]
+    assert migrate.status(settings)["pending"] == REVISIONS[1:]
 
     migrate.downgrade(settings, "base")
     assert _tables(empty_db) == {"alembic_version"}
@@ -103,11 +116,12 @@ def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
 def test_cli_migrate_up_status_down(empty_db: str) -> None:
     status = _cli(empty_db, "status")
     assert status.returncode == 0, status.stderr
-    assert "current: base" in status.stdout and "pending: 0001, 0002" in status.stdout
+    assert "current: base" in status.stdout
+    assert f"pending: {', '.join(REVISIONS)}" in status.stdout
 
     assert _cli(empty_db).returncode == 0  # `flowforge migrate` = up
     status = _cli(empty_db, "status")
-    assert "current: 0002" in status.stdout and "up to date" in status.stdout
+    assert f"current: {HEAD}" in status.stdout and "up to date" in status.stdout
 
     down = _cli(empty_db, "down", "base")
     assert down.returncode == 0, down.stderr
@@ -145,3 +159,22 @@ def test_concurrent_migrations_take_turns(empty_db: str) -> None:
     _, err = proc.communicate(timeout=60)  # the holder committed: the lock is free
     assert proc.returncode == 0, err
     assert _drift(empty_db) == []
+
+
+def test_queue_control_downgrade_keeps_cancelled_rows(empty_db: str) -> None:
+    """0004 down: a cancelled task has no older status; it survives as failed, with why."""
+    settings = make_settings(empty_db)
+    migrate.upgrade(settings, "0004")
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO tasks (title, status, queue, priority) "
+            "VALUES ('stopped', 'cancelled', 'mail', 5), ('kept', 'pending', 'default', 0)"
+        )
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("INSERT INTO tasks (title, queue) VALUES ('x', 'Bad Queue!')")
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("INSERT INTO tasks (title, priority) VALUES ('x', 101)")
+    migrate.downgrade(settings, "0003")
+    with psycopg.connect(empty_db) as conn:
+        rows = conn.execute("SELECT title, status, last_error FROM tasks ORDER BY id").fetchall()
+    assert rows == [("stopped", "failed", "cancelled"), ("kept", "pending", None)]

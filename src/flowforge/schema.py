@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Table,
     Text,
+    UniqueConstraint,
     Uuid,
     text,
 )
@@ -47,9 +50,20 @@ tasks = Table(
     Column("lease_expires_at", DateTime(timezone=True)),
     Column("lease_token", Uuid),
     Column("lease_expiries", Integer, nullable=False, server_default=text("0")),
+    # Added by revision 0004: queue control.
+    Column("queue", Text, nullable=False, server_default=text("'default'")),
+    Column("priority", Integer, nullable=False, server_default=text("0")),
+    Column("result", JSONB),
+    Column("cancel_requested", Boolean, nullable=False, server_default=text("false")),
+    Column("timeout", Integer, nullable=False, server_default=text("900")),
+    Column("schedule", Text),
     CheckConstraint(
-        "status IN ('pending', 'processing', 'completed', 'failed')", name="tasks_status_check"
+        "status IN ('pending', 'processing', 'completed', 'failed', 'cancelled')",
+        name="tasks_status_check",
     ),
+    CheckConstraint("queue ~ '^[a-z0-9_-]{1,64}$'", name="tasks_queue_check"),
+    CheckConstraint("priority BETWEEN -100 AND 100", name="tasks_priority_check"),
+    CheckConstraint("timeout BETWEEN 1 AND 86400", name="tasks_timeout_check"),
     CheckConstraint("char_length(btrim(title)) BETWEEN 1 AND 200", name="tasks_title_check"),
     CheckConstraint("char_length(description) <= 10000", name="tasks_description_check"),
     CheckConstraint("max_attempts >= 1", name="tasks_max_attempts_check"),
@@ -71,4 +85,21 @@ Index(
     "tasks_lease_idx",
     tasks.c.lease_expires_at,
     postgresql_where=text("status = 'processing'"),
+)
+
+# Bearer tokens (revision 0003): only a SHA-256 of each token is kept.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("token_hash", LargeBinary, nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("revoked_at", DateTime(timezone=True)),
+    UniqueConstraint("name", name="api_tokens_name_key"),
+    UniqueConstraint("token_hash", name="api_tokens_token_hash_key"),
+    CheckConstraint("scope IN ('read', 'write')", name="api_tokens_scope_check"),
+    CheckConstraint("char_length(name) BETWEEN 1 AND 100", name="api_tokens_name_check"),
+    CheckConstraint("octet_length(token_hash) = 32", name="api_tokens_hash_check"),
 )
