@@ -178,3 +178,19 @@ def test_queue_control_downgrade_keeps_cancelled_rows(empty_db: str) -> None:
     with psycopg.connect(empty_db) as conn:
         rows = conn.execute("SELECT title, status, last_error FROM tasks ORDER BY id").fetchall()
     assert rows == [("stopped", "failed", "cancelled"), ("kept", "pending", None)]
+
+
+def _table_options(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT reloptions FROM pg_class WHERE relname = 'tasks'").fetchone()
+    return row[0] or []
+
+
+def test_tasks_autovacuum_settings_up_and_down(empty_db: str) -> None:
+    settings = make_settings(empty_db)
+    migrate.upgrade(settings, "0005")
+    options = _table_options(empty_db)
+    assert "autovacuum_vacuum_scale_factor=0.01" in options
+    assert "autovacuum_vacuum_threshold=1000" in options
+    migrate.downgrade(settings, "0004")
+    assert _table_options(empty_db) == []

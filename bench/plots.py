@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""PNG charts of the benchmark results, each figure beside its anchors.
+
+    .venv/bin/python bench/plots.py      # redraw every chart from bench/results/*.json
+
+The benchmarks call these functions themselves after writing their JSON; this script
+redraws them all (say, after a results file was edited by hand or a style changed).
+matplotlib comes with the `bench` extra and draws without a display (Agg backend).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on a server; must precede pyplot
+import matplotlib.pyplot as plt
+
+RESULTS = Path(__file__).resolve().parent / "results"
+OURS = "#2b6cb0"  # FlowForge in every chart
+ANCHOR = "#a0aec0"
+
+
+def _subtitle(result: dict) -> str:
+    machine = result.get("machine", {})
+    when = result.get("date") or result.get("when", "")
+    commit = result.get("commit", "")
+    load = machine.get("load_average_at_start")
+    parts = [when, f"commit {commit}" if commit else "", f"load {load}" if load else ""]
+    return ", ".join(p for p in parts if p)
+
+
+def _bars(ax: plt.Axes, labels: list[str], values: list[float], ours: list[bool]) -> None:
+    colors = [OURS if o else ANCHOR for o in ours]
+    bars = ax.barh(labels, values, color=colors)
+    ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values], padding=3, fontsize=8)
+    ax.invert_yaxis()
+    ax.margins(x=0.15)
+    ax.tick_params(axis="y", labelsize=8)
+
+
+def plot_api(result: dict, out: Path) -> None:
+    """Requests per second of each API request, FlowForge beside the bare app and pgbench."""
+    rows = result["results"]
+    labels, values, ours = [], [], []
+    for name, r in rows.items():
+        labels.append(name)
+        values.append(r["rps_median"])
+        ours.append("bare" not in name)
+        if r.get("pgbench_tps"):
+            labels.append(f"  pgbench, same SQL ({name.split(' (')[0]})")
+            values.append(r["pgbench_tps"])
+            ours.append(False)
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(labels) + 1.2))
+    _bars(ax, labels, values, ours)
+    ax.set_xlabel("requests/s (median of rounds)")
+    ax.set_title(f"API throughput\n{_subtitle(result)}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def plot_worker(result: dict, out: Path) -> None:
+    """Noop tasks per second: FlowForge's settings beside the peers and pgbench's ceiling."""
+    labels, values, ours = [], [], []
+    for row in result["processing"]:
+        labels.append(f"{row['system']}: {row['setting']}")
+        values.append(row["tasks_per_s"])
+        ours.append(row["system"] == "FlowForge")
+    fig, (ax, lat) = plt.subplots(
+        2, 1, figsize=(9, 0.42 * len(labels) + 4.2), gridspec_kw={"height_ratios": [3, 1]}
+    )
+    _bars(ax, labels, values, ours)
+    ax.set_xlabel("tasks/s (median of rounds)")
+    ax.set_title(f"Worker throughput and pickup latency\n{_subtitle(result)}", fontsize=10)
+    names = list(result["latency"])
+    p50 = [result["latency"][n]["p50_ms"] for n in names]
+    p99 = [result["latency"][n]["p99_ms"] for n in names]
+    y = range(len(names))
+    lat.barh([i - 0.2 for i in y], p50, height=0.4, label="p50", color=OURS)
+    lat.barh([i + 0.2 for i in y], p99, height=0.4, label="p99", color=ANCHOR)
+    lat.set_yticks(list(y), names, fontsize=8)
+    lat.invert_yaxis()
+    lat.set_xlabel("pickup latency, ms (idle worker)")
+    lat.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def plot_soak(result: dict, out: Path) -> None:
+    """Dead rows, sizes and claim read time over the soak, one line per run."""
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
+    series = [
+        ("dead", "dead rows"),
+        ("table_mb", "table size, MB"),
+        ("indexes_mb", "indexes, MB"),
+        ("claim_probe_ms", "claim-shaped read, ms"),
+    ]
+    for ax, (key, title) in zip(axes.flat, series, strict=True):
+        for run, color in zip(result["runs"], (ANCHOR, OURS), strict=False):
+            t = [s["t"] for s in run["samples"]]
+            ax.plot(t, [s[key] for s in run["samples"]], label=run["label"], color=color)
+            if key == "dead":
+                # mark each autovacuum run as it shows in the counter
+                prev = 0
+                for s in run["samples"]:
+                    if s["autovacuums"] > prev:
+                        ax.axvline(s["t"], color=color, alpha=0.25, linewidth=1)
+                    prev = s["autovacuums"]
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("seconds")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"Soak (vertical lines: autovacuum runs)\n{_subtitle(result)}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+PLOTS = {"api": plot_api, "worker": plot_worker, "soak": plot_soak}
+
+
+def main() -> int:
+    for name, plot in PLOTS.items():
+        source = RESULTS / f"{name}.json"
+        if source.exists():
+            plot(json.loads(source.read_text()), RESULTS / f"{name}.png")
+            print(f"wrote {RESULTS / f'{name}.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
