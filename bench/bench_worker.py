@@ -214,18 +214,31 @@ def reset(conn: psycopg.Connection, table: str) -> None:
 
 
 def ours_throughput(
-    url: str, plugin: str, tmp: Path, n: int, concurrency: int, processes: int, level: str
+    url: str,
+    plugin: str,
+    tmp: Path,
+    n: int,
+    concurrency: int,
+    processes: int,
+    level: str,
+    metrics: bool = True,
 ) -> dict:
     dbname = url.rsplit("/", 1)[1]
     with psycopg.connect(url, autocommit=True) as conn:
         reset(conn, "tasks")
-        logfile = tmp / f"worker-c{concurrency}-p{processes}-{level}.log"
+        logfile = tmp / f"worker-c{concurrency}-p{processes}-{level}-m{int(metrics)}.log"
         procs: list[subprocess.Popen] = []
         try:
             for _ in range(processes):
                 procs.append(
                     start_worker(
-                        url, plugin, logfile, WORKER_CONCURRENCY=str(concurrency), LOG_LEVEL=level
+                        url,
+                        plugin,
+                        logfile,
+                        WORKER_CONCURRENCY=str(concurrency),
+                        LOG_LEVEL=level,
+                        # its own /metrics port each (the default), or 0: metrics off
+                        WORKER_METRICS_PORT=str(free_port() if metrics else 0),
                     )
                 )
             commits0, wal0 = counters(conn, dbname)
@@ -656,6 +669,91 @@ def markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _plugin_dir(tmp: Path) -> Path:
+    plugin = tmp / "plugin"
+    plugin.mkdir()
+    (plugin / "ff_bench_handlers.py").write_text(PLUGIN)
+    info = plugin / "ff_bench_handlers-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ff-bench-handlers\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[flowforge.handlers]\nping = ff_bench_handlers:ping\n")
+    return plugin
+
+
+def metrics_main(a: argparse.Namespace, argv: list[str]) -> int:
+    """Worker metrics on and off, one process at concurrency 8 and 1, rounds alternating."""
+    pg = TempPostgres().start()
+    tmp = Path(tempfile.mkdtemp(prefix="flowforge-bench-"))
+    plugin = _plugin_dir(tmp)
+    try:
+        url = create_db(pg.url(), "flowforge")
+        migrate.upgrade(settings_for(url))
+        r: dict = {
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "command": "python bench/bench_worker.py " + " ".join(argv),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "load_average_at_start": round(os.getloadavg()[0], 2),
+                "python": platform.python_version(),
+            },
+            "rows": [],
+        }
+        cases = [
+            (concurrency, metrics)
+            for concurrency in (8, 1)
+            for metrics in (False, True)
+        ]  # fmt: skip
+        runs: dict[tuple[int, bool], list[dict]] = {case: [] for case in cases}
+        for round_ in range(a.rounds):
+            for concurrency, metrics in cases:
+                n = a.tasks if concurrency > 1 else a.tasks // 2
+                log(f"round {round_ + 1}: concurrency {concurrency}, metrics {metrics}")
+                runs[concurrency, metrics].append(
+                    ours_throughput(url, str(plugin), tmp, n, concurrency, 1, "info", metrics)
+                )
+                log(json.dumps(runs[concurrency, metrics][-1]))
+        for (concurrency, metrics), results in runs.items():
+            rates = sorted(x["tasks_per_s"] for x in results)
+            r["rows"].append(
+                {
+                    "concurrency": concurrency,
+                    "metrics": "on" if metrics else "off",
+                    "median_tasks_per_s": rates[len(rates) // 2],
+                    "rounds_tasks_per_s": [x["tasks_per_s"] for x in results],
+                }
+            )
+        r["machine"]["load_average_at_end"] = round(os.getloadavg()[0], 2)
+        lines = [
+            "# Worker metrics: on and off side by side",
+            "",
+            f"{r['date']}, {r['machine']['cpus']} CPUs (load average "
+            f"{r['machine']['load_average_at_start']} at the start, "
+            f"{r['machine']['load_average_at_end']} at the end), Python "
+            f"{r['machine']['python']}. Command: `{r['command']}`. One `flowforge worker`, "
+            "noop tasks, batch 50, LOG_LEVEL=info; rounds alternate between the settings.",
+            "",
+            "| concurrency | worker metrics | tasks/s (median) | rounds | on / off |",
+            "|---|---|---|---|---|",
+        ]
+        for row in r["rows"]:
+            off = next(
+                x for x in r["rows"] if x["concurrency"] == row["concurrency"]
+                and x["metrics"] == "off"
+            )  # fmt: skip
+            ratio = row["median_tasks_per_s"] / off["median_tasks_per_s"]
+            lines.append(
+                f"| {row['concurrency']} | {row['metrics']} | {row['median_tasks_per_s']} | "
+                f"{', '.join(map(str, row['rounds_tasks_per_s']))} | {ratio:.3f} |"
+            )
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "worker-metrics.json").write_text(json.dumps(r, indent=2) + "\n")
+        (RESULTS / "worker-metrics.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+    finally:
+        pg.destroy()
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["peer"]:
         return peer_main(argv[1:])
@@ -664,17 +762,19 @@ def main(argv: list[str]) -> int:
     p.add_argument("--samples", type=int, default=200)
     p.add_argument("--seconds", type=int, default=5, help="length of each pgbench/API run")
     p.add_argument("--rounds", type=int, default=3, help="rounds of the processing runs")
+    p.add_argument(
+        "--metrics-only",
+        action="store_true",
+        help="only FlowForge with worker metrics on and off, side by side "
+        "(writes worker-metrics.json/.md)",
+    )
     a = p.parse_args(argv)
+    if a.metrics_only:
+        return metrics_main(a, argv)
 
     pg = TempPostgres().start()
     tmp = Path(tempfile.mkdtemp(prefix="flowforge-bench-"))
-    plugin = tmp / "plugin"
-    plugin.mkdir()
-    (plugin / "ff_bench_handlers.py").write_text(PLUGIN)
-    info = plugin / "ff_bench_handlers-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ff-bench-handlers\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[flowforge.handlers]\nping = ff_bench_handlers:ping\n")
+    plugin = _plugin_dir(tmp)
     try:
         url = create_db(pg.url(), "flowforge")
         migrate.upgrade(settings_for(url))
@@ -739,19 +839,22 @@ def main(argv: list[str]) -> int:
         # Rounds alternate between the systems so the machine's noise (other processes on
         # these 2 cores) hits them alike; the median round is reported, every round kept.
         cases: list[tuple[str, str, Callable[[], dict]]] = []
-        for concurrency, processes, level in [(1, 1, "info"), (8, 1, "info"), (8, 2, "info"),
-                                              (8, 1, "warning")]:  # fmt: skip
+        for concurrency, processes, level, metrics in [
+            (1, 1, "info", True), (8, 1, "info", True), (8, 1, "info", False),
+            (8, 2, "info", True), (8, 1, "warning", True),
+        ]:  # fmt: skip
             n = a.tasks if concurrency > 1 else a.tasks // 2
             cases.append(
                 (
                     "FlowForge",
                     f"{processes} process(es), concurrency {concurrency}, batch 50, "
-                    f"LOG_LEVEL={level}",
+                    f"LOG_LEVEL={level}" + ("" if metrics else ", worker metrics off"),
                     functools.partial(
-                        ours_throughput, url, str(plugin), tmp, n, concurrency, processes, level
+                        ours_throughput, url, str(plugin), tmp, n, concurrency, processes, level,
+                        metrics,
                     ),
                 )
-            )
+            )  # fmt: skip
         for batch in (10, 50):
             cases.append(
                 (

@@ -127,7 +127,16 @@ class ApiClient(requests.Session):
 def service_env(database_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("API_", "WORKER_"))}
     env.pop("JOURNAL_STREAM", None)
-    env.update({"DATABASE_URL": database_url, "LOG_LEVEL": "info", **extra})
+    # Worker metrics off unless a test asks: parallel test runs would share port 9464.
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "LOG_LEVEL": "info",
+            "LOG_FORMAT": "json",
+            "WORKER_METRICS_PORT": "0",
+            **extra,
+        }
+    )
     return env
 
 

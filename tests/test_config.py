@@ -12,6 +12,7 @@ from flowforge.config import (
     VARIABLES,
     ConfigError,
     Settings,
+    address_allowed,
     load_settings,
     parse_duration,
     redact_url,
@@ -84,6 +85,12 @@ def test_values_are_parsed() -> None:
         ("LOG_LEVEL", "loud"),
         ("API_URL", "ftp://x"),
         ("API_URL", "http://host:port"),
+        ("LOG_FORMAT", "xml"),
+        ("METRICS_ALLOW", "10.0.0.0/8,example.com"),
+        ("METRICS_ALLOW", "10.0.0.300"),
+        ("WORKER_METRICS_PORT", "-1"),
+        ("WORKER_METRICS_PORT", "65536"),
+        ("WORKER_INSTANCE", "0"),
     ],
 )
 def test_malformed_variable_is_named(name: str, value: str) -> None:
@@ -91,6 +98,48 @@ def test_malformed_variable_is_named(name: str, value: str) -> None:
         load_settings({"DATABASE_URL": URL, name: value})
     assert err.value.variable == name
     assert str(err.value).startswith(f"{name}: ")
+
+
+def test_metrics_settings() -> None:
+    s = load_settings({"DATABASE_URL": URL})
+    assert s.worker_metrics_address == ("0.0.0.0", 9464)
+    assert [str(n) for n in s.metrics_allow] == ["127.0.0.0/8", "::1/128"]
+    assert (s.log_format, s.api_metrics_dir) == ("json", "")
+    s = load_settings(
+        {
+            "DATABASE_URL": URL,
+            "WORKER_METRICS_PORT": "9500",
+            "WORKER_INSTANCE": "3",
+            "METRICS_ALLOW": " 10.0.9.5 , 192.168.0.0/16,, ::1",
+            "LOG_FORMAT": "TEXT",
+        }
+    )
+    assert s.worker_metrics_address == ("0.0.0.0", 9502)  # instance 3: base + 2
+    assert [str(n) for n in s.metrics_allow] == ["10.0.9.5/32", "192.168.0.0/16", "::1/128"]
+    assert s.log_format == "text"
+    assert s.redacted()["METRICS_ALLOW"] == "10.0.9.5/32,192.168.0.0/16,::1/128"
+    off = load_settings({"DATABASE_URL": URL, "WORKER_METRICS_PORT": "0", "WORKER_INSTANCE": "2"})
+    assert off.worker_metrics_address is None
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("10.0.9.5", True),
+        ("::ffff:10.0.9.5", True),  # an IPv4 peer on a dual-stack socket
+        ("10.0.9.6", False),
+        ("2001:db8::1", False),
+        ("", False),
+        (None, False),
+        ("not-an-address", False),
+    ],
+)
+def test_address_allowed(address: str | None, allowed: bool) -> None:
+    networks = load_settings({"DATABASE_URL": URL, "METRICS_ALLOW": "127.0.0.0/8,::1,10.0.9.5"})
+    assert address_allowed(address, networks.metrics_allow) is allowed
 
 
 def test_missing_database_url() -> None:

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -62,6 +63,23 @@ def test_one_access_line_per_request_with_every_field(database_url, db, tmp_path
     assert len(created) == 1 and created[0]["message"] == "task created"
 
 
+def test_log_format_text_gives_readable_access_lines(database_url, db, tmp_path) -> None:
+    log_path = tmp_path / "api.log"
+    proc, url = start_api(database_url, log_path, API_WORKERS="1", LOG_FORMAT="text")
+    response = requests.get(url + "/v1/tasks/4242", headers={"X-Request-ID": "txt-1"}, timeout=10)
+    assert response.status_code == 404
+    stop_api(proc)
+    text = log_path.read_text()
+    lines = [line for line in text.splitlines() if "request_id=txt-1" in line]
+    assert len(lines) == 1, text
+    assert re.search(
+        r"Z INFO +api flowforge\.api: GET /v1/tasks/4242 404  request_id=txt-1 method=GET "
+        r"path=/v1/tasks/4242 status=404 duration_ms=[\d.]+ remote_addr=127\.0\.0\.1$",
+        lines[0],
+    ), lines[0]
+    assert not any(line.startswith("{") for line in text.splitlines())  # no JSON at all
+
+
 SECRET = "Sup3r-Secret-Pw-7731"
 
 
@@ -113,6 +131,38 @@ def test_json_formatter_fields() -> None:
     assert (line["level"], line["logger"], line["service"]) == ("INFO", "flowforge.test", "worker")
     assert (line["task_id"], line["attempt"]) == (7, 2)
     assert "timestamp" in line
+
+
+def test_text_formatter_is_one_readable_line_with_the_same_fields() -> None:
+    record = _record(request_id="r-1", task_id=7, error='ValueError: bad "x"', empty=None)
+    line = logs.make_formatter("worker", "text").format(record)
+    assert "\n" not in line
+    assert re.match(
+        r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO +worker flowforge\.test: hello world  ", line
+    ), line
+    fields = line.split("hello world  ", 1)[1]
+    assert fields == 'request_id=r-1 task_id=7 error="ValueError: bad \\"x\\""'
+    # a traceback follows on lines of its own
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        record = _record()
+        record.exc_info = sys.exc_info()
+    lines = logs.make_formatter("api", "text").format(record).splitlines()
+    assert lines[0].endswith("flowforge.test: hello world")
+    assert lines[1] == "Traceback (most recent call last):" and lines[-1] == "RuntimeError: boom"
+    # json stays the default
+    assert json.loads(logs.make_formatter("api").format(_record()))["message"] == "hello world"
+
+
+def test_text_lines_reach_the_journal_with_their_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[dict] = []
+    handler = logs.JournalHandler("api")
+    handler._send = lambda **kw: sent.append(kw)
+    handler.setFormatter(logs.make_formatter("api", "text"))
+    handler.emit(_record(request_id="rq", task_id=3))
+    assert sent[0]["request_id"] == "rq" and sent[0]["task_id"] == "3"
+    assert sent[0]["message"].endswith("hello world  request_id=rq task_id=3")
 
 
 def test_bound_context_reaches_every_line_and_explicit_extra_wins() -> None:

@@ -2,9 +2,9 @@
 """`make dev`: FlowForge on this machine against a throwaway PostgreSQL.
 
 Starts a private PostgreSQL cluster, migrates it, then runs `flowforge api` and
-`flowforge worker` in the foreground (their JSON logs interleaved on stdout) until
-Ctrl-C or SIGTERM, and removes the cluster. API_PORT (8080) and the other variables of
-README's configuration table are honoured.
+`flowforge worker` in the foreground (their logs interleaved on stdout, readable lines:
+LOG_FORMAT=text unless set) until Ctrl-C or SIGTERM, and removes the cluster. API_PORT
+(8080) and the other variables of README's configuration table are honoured.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def main() -> int:
     pg = TempPostgres().start()
     env = {**os.environ, "DATABASE_URL": pg.url()}
     env.setdefault("API_HOST", "127.0.0.1")
+    env.setdefault("LOG_FORMAT", "text")  # readable lines at a terminal
     procs: list[subprocess.Popen[bytes]] = []
     try:
         subprocess.run([FLOWFORGE, "migrate"], env=env, check=True)

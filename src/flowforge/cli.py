@@ -64,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         service if args.command != "migrate" else "migrate",
         settings.log_level,
         background=args.command == "worker",  # gunicorn forks: threads would not follow
+        log_format=settings.log_format,
     )
 
     if args.command == "api":

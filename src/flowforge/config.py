@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -84,6 +85,47 @@ def _log_level(text: str) -> str:
     if value not in LOG_LEVELS:
         raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
     return value
+
+
+def _port_or_zero(text: str) -> int:
+    text = text.strip()
+    return 0 if text == "0" else _port(text)
+
+
+LOG_FORMATS = ("json", "text")
+
+
+def _log_format(text: str) -> str:
+    value = text.strip().lower()
+    if value not in LOG_FORMATS:
+        raise ValueError(f"expected one of {', '.join(LOG_FORMATS)}, got {text!r}")
+    return value
+
+
+def _networks(text: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    """``127.0.0.0/8, ::1, 10.0.0.5``: addresses or CIDR networks, comma separated."""
+    networks = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"expected IP addresses or CIDR networks, got {item!r}") from None
+    return tuple(networks)
+
+
+def address_allowed(address: str | None, networks: tuple[IPv4Network | IPv6Network, ...]) -> bool:
+    """Whether a peer's IP address (``REMOTE_ADDR``) is in one of ``networks``."""
+    if not address:
+        return False
+    try:
+        ip = ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:  # ::ffff:10.0.0.5 on a v6 socket
+        ip = ip.ipv4_mapped
+    return any(ip in net for net in networks)
 
 
 def _nonblank(text: str) -> str:
@@ -243,7 +285,54 @@ VARIABLES: tuple[Variable, ...] = (
         "longest wait between two attempts",
     ),
     Variable(
+        "WORKER_METRICS_PORT",
+        "worker_metrics_port",
+        _port_or_zero,
+        "9464",
+        "TCP port of a worker's own /metrics; instance N of flowforge-worker@N adds N-1; "
+        "0 turns worker metrics off",
+    ),
+    Variable(
+        "WORKER_METRICS_HOST",
+        "worker_metrics_host",
+        _nonblank,
+        "0.0.0.0",
+        "address a worker's /metrics listens on (METRICS_ALLOW decides who may read it)",
+    ),
+    Variable(
+        "WORKER_INSTANCE",
+        "worker_instance",
+        _positive_int,
+        "1",
+        "which worker process of this host this is (flowforge-worker@N sets N); "
+        "offsets WORKER_METRICS_PORT",
+    ),
+    Variable(
+        "METRICS_ALLOW",
+        "metrics_allow",
+        _networks,
+        "127.0.0.0/8,::1",
+        "addresses or CIDR networks (comma separated) that may read /metrics of the API "
+        "and the workers; others get 403",
+    ),
+    Variable(
+        "API_METRICS_DIR",
+        "api_metrics_dir",
+        str,
+        "",
+        "where the API's gunicorn workers keep their metrics files, wiped at start "
+        "(the unit uses its RuntimeDirectory; empty: a private temporary directory)",
+    ),
+    Variable(
         "LOG_LEVEL", "log_level", _log_level, "info", "debug, info, warning, error or critical"
+    ),
+    Variable(
+        "LOG_FORMAT",
+        "log_format",
+        _log_format,
+        "json",
+        "json (one object per line) or text (one readable line, for a terminal); "
+        "journald gets its fields either way",
     ),
 )
 
@@ -273,13 +362,28 @@ class Settings:
     task_max_attempts: int
     task_retry_backoff: float
     task_retry_backoff_max: float
+    worker_metrics_port: int
+    worker_metrics_host: str
+    worker_instance: int
+    metrics_allow: tuple[IPv4Network | IPv6Network, ...]
+    api_metrics_dir: str
     log_level: str
+    log_format: str
+
+    @property
+    def worker_metrics_address(self) -> tuple[str, int] | None:
+        """Where this worker serves /metrics (its instance's port), or None when off."""
+        if not self.worker_metrics_port:
+            return None
+        return self.worker_metrics_host, self.worker_metrics_port + self.worker_instance - 1
 
     def redacted(self) -> dict[str, Any]:
         """The settings by variable name, with passwords replaced by ``***``."""
         out: dict[str, Any] = {}
         for var in VARIABLES:
             value = getattr(self, var.field)
+            if isinstance(value, tuple):  # networks
+                value = ",".join(str(item) for item in value)
             out[var.name] = redact_url(value) if var.secret else value
         return out
 

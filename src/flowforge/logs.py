@@ -15,12 +15,14 @@ import queue
 import re
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
+import orjson
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.orjson import OrjsonFormatter
 
@@ -66,6 +68,48 @@ def json_formatter(service: str) -> logging.Formatter:
         static_fields={"service": service},
         timestamp=True,
     )
+
+
+_PLAIN_VALUE = re.compile(r"^[^\s\"=]+$")
+
+
+class TextFormatter(logging.Formatter):
+    """One readable line per event, for a terminal (``LOG_FORMAT=text``): time, level,
+    service, logger and message, then the same fields the JSON line has as ``key=value``
+    (values with spaces or quotes are quoted). A traceback follows on its own lines."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        line = (
+            f"{stamp}.{int(record.msecs):03d}Z {record.levelname:<7} {self.service} "
+            f"{record.name}: {record.getMessage()}"
+        )
+        fields = []
+        for key, value in record.__dict__.items():
+            if key in _RESERVED or key.startswith("_") or value is None:
+                continue
+            text = str(value)
+            if not _PLAIN_VALUE.match(text):
+                text = orjson.dumps(text).decode()
+            fields.append(f"{key}={text}")
+        if fields:
+            line += "  " + " ".join(fields)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        elif record.exc_text:
+            line += "\n" + record.exc_text
+        if record.stack_info:
+            line += "\n" + self.formatStack(record.stack_info)
+        return line
+
+
+def make_formatter(service: str, log_format: str = "json") -> logging.Formatter:
+    """The formatter ``LOG_FORMAT`` names: ``json`` (default) or ``text``."""
+    return TextFormatter(service) if log_format == "text" else json_formatter(service)
 
 
 def journal_fields(record: logging.LogRecord) -> dict[str, str]:
@@ -126,8 +170,12 @@ class _Enqueue(QueueHandler):
         return record
 
 
-def configure_logging(service: str, level: str = "info", *, background: bool = False) -> None:
-    """Route every logger (ours, gunicorn's, the libraries') through one JSON handler.
+def configure_logging(
+    service: str, level: str = "info", *, background: bool = False, log_format: str = "json"
+) -> None:
+    """Route every logger (ours, gunicorn's, the libraries') through one handler: JSON
+    lines (or, ``log_format="text"``, readable ones); under systemd to journald with the
+    context as journal fields whichever the format.
 
     ``background``: format and write in a thread of its own (the worker: its dispatcher
     thread logs one line per task, about 27 us each, and is what limits its throughput;
@@ -142,7 +190,7 @@ def configure_logging(service: str, level: str = "info", *, background: bool = F
             handler = logging.StreamHandler(sys.stdout)
     else:
         handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(json_formatter(service))
+    handler.setFormatter(make_formatter(service, log_format))
     global _listener
     if _listener is not None:  # configured again (tests): flush and end the old writer
         atexit.unregister(_listener.stop)

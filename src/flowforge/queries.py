@@ -163,18 +163,19 @@ claimed AS (
         FOR UPDATE SKIP LOCKED
     ) AS due
     WHERE t.id = due.id
-    RETURNING t.id, t.type, t.payload, t.attempts, t.max_attempts, t.request_id
+    RETURNING t.id, t.type, t.payload, t.attempts, t.max_attempts, t.request_id,
+              extract(epoch FROM now() - t.run_at)::float8 AS waited
 )"""
 
 # One round trip and one commit: record outcomes, claim the next batch. The answer is a
 # single row (finished ids, claimed tasks as JSON): parsing one JSON document is cheaper
-# in Python than building a tuple per row.
+# in Python than building a tuple per row. `waited`: seconds from due to claimed (metrics).
 FINISH_AND_CLAIM = f"""
 WITH {_FINISH_CTE},
 {_CLAIM_CTE}
 SELECT (SELECT coalesce(array_agg(id), '{{}}') FROM finished) AS finished,
        (SELECT coalesce(json_agg(json_build_array(id, type, payload, attempts, max_attempts,
-                                                  request_id) ORDER BY id), '[]')
+                                                  request_id, waited) ORDER BY id), '[]')
         FROM claimed) AS claimed
 """
 

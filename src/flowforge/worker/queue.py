@@ -39,6 +39,8 @@ class ClaimedTask:
     request_id: str | None
     token: uuid.UUID
     started: bool = False
+    queue: str = "default"
+    waited: float = 0.0  # seconds from due (run_at) to claimed
 
 
 @dataclass(slots=True)
@@ -151,7 +153,7 @@ class TaskQueue:
         )
         return FinishResult(
             set(finished),
-            [ClaimedTask(r[0], r[1], r[2], r[3], r[4], r[5], token) for r in claimed],
+            [ClaimedTask(r[0], r[1], r[2], r[3], r[4], r[5], token, waited=r[6]) for r in claimed],
         )
 
     def claim(self, limit: int) -> list[ClaimedTask]:

@@ -27,6 +27,7 @@ from ..config import Settings
 from ..db import DatabaseUnavailable
 from ..handlers import Handler, TaskContext, load_handlers
 from .listener import Listener
+from .metrics import make_metrics
 from .queue import ClaimedTask, DatabaseRefused, Outcome, TaskQueue, retry_delay
 from .sdnotify import Notifier
 
@@ -36,6 +37,15 @@ RECHECK_DELAY = 0.02  # longer than a creator's commit (fsync) takes
 FLUSH_DELAY = 0.005  # outcomes wait at most this long for a claim to ride along with
 FAST_TASK_MS = 5.0  # tasks shorter than this on average are claimed ahead (double buffered)
 ERROR_LIMIT = 2000  # characters of an exception kept in last_error
+
+
+def outcome_name(outcome: Outcome, accepted: bool) -> str:
+    """How a run ended, as the metrics name it (worker.metrics.OUTCOMES)."""
+    if not accepted:
+        return "lease_lost"
+    if outcome.error is None:
+        return "completed"
+    return "failed" if outcome.task.attempt >= outcome.task.max_attempts else "retried"
 
 
 def identity() -> str:
@@ -81,6 +91,8 @@ class Worker:
         self.heartbeat_interval = max(0.05, settings.worker_lease / 3)
         self.reap_interval = max(0.1, min(settings.worker_lease / 2, 10.0))
         self.executors: list[threading.Thread] = []
+        self.metrics = make_metrics(settings)
+        self.running = [False] * self.concurrency  # per executor: a task in hand (busy)
 
     def _set_prefetch(self) -> None:
         if self.avg_run_ms < FAST_TASK_MS:
@@ -102,7 +114,8 @@ class Worker:
         self.wake.set()
 
     # --- executors --------------------------------------------------------------------
-    def _execute(self) -> None:
+    def _execute(self, index: int = 0) -> None:
+        running = self.running
         get = self.work.get
         qsize = self.work.qsize
         done = self.done
@@ -112,9 +125,11 @@ class Worker:
             if task is None:
                 return
             task.started = True
+            running[index] = True
             if qsize() < self.low_water:
                 wake.set()
             done.append(self._run(task))
+            running[index] = False
             # Wake the dispatcher for the first outcome since it last drained `done` (it
             # resets the flag before draining, so an outcome is never left unnoticed), not
             # for every one: a wake-up per task would cost a thread switch per task.
@@ -180,11 +195,16 @@ class Worker:
     # --- the dispatcher ---------------------------------------------------------------
     def run(self) -> int:
         for i in range(self.concurrency):
-            thread = threading.Thread(target=self._execute, name=f"flowforge-exec-{i}", daemon=True)
+            thread = threading.Thread(
+                target=self._execute, args=(i,), name=f"flowforge-exec-{i}", daemon=True
+            )
             thread.start()
             self.executors.append(thread)
+        running = self.running
+        self.metrics.start(lambda: sum(running), self.concurrency)
         self.listener.start()
         if not self._connect():
+            self.metrics.stop()
             return 0  # stopped before the database came up
         self.listener.listening.wait(self.settings.database_connect_timeout + 1)
         log.info(
@@ -201,6 +221,7 @@ class Worker:
         self._drain()
         self.listener.stop()
         self.queue.close()
+        self.metrics.stop()
         log.info("worker stopped", extra={"worker": self.name})
         return 0
 
@@ -237,9 +258,20 @@ class Worker:
             put(task)
         finished = result.finished
         avg = self.avg_run_ms
+        metrics = self.metrics
+        for task in result.claimed:
+            metrics.task_claimed(task.queue, task.waited)
         for outcome in outcomes:
-            self.held.pop(outcome.task.id, None)
-            self._log_outcome(outcome, outcome.task.id in finished)
+            task = outcome.task
+            self.held.pop(task.id, None)
+            accepted = task.id in finished
+            self._log_outcome(outcome, accepted)
+            metrics.task_finished(
+                task.queue,
+                task.type if task.type in self.handlers else "unknown",
+                outcome_name(outcome, accepted),
+                outcome.duration_ms / 1000,
+            )
             avg += (outcome.duration_ms - avg) * 0.1  # moving average of the run time
         if outcomes:
             self.avg_run_ms = avg

@@ -1,0 +1,165 @@
+"""A worker process's own /metrics (WORKER_METRICS_PORT): after known outcomes the counters
+and histograms say exactly what happened; the address allow-list; a port in use does not
+stop the worker. Real `flowforge worker` processes, real PostgreSQL, real HTTP."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from flowforge.devdb import free_port
+
+from .test_worker import PLUGIN, WorkerProc, _add, _statuses, _wait_until
+
+
+@pytest.fixture(scope="module")
+def handlers(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The test plug-in of test_worker (count, flaky, nul), installed on PYTHONPATH."""
+    root = tmp_path_factory.mktemp("plugin")
+    (root / "ff_test_handlers.py").write_text(PLUGIN)
+    info = root / "ff_test_handlers-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ff-test-handlers\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[flowforge.handlers]\ncount = ff_test_handlers:count\nflaky = ff_test_handlers:flaky\n"
+    )
+    return str(root)
+
+
+@pytest.fixture
+def worker(database_url: str, handlers: str, tmp_path: Path) -> Iterator[Callable[..., WorkerProc]]:
+    procs: list[WorkerProc] = []
+
+    def start(**env: str) -> WorkerProc:
+        w = WorkerProc(database_url, tmp_path / f"w{len(procs)}.log", handlers, **env)
+        procs.append(w)
+        return w
+
+    yield start
+    for w in procs:
+        if w.proc.poll() is None:
+            w.proc.kill()
+            w.proc.wait()
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a worker's /metrics: (name, sorted labels) -> value."""
+    response = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].startswith("text/plain")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+
+
+def test_counters_and_histograms_match_known_outcomes(db, worker, tmp_path) -> None:
+    base = free_port()
+    runs = tmp_path / "runs"
+    # Instance 3 of the template unit: base + 2.
+    w = worker(
+        WORKER_METRICS_PORT=str(base - 2),
+        WORKER_INSTANCE="3",
+        WORKER_CONCURRENCY="3",
+        TASK_RETRY_BACKOFF="50ms",
+        TASK_RETRY_BACKOFF_MAX="50ms",
+    )
+    ready = w.wait_for("worker metrics on")
+    assert ready["metrics_port"] == base
+    w.wait_for("worker ready")
+    _add(db, 20, "count", {"file": str(runs)})
+    # Succeeds on attempt 2: one retried, one completed run each.
+    _add(db, 3, "flaky", {"file": str(runs), "succeed_on": 2})
+    # Never succeeds, 2 attempts: one retried, one failed run each.
+    _add(db, 4, "flaky", {"file": str(runs)}, max_attempts=2)
+    _wait_until(lambda: _statuses(db) == {"completed": 23, "failed": 4}, 30, "all outcomes")
+    # The outcome is counted once the database has it: give the dispatcher its turn.
+    want = {
+        ("count", "completed"): 20,
+        ("flaky", "completed"): 3,
+        ("flaky", "retried"): 3 + 4,
+        ("flaky", "failed"): 4,
+    }
+    deadline = time.monotonic() + 10
+    while True:
+        samples = scrape(base)
+        got = {
+            (dict(labels)["type"], dict(labels)["outcome"]): value
+            for (name, labels), value in samples.items()
+            if name == "flowforge_tasks_processed_total"
+        }
+        if got == want or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert got == want
+    assert all(
+        dict(labels)["queue"] == "default"
+        for (name, labels) in samples
+        if name.startswith("flowforge_task")
+    )
+    runs_total = 20 + 3 * 2 + 4 * 2
+    durations = sum(
+        v for (name, _), v in samples.items() if name == "flowforge_task_duration_seconds_count"
+    )
+    assert durations == runs_total
+    pickups = samples[("flowforge_task_pickup_delay_seconds_count", (("queue", "default"),))]
+    assert pickups == runs_total
+    # Retries wait their backoff (50 ms) from run_at, so every pickup is well under a minute.
+    bucket = ("flowforge_task_pickup_delay_seconds_bucket", (("le", "60.0"), ("queue", "default")))
+    assert samples[bucket] == runs_total
+    assert samples[("flowforge_worker_busy", ())] == 0
+    assert samples[("flowforge_worker_capacity", ())] == 3
+    assert w.stop() == 0
+
+
+def test_busy_counts_running_tasks_and_a_lost_lease_is_lease_lost(db, worker, tmp_path) -> None:
+    port = free_port()
+    w = worker(WORKER_METRICS_PORT=str(port), WORKER_CONCURRENCY="2")
+    w.wait_for("worker ready")
+    _add(db, 1, "count", {"file": str(tmp_path / "runs"), "sleep": 1.5})
+    _wait_until(lambda: _statuses(db) == {"processing": 1}, 10, "the task to start")
+    _wait_until(lambda: scrape(port)[("flowforge_worker_busy", ())] == 1, 5, "busy = 1")
+    # Someone else takes the task from under the worker (as the reaper would): its
+    # outcome no longer matches the fencing token and is discarded.
+    db.execute("UPDATE tasks SET status = 'failed', lease_token = NULL")
+    w.wait_for("outcome discarded")
+    samples = scrape(port)
+    key = (
+        "flowforge_tasks_processed_total",
+        (("outcome", "lease_lost"), ("queue", "default"), ("type", "count")),
+    )
+    assert samples[key] == 1
+    assert samples[("flowforge_worker_busy", ())] == 0
+    assert w.stop() == 0
+
+
+def test_only_allowed_addresses_read_metrics(db, worker) -> None:
+    port = free_port()
+    w = worker(WORKER_METRICS_PORT=str(port), METRICS_ALLOW="10.0.0.0/8")
+    w.wait_for("worker ready")
+    response = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    assert response.status_code == 403
+    assert "METRICS_ALLOW" in response.text
+    assert "flowforge_" not in response.text
+    assert w.stop() == 0
+
+
+def test_a_port_in_use_is_logged_and_the_worker_runs_on(db, worker, tmp_path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        w = worker(WORKER_METRICS_PORT=str(port), WORKER_METRICS_HOST="127.0.0.1")
+        line = w.wait_for("worker metrics disabled")
+        assert line["level"] == "ERROR" and line["metrics_port"] == port
+        w.wait_for("worker ready")
+        _add(db, 3, "count", {"file": str(tmp_path / "runs")})
+        _wait_until(lambda: _statuses(db) == {"completed": 3}, 10, "3 completed tasks")
+    assert w.stop() == 0
