@@ -4,6 +4,7 @@ stop the worker. Real `flowforge worker` processes, real PostgreSQL, real HTTP."
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from flowforge import queries
 from flowforge.devdb import free_port
 
 from .test_worker import PLUGIN, WorkerProc, _add, _statuses, _wait_until
@@ -79,19 +81,27 @@ def test_counters_and_histograms_match_known_outcomes(db, worker, tmp_path) -> N
     _add(db, 3, "flaky", {"file": str(runs), "succeed_on": 2})
     # Never succeeds, 2 attempts: one retried, one failed run each.
     _add(db, 4, "flaky", {"file": str(runs)}, max_attempts=2)
-    _wait_until(lambda: _statuses(db) == {"completed": 23, "failed": 4}, 30, "all outcomes")
+    # Two in a queue of their own (the default worker claims from every queue).
+    db.execute(
+        "INSERT INTO tasks (title, type, payload, queue) SELECT 'mail', 'count', %s, 'mail' "
+        "FROM generate_series(1, 2)",
+        (json.dumps({"file": str(runs)}),),
+    )
+    db.execute(queries.NOTIFY)
+    _wait_until(lambda: _statuses(db) == {"completed": 25, "failed": 4}, 30, "all outcomes")
     # The outcome is counted once the database has it: give the dispatcher its turn.
     want = {
-        ("count", "completed"): 20,
-        ("flaky", "completed"): 3,
-        ("flaky", "retried"): 3 + 4,
-        ("flaky", "failed"): 4,
+        ("default", "count", "completed"): 20,
+        ("default", "flaky", "completed"): 3,
+        ("default", "flaky", "retried"): 3 + 4,
+        ("default", "flaky", "failed"): 4,
+        ("mail", "count", "completed"): 2,
     }
     deadline = time.monotonic() + 10
     while True:
         samples = scrape(base)
         got = {
-            (dict(labels)["type"], dict(labels)["outcome"]): value
+            tuple(dict(labels)[k] for k in ("queue", "type", "outcome")): value
             for (name, labels), value in samples.items()
             if name == "flowforge_tasks_processed_total"
         }
@@ -99,18 +109,14 @@ def test_counters_and_histograms_match_known_outcomes(db, worker, tmp_path) -> N
             break
         time.sleep(0.1)
     assert got == want
-    assert all(
-        dict(labels)["queue"] == "default"
-        for (name, labels) in samples
-        if name.startswith("flowforge_task")
-    )
     runs_total = 20 + 3 * 2 + 4 * 2
     durations = sum(
         v for (name, _), v in samples.items() if name == "flowforge_task_duration_seconds_count"
     )
-    assert durations == runs_total
+    assert durations == runs_total + 2
     pickups = samples[("flowforge_task_pickup_delay_seconds_count", (("queue", "default"),))]
     assert pickups == runs_total
+    assert samples[("flowforge_task_pickup_delay_seconds_count", (("queue", "mail"),))] == 2
     # Retries wait their backoff (50 ms) from run_at, so every pickup is well under a minute.
     bucket = ("flowforge_task_pickup_delay_seconds_bucket", (("le", "60.0"), ("queue", "default")))
     assert samples[bucket] == runs_total

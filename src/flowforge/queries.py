@@ -164,7 +164,7 @@ claimed AS (
     ) AS due
     WHERE t.id = due.id
     RETURNING t.id, t.type, t.payload, t.attempts, t.max_attempts, t.request_id,
-              extract(epoch FROM now() - t.run_at)::float8 AS waited
+              extract(epoch FROM now() - t.run_at)::float8 AS waited, t.queue
 )"""
 
 # One round trip and one commit: record outcomes, claim the next batch. The answer is a
@@ -175,7 +175,8 @@ WITH {_FINISH_CTE},
 {_CLAIM_CTE}
 SELECT (SELECT coalesce(array_agg(id), '{{}}') FROM finished) AS finished,
        (SELECT coalesce(json_agg(json_build_array(id, type, payload, attempts, max_attempts,
-                                                  request_id, waited) ORDER BY id), '[]')
+                                                  request_id, waited, queue) ORDER BY id),
+                        '[]')
         FROM claimed) AS claimed
 """
 

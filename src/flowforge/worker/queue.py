@@ -153,7 +153,10 @@ class TaskQueue:
         )
         return FinishResult(
             set(finished),
-            [ClaimedTask(r[0], r[1], r[2], r[3], r[4], r[5], token, waited=r[6]) for r in claimed],
+            [
+                ClaimedTask(r[0], r[1], r[2], r[3], r[4], r[5], token, queue=r[7], waited=r[6])
+                for r in claimed
+            ],
         )
 
     def claim(self, limit: int) -> list[ClaimedTask]:
