@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Soak benchmark (not a test): what hours of traffic do to the tasks table.
 
-    .venv/bin/python bench/bench_soak.py [--minutes 10] [--rate 800] [--interval 5]
+    .venv/bin/python bench/bench_soak.py [--minutes 10] [--rate 800] [--base-rows 1000000]
 
-Starts its own PostgreSQL 15 (durable commits, server defaults otherwise: autovacuum_naptime
-1 min), then runs the same load twice, one after the other, each for half of --minutes, on
-a fresh database:
+Starts its own PostgreSQL 15 (durable commits; autovacuum_naptime as the deploy sets it,
+AUTOVACUUM_NAPTIME below), then runs the same load twice, one after the other, each for
+half of --minutes, on a fresh database holding --base-rows tasks of history (failed ones,
+which the soak's cleanup keeps, as an operator keeps dead letters longer):
 
 1. the tasks table with PostgreSQL's default autovacuum settings (the migration's per-table
    settings reset), and
@@ -13,10 +14,10 @@ a fresh database:
 
 The load, in both: a producer inserts --rate tasks a second (batches every 100 ms, the
 API's batch path), one `flowforge worker` (concurrency 8) drains them, and a cleanup runs
-every minute (`scripts/cleanup.py --older-than 1m`, compressed from an operator's daily
-cron). Every --interval seconds it samples dead and live tuples, autovacuum runs, the
-table's and its indexes' sizes, the pending backlog and how long a claim-shaped read
-takes. Writes bench/results/soak.json, soak.md and soak.png.
+every minute (`scripts/cleanup.py --older-than 1m --status completed`, compressed from an
+operator's daily cron). Every --interval seconds it samples dead and live tuples,
+autovacuum runs, the table's and its indexes' sizes, the pending backlog and how long a
+claim-shaped read takes. Writes bench/results/soak.json, soak.md and soak.png.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ from flowforge.devdb import TempPostgres
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent
+# deploy/ansible/roles/postgresql/defaults/main.yml: postgresql_autovacuum_naptime
+AUTOVACUUM_NAPTIME = "15s"
 
 # The per-table settings the migration sets; reset for the "defaults" run.
 AUTOVACUUM_OPTIONS = (
@@ -90,9 +93,21 @@ def produce(url: str, rate: int, stop_at: float, counter: list[int]) -> None:
 def cleanup(url: str, env: dict[str, str]) -> None:
     subprocess.run(
         [str(BIN / "python"), str(ROOT / "scripts" / "cleanup.py"), "--older-than", "1m",
-         "--yes", "--quiet"],
+         "--status", "completed", "--yes", "--quiet"],
         env={**env, "DATABASE_URL": url}, check=True, stdin=subprocess.DEVNULL,
     )  # fmt: skip
+
+
+def seed_history(url: str, rows: int) -> None:
+    """A table with a past: `rows` failed tasks, then vacuumed and analysed."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO tasks (title, status, attempts, last_error, payload, completed_at) "
+            "SELECT 'history ' || g, 'failed', 3, 'boom', jsonb_build_object('n', g), now() "
+            "FROM generate_series(1, %s) g",
+            (rows,),
+        )
+        conn.execute("VACUUM ANALYZE tasks")
 
 
 def run(url: str, tmp: Path, label: str, seconds: int, rate: int, interval: int) -> dict:
@@ -156,8 +171,9 @@ def markdown(r: dict) -> str:
         "",
         f"{r['date']}, commit {r['commit']}, {m['cpus']} CPUs (load average "
         f"{m['load_average_at_start']} at the start, {m['load_average_at_end']} at the end), "
-        f"PostgreSQL {m['postgres']} with server defaults (autovacuum_naptime "
-        f"{m['autovacuum_naptime']}). Command: `{r['command']}`.",
+        f"PostgreSQL {m['postgres']} (autovacuum_naptime {m['autovacuum_naptime']}, as "
+        f"deployed). {r['base_rows']:,} rows of history, {r['rate']} tasks/s created and "
+        f"drained. Command: `{r['command']}`.",
         "",
         f"Per-table settings of the migration: {r['table_options']}",
         "",
@@ -181,6 +197,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--minutes", type=float, default=10, help="both runs together")
     p.add_argument("--rate", type=int, default=800, help="tasks created a second")
     p.add_argument("--interval", type=int, default=5, help="seconds between samples")
+    p.add_argument("--base-rows", type=int, default=1_000_000, help="history in the table")
     a = p.parse_args(argv)
     seconds = int(a.minutes * 60 / 2)
 
@@ -188,6 +205,9 @@ def main(argv: list[str]) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="flowforge-soak-"))
     try:
         with psycopg.connect(pg.url(), autocommit=True) as conn:
+            conn.execute(f"ALTER SYSTEM SET autovacuum_naptime = '{AUTOVACUUM_NAPTIME}'")
+            conn.execute("SELECT pg_reload_conf()")
+            time.sleep(0.5)
             pg_version = conn.execute("SHOW server_version").fetchone()[0]
             naptime = conn.execute("SHOW autovacuum_naptime").fetchone()[0]
         result: dict = {
@@ -207,6 +227,8 @@ def main(argv: list[str]) -> int:
                 "postgres": pg_version,
                 "autovacuum_naptime": naptime,
             },
+            "base_rows": a.base_rows,
+            "rate": a.rate,
             "runs": [],
         }
         for label in ("PostgreSQL defaults", "FlowForge table settings"):
@@ -220,7 +242,8 @@ def main(argv: list[str]) -> int:
                     conn.execute(f"ALTER TABLE tasks RESET ({', '.join(AUTOVACUUM_OPTIONS)})")
                 else:
                     result["table_options"] = options
-            log(f"soak: {label}, {seconds} s at {a.rate} tasks/s")
+            seed_history(url, a.base_rows)
+            log(f"soak: {label}, {seconds} s at {a.rate} tasks/s on {a.base_rows} rows")
             result["runs"].append(run(url, tmp, label, seconds, a.rate, a.interval))
         result["machine"]["load_average_at_end"] = round(os.getloadavg()[0], 2)
     finally:

@@ -75,7 +75,8 @@ def test_postgresql_settings_follow_the_formulas(testhost: TestHost) -> None:
         "FROM pg_settings WHERE name IN ('shared_buffers', 'effective_cache_size', "
         "'maintenance_work_mem', 'work_mem', 'wal_buffers', 'max_connections', "
         "'min_wal_size', 'max_wal_size', 'checkpoint_completion_target', 'random_page_cost', "
-        "'effective_io_concurrency', 'jit', 'listen_addresses', 'password_encryption')\""
+        "'effective_io_concurrency', 'jit', 'listen_addresses', 'password_encryption', "
+        "'autovacuum_naptime')\""
     )
     got = {name: (setting, unit) for name, setting, unit in (r.split("|") for r in rows.split())}
     ram_kb = RAM_MB * 1024
@@ -99,6 +100,7 @@ def test_postgresql_settings_follow_the_formulas(testhost: TestHost) -> None:
     assert float(got["random_page_cost"][0]) == 1.1
     assert got["effective_io_concurrency"][0] == "200"
     assert got["jit"][0] == "off"
+    assert got["autovacuum_naptime"] == ("15", "s")
     assert got["password_encryption"][0] == "scram-sha-256"
     # every client is on this host: PostgreSQL listens on loopback only
     assert got["listen_addresses"][0] == "localhost"
