@@ -147,7 +147,7 @@ def test_heartbeat_keeps_a_lease_from_expiring(database_url, db) -> None:
 
 
 def test_a_task_whose_lease_keeps_expiring_ends_failed(database_url, db) -> None:
-    (task_id,) = _add(db)
+    (task_id,) = _add(db, max_attempts=5)  # the expiry limit, not the attempts, ends it
     q = _queue(database_url, "host-a:1", WORKER_MAX_LEASE_EXPIRIES="3")
     statuses = []
     for _ in range(3):
@@ -172,7 +172,7 @@ def test_give_back_returns_unstarted_attempts_and_explains_interrupted_ones(
     running.started = True
     with psycopg.connect(database_url, autocommit=True) as listener:
         listener.execute("LISTEN flowforge_tasks")
-        assert q.give_back([running, waiting], "interrupted: stopping") == set(ids)
+        assert q.give_back([running, waiting], "interrupted: stopping") == (set(ids), set())
         assert len(list(listener.notifies(timeout=2, stop_after=1))) == 1
     row = _row(db, running.id)
     assert (row["status"], row["attempts"], row["last_error"]) == (
@@ -181,6 +181,40 @@ def test_give_back_returns_unstarted_attempts_and_explains_interrupted_ones(
         "interrupted: stopping",
     )
     row = _row(db, waiting.id)
+    assert (row["status"], row["attempts"], row["last_error"]) == ("pending", 0, None)
+    q.close()
+
+
+def test_a_lease_expiring_on_the_last_attempt_fails_the_task(database_url, db) -> None:
+    # The bug: a lease expiry on the last attempt put the task back to pending, and the
+    # next claim ran it as attempt max_attempts + 1.
+    (task_id,) = _add(db, max_attempts=2)
+    q = _queue(database_url, "host-a:1")
+    for attempt, expected in ((1, "pending"), (2, "failed")):
+        assert len(q.claim(1)) == 1
+        db.execute("UPDATE tasks SET lease_expires_at = now() - interval '1s'")
+        (reaped,) = q.reap_expired()
+        assert (reaped.status, reaped.attempts, reaped.max_attempts) == (expected, attempt, 2)
+    row = _row(db, task_id)
+    assert (row["status"], row["attempts"], row["lease_expiries"]) == ("failed", 2, 2)
+    error = row["last_error"]
+    assert error.startswith("lease expired on the last attempt (2 of 2): worker host-a:1")
+    assert row["completed_at"] is not None and row["lease_token"] is None
+    assert q.claim(1) == []  # never attempt 3
+    q.close()
+
+
+def test_give_back_of_a_run_on_its_last_attempt_fails_it(database_url, db) -> None:
+    ids = _add(db, 2, max_attempts=1)
+    q = _queue(database_url, "host-a:1")
+    running, waiting = q.claim(2)
+    running.started = True
+    assert q.give_back([running, waiting], "interrupted by shutdown") == (set(ids), {running.id})
+    row = _row(db, running.id)
+    assert (row["status"], row["attempts"]) == ("failed", 1)
+    assert row["last_error"] == "interrupted by shutdown; that was the last attempt (1 of 1)"
+    assert row["completed_at"] is not None
+    row = _row(db, waiting.id)  # never started: its attempt given back, it runs later
     assert (row["status"], row["attempts"], row["last_error"]) == ("pending", 0, None)
     q.close()
 

@@ -229,6 +229,26 @@ def test_sigterm_gives_back_a_task_still_running_at_the_shutdown_timeout(db, spa
     assert "WORKER_SHUTDOWN_TIMEOUT" in row[2]
 
 
+def test_sigterm_on_the_last_attempt_fails_the_task_never_attempt_2(db, spawn) -> None:
+    w = spawn(WORKER_SHUTDOWN_TIMEOUT="300ms")
+    w.wait_for("worker ready")
+    _add(db, 1, "sleep", {"seconds": 60}, max_attempts=1)
+    _wait_until(lambda: _statuses(db) == {"processing": 1}, 10, "the task to be claimed")
+    time.sleep(0.2)
+    assert w.stop(timeout=15) == 0
+    row = db.execute("SELECT status, attempts, max_attempts, last_error FROM tasks").fetchone()
+    assert row[:3] == ("failed", 1, 1)
+    assert row[3].startswith("interrupted by shutdown: worker ")
+    assert row[3].endswith("that was the last attempt (1 of 1)")
+    again = spawn(name="again")  # a restarted worker finds nothing to run
+    again.wait_for("worker ready")
+    time.sleep(0.3)
+    assert db.execute("SELECT status, attempts FROM tasks").fetchone() == ("failed", 1)
+    assert again.stop() == 0
+    messages = [line["message"] for line in w.lines()]
+    assert "task failed: interrupted by shutdown on its last attempt" in messages
+
+
 def test_handler_errors_are_retried_with_backoff_then_failed(db, spawn, tmp_path) -> None:
     runs = tmp_path / "runs"
     w = spawn(TASK_RETRY_BACKOFF="200ms", WORKER_POLL_INTERVAL="30s")

@@ -196,29 +196,41 @@ RETURNING t.id
 """
 
 # Graceful stop: give claimed tasks back. A task that never started gets its attempt back;
-# one interrupted at the shutdown timeout keeps it and says why in last_error.
+# one interrupted at the shutdown timeout keeps it and says why in last_error, and if that
+# was its last attempt it ends failed (attempts never exceed max_attempts).
 GIVE_BACK = f"""
 WITH given AS (
     UPDATE tasks t SET
-        status = 'pending',
+        status = CASE WHEN d.started AND t.attempts >= t.max_attempts THEN 'failed'
+                      ELSE 'pending' END,
         attempts = CASE WHEN d.started THEN t.attempts ELSE greatest(t.attempts - 1, 0) END,
-        last_error = CASE WHEN d.started THEN %(reason)s ELSE t.last_error END,
+        last_error = CASE
+            WHEN d.started AND t.attempts >= t.max_attempts THEN format(
+                '%%s; that was the last attempt (%%s of %%s)', %(reason)s::text, t.attempts,
+                t.max_attempts)
+            WHEN d.started THEN %(reason)s::text
+            ELSE t.last_error END,
+        completed_at = CASE WHEN d.started AND t.attempts >= t.max_attempts THEN now() END,
         run_at = now(),
-        started_at = NULL,
+        started_at = CASE WHEN d.started AND t.attempts >= t.max_attempts
+                          THEN t.started_at END,
         lease_token = NULL,
         lease_expires_at = NULL,
         updated_at = now()
     FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(started)s::bool[])
          AS d(id, token, started)
     WHERE t.id = d.id AND t.lease_token = d.token AND t.status = 'processing'
-    RETURNING t.id
+    RETURNING t.id, t.status
 )
-SELECT array_agg(id), pg_notify('{NOTIFY_CHANNEL}', '') FROM given
+SELECT array_agg(id), array_agg(id) FILTER (WHERE status = 'failed'),
+       pg_notify('{NOTIFY_CHANNEL}', '')
+FROM given
 """
 
 # The reaper: tasks whose lease expired (their worker was killed, its host is gone) go back
-# to pending, their run counted; after max_expiries expiries a task is failed (a crash
-# loop or a poison task must not take workers down forever). Any worker may run it.
+# to pending, their run counted. A task on its last attempt ends failed ("lease expired"):
+# attempts never exceed max_attempts. After max_expiries expiries a task is failed too (a
+# crash loop or a poison task must not take workers down forever). Any worker may run it.
 REAP_EXPIRED = f"""
 WITH expired AS (
     SELECT id FROM tasks
@@ -230,13 +242,19 @@ WITH expired AS (
     UPDATE tasks t SET
         lease_expiries = t.lease_expiries + 1,
         status = CASE WHEN t.lease_expiries + 1 >= %(max_expiries)s
+                        OR t.attempts >= t.max_attempts
                       THEN 'failed' ELSE 'pending' END,
-        completed_at = CASE WHEN t.lease_expiries + 1 >= %(max_expiries)s THEN now() END,
+        completed_at = CASE WHEN t.lease_expiries + 1 >= %(max_expiries)s
+                              OR t.attempts >= t.max_attempts THEN now() END,
         last_error = CASE
             WHEN t.lease_expiries + 1 >= %(max_expiries)s THEN format(
                 'lease expired %%s times (worker %%s stopped heartbeating: killed, hung '
                 'or crashed while running it); limit WORKER_MAX_LEASE_EXPIRIES=%%s',
                 t.lease_expiries + 1, coalesce(t.worker, '?'), %(max_expiries)s)
+            WHEN t.attempts >= t.max_attempts THEN format(
+                'lease expired on the last attempt (%%s of %%s): worker %%s stopped '
+                'heartbeating (killed, hung or crashed while running it)',
+                t.attempts, t.max_attempts, coalesce(t.worker, '?'))
             ELSE format('lease expired (worker %%s stopped heartbeating); given back',
                         coalesce(t.worker, '?')) END,
         run_at = now(),
@@ -245,7 +263,8 @@ WITH expired AS (
         updated_at = now()
     FROM expired
     WHERE t.id = expired.id
-    RETURNING t.id, t.status, t.lease_expiries, t.worker, t.request_id
+    RETURNING t.id, t.status, t.lease_expiries, t.worker, t.request_id, t.attempts,
+              t.max_attempts
 )
 SELECT r.*, pg_notify('{NOTIFY_CHANNEL}', '') FROM reaped r
 """

@@ -6,6 +6,12 @@ the queue columns the worker would have written (a completed task has started_at
 completed_at and attempts >= 1; a failed one its last_error; a processing one a worker,
 a lease and a fencing token), so the API, the worker's reaper and the healthcheck see the
 rows they would see in production.
+
+Processing rows are held by made-up workers that do not exist, so their leases are seeded
+already expired (a few seconds to a minute ago): the first worker's reaper takes them
+back at once (back to pending, or failed on their last attempt), as after a crash. A live
+lease would keep them hidden from every worker until it ran out, and then look like a
+mass crash.
 """
 
 from __future__ import annotations
@@ -65,7 +71,11 @@ def build_parser():  # type: ignore[no-untyped-def]
         PROG,
         "Fill the FlowForge database (DATABASE_URL) with realistic tasks made by Faker: "
         "titles, descriptions, a mix of statuses and types, created_at spread over a period. "
-        "Tasks are added to those already there.",
+        "Tasks are added to those already there.\n"
+        "About 5 % are 'processing' rows held by made-up workers; their leases are seeded "
+        "already expired (up to a minute ago), so no live lease is held by a worker that "
+        "does not exist: a running worker's reaper takes them back at once (to pending, or "
+        "failed on their last attempt), as after a worker crash.",
         EXAMPLES,
         failure="the database is unreachable or refused the rows",
     )
@@ -123,7 +133,6 @@ class TaskFactory:
         self.now = now
         self.start = now - timedelta(seconds=period)
         self.step = period / count
-        self.lease = timedelta(seconds=settings.worker_lease)
         self.max_attempts = settings.task_max_attempts
         self.statuses = self.rng.choices(
             list(STATUS_WEIGHTS), weights=list(STATUS_WEIGHTS.values()), k=count
@@ -163,7 +172,8 @@ class TaskFactory:
                 attempts = rng.randint(1, max_attempts)
                 started = max(created, now - timedelta(seconds=rng.uniform(0, 10)))
                 worker, token = self._worker(), self._uuid()
-                lease_expires = now + self.lease
+                # Expired already: no live lease for a worker that does not exist.
+                lease_expires = now - timedelta(seconds=rng.uniform(1, 60))
             else:
                 started = created + timedelta(seconds=rng.uniform(0.01, 3.0))
                 took = payload.get("seconds", 0) + rng.expovariate(20)

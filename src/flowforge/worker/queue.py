@@ -60,6 +60,8 @@ class ReapedTask:
     lease_expiries: int
     worker: str | None
     request_id: str | None
+    attempts: int
+    max_attempts: int
 
 
 @dataclass(slots=True)
@@ -187,9 +189,12 @@ class TaskQueue:
         )
         return {r[0] for r in rows}
 
-    def give_back(self, tasks: Sequence[ClaimedTask], reason: str) -> set[int]:
-        """Return tasks to pending (unstarted ones get their attempt back); notifies."""
-        ((given, _),) = self._execute(
+    def give_back(self, tasks: Sequence[ClaimedTask], reason: str) -> tuple[set[int], set[int]]:
+        """Return tasks to pending (unstarted ones get their attempt back); notifies.
+
+        Returns the ids given back and, among them, those that ended ``failed`` instead:
+        started on their last attempt."""
+        ((given, failed, _),) = self._execute(
             queries.GIVE_BACK,
             {
                 "ids": [t.id for t in tasks],
@@ -198,11 +203,11 @@ class TaskQueue:
                 "reason": reason,
             },
         )
-        return set(given or ())
+        return set(given or ()), set(failed or ())
 
     def reap_expired(self, limit: int = 500) -> list[ReapedTask]:
         rows = self._execute(
             queries.REAP_EXPIRED,
             {"limit": limit, "max_expiries": self.settings.worker_max_lease_expiries},
         )
-        return [ReapedTask(*r[:5]) for r in rows]
+        return [ReapedTask(*r[:7]) for r in rows]

@@ -378,17 +378,14 @@ class Worker:
 
     def _reap(self) -> None:
         for task in self.queue.reap_expired():
-            with logs.bind(request_id=task.request_id, task_id=task.id):
-                if task.status == "failed":
-                    log.error(
-                        "lease expired too often: task failed",
-                        extra={"lease_expiries": task.lease_expiries, "holder": task.worker},
-                    )
+            with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempts):
+                fields = {"lease_expiries": task.lease_expiries, "holder": task.worker}
+                if task.status != "failed":
+                    log.warning("lease expired: task given back", extra=fields)
+                elif task.lease_expiries >= self.settings.worker_max_lease_expiries:
+                    log.error("lease expired too often: task failed", extra=fields)
                 else:
-                    log.warning(
-                        "lease expired: task given back",
-                        extra={"lease_expiries": task.lease_expiries, "holder": task.worker},
-                    )
+                    log.error("lease expired on the last attempt: task failed", extra=fields)
 
     # --- graceful stop ----------------------------------------------------------------
     def _drain(self) -> None:
@@ -427,7 +424,7 @@ class Worker:
         left = list(self.held.values())
         if left:
             reason = (
-                f"interrupted: worker {self.name} stopped while the task ran "
+                f"interrupted by shutdown: worker {self.name} stopped while the task ran "
                 f"(WORKER_SHUTDOWN_TIMEOUT {timeout:g}s)"
             )
             for task in left:
@@ -440,9 +437,14 @@ class Worker:
             return
 
         def give() -> None:
-            self.queue.give_back(tasks, reason)
+            _, failed = self.queue.give_back(tasks, reason)
             for task in tasks:
                 self.held.pop(task.id, None)
+                if task.id in failed:
+                    with logs.bind(
+                        request_id=task.request_id, task_id=task.id, attempt=task.attempt
+                    ):
+                        log.error("task failed: interrupted by shutdown on its last attempt")
 
         self._try(give, deadline)
 
