@@ -266,6 +266,11 @@ def test_creation_notifies_only_while_a_worker_waits(database_url, db) -> None:
         assert not notified_after_insert()
         q.set_waiting(True)
         q.close()  # a worker that goes away drops the lock with its session
+        # The server ends the closed session's backend asynchronously: wait for it to go.
+        deadline = time.monotonic() + 5
+        while db.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()[0]:
+            assert time.monotonic() < deadline, "the closed session kept its advisory lock"
+            time.sleep(0.01)
         assert not notified_after_insert()
     assert db.execute("SELECT count(*) FROM tasks").fetchone()[0] == 4
 
