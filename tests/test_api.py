@@ -261,11 +261,14 @@ def test_put_follows_the_state_machine(client: ApiClient) -> None:
     assert error["details"] == {"status": "pending", "requested": "completed"}
     assert client.put(url, json={"status": "processing"}).json()["data"]["status"] == "processing"
     # Queue fields only change while pending.
-    assert_error(client.put(url, json={"max_attempts": 9}), 409, "conflict")
-    done = client.put(url, json={"status": "completed"}).json()["data"]
-    assert done["status"] == "completed" and done["completed_at"] is not None
-    assert_error(client.put(url, json={"status": "pending"}), 409, "conflict")
-    assert client.get(url).json()["data"]["status"] == "completed"  # nothing changed
+    for field, value in [("max_attempts", 9), ("priority", 5), ("queue", "q"), ("timeout", 9)]:
+        assert_error(client.put(url, json={field: value}), 409, "conflict")
+    # Only the worker moves a task out of processing (a client cancels it instead).
+    for status in ("completed", "failed", "pending", "cancelled"):
+        error = assert_error(client.put(url, json={"status": status}), 409, "conflict")
+        assert error["details"] == {"status": "processing", "requested": status}
+    assert client.get(url).json()["data"]["status"] == "processing"  # nothing changed
+    assert client.put(url, json={"title": "renamed"}).json()["data"]["title"] == "renamed"
 
 
 def test_failed_task_can_be_requeued(client: ApiClient, db) -> None:

@@ -22,7 +22,7 @@ from .config import Settings
 from .db import DatabaseUnavailable, make_engine
 from .handlers import load_handlers
 from .resources import resource_path
-from .store import NewTask, TaskStore, TransitionRefused
+from .store import NewTask, NotFound, TaskStore, TransitionRefused
 from .validation import ValidationError, list_query, task_body
 
 log = logging.getLogger("flowforge.api")
@@ -95,6 +95,7 @@ def create_app(
         engine or make_engine(settings),
         default_max_attempts=settings.task_max_attempts,
         lease_seconds=settings.worker_lease,
+        default_timeout=settings.task_timeout,
         keep_connection=keep_connection,
         health_timeout=settings.database_connect_timeout,
     )
@@ -151,6 +152,9 @@ def create_app(
             except ValidationError as exc:
                 response.status = 400
                 return error_body("validation_failed", str(exc), exc.details)
+            except NotFound as exc:
+                response.status = 404
+                return error_body("not_found", f"task {exc.args[0]} not found")
             except TransitionRefused as exc:
                 response.status = 409
                 details = {"status": exc.current, "requested": exc.wanted}
@@ -259,9 +263,10 @@ def create_app(
 
     def list_tasks() -> bytes:
         query = {name: bottle.request.query.getunicode(name) for name in bottle.request.query}
-        page, limit, status = list_query(query)
-        result = store.list(limit=limit, offset=(page - 1) * limit, status=status)
-        return ok(result.tasks, meta={"page": page, "limit": limit, "total": result.total})
+        q = list_query(query)
+        filters = {"status": q.status, "type": q.type, "queue": q.queue}
+        result = store.list(limit=q.limit, offset=(q.page - 1) * q.limit, filters=filters)
+        return ok(result.tasks, meta={"page": q.page, "limit": q.limit, "total": result.total})
 
     def create_task() -> bytes:
         fields = task_body(read_json(), partial=False, known_types=known_types)
@@ -285,10 +290,22 @@ def create_app(
         return ok(task)
 
     def delete_task(task_id: int) -> bytes:
-        if not store.delete(check_id(task_id)):
-            raise ApiError(404, f"task {task_id} not found")
+        store.delete(check_id(task_id))
         bottle.response.status = 204
         return b""
+
+    def cancel_task(task_id: int) -> bytes:
+        outcome = store.cancel(check_id(task_id))
+        if outcome.immediate:
+            log.info("task cancelled", extra={"task_id": task_id})
+            return ok(outcome.task)
+        log.info("task cancel requested: its worker was told", extra={"task_id": task_id})
+        return ok(outcome.task, status=202)
+
+    def retry_task(task_id: int) -> bytes:
+        task = store.retry(check_id(task_id))
+        log.info("task retried: pending again, attempts 0", extra={"task_id": task_id})
+        return ok(task)
 
     for prefix in ("/v1", ""):
         app.route(f"{prefix}/tasks", "GET", list_tasks)
@@ -296,6 +313,8 @@ def create_app(
         app.route(f"{prefix}/tasks/<task_id:int>", "GET", get_task)
         app.route(f"{prefix}/tasks/<task_id:int>", "PUT", update_task)
         app.route(f"{prefix}/tasks/<task_id:int>", "DELETE", delete_task)
+        app.route(f"{prefix}/tasks/<task_id:int>/cancel", "POST", cancel_task)
+        app.route(f"{prefix}/tasks/<task_id:int>/retry", "POST", retry_task)
 
     app.config["flowforge.store"] = store
     return app

@@ -62,6 +62,14 @@ def _positive_duration(text: str) -> float:
     return value
 
 
+def _task_timeout(text: str) -> int:
+    """A task's time limit: whole seconds from 1s to 24h (the tasks.timeout column)."""
+    value = parse_duration(text)
+    if value != int(value) or not 1 <= value <= 86_400:
+        raise ValueError(f"expected whole seconds from 1s to 24h, such as 30s or 15m, got {text!r}")
+    return int(value)
+
+
 def _database_url(text: str) -> str:
     parts = urlsplit(text.strip())
     if parts.scheme not in ("postgresql", "postgres") or not (parts.path.strip("/")):
@@ -271,6 +279,13 @@ VARIABLES: tuple[Variable, ...] = (
         "attempts a task gets unless it says otherwise",
     ),
     Variable(
+        "TASK_TIMEOUT",
+        "task_timeout",
+        _task_timeout,
+        "15m",
+        "how long one attempt of a task may run unless it says otherwise (1s to 24h)",
+    ),
+    Variable(
         "TASK_RETRY_BACKOFF",
         "task_retry_backoff",
         _positive_duration,
@@ -360,6 +375,7 @@ class Settings:
     worker_shutdown_timeout: float
     worker_max_lease_expiries: int
     task_max_attempts: int
+    task_timeout: int
     task_retry_backoff: float
     task_retry_backoff_max: float
     worker_metrics_port: int

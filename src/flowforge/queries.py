@@ -33,29 +33,47 @@ HEALTH = "SELECT 1"
 
 GET_TASK = f"SELECT {COLUMNS} FROM tasks WHERE id = %(id)s"
 
-# Newest first. The two orderings have their own indexes (schema.py).
-LIST_TASKS = f"""
+# Newest first, optionally filtered (GET /v1/tasks). One fixed statement per combination
+# of filters (status, type, queue), so each is prepared with a plan of its own; a status
+# filter walks tasks_status_created_idx, the others scan newest first and filter.
+LIST_FILTERS: tuple[str, ...] = ("status", "type", "queue")
+
+
+def _where(filters: tuple[str, ...]) -> str:
+    unknown = set(filters) - set(LIST_FILTERS)
+    if unknown:
+        raise ValueError(f"no such list filter: {', '.join(sorted(unknown))}")
+    return " AND ".join(f"{name} = %({name})s" for name in filters) or "true"
+
+
+def list_tasks(filters: tuple[str, ...]) -> str:
+    """Rows of one page of GET /v1/tasks, newest first, with these filters (names)."""
+    return f"""
 SELECT {COLUMNS} FROM tasks
+WHERE {_where(filters)}
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s OFFSET %(offset)s
 """
-LIST_TASKS_BY_STATUS = f"""
-SELECT {COLUMNS} FROM tasks
-WHERE status = %(status)s
-ORDER BY created_at DESC, id DESC
-LIMIT %(limit)s OFFSET %(offset)s
-"""
-COUNT_TASKS = "SELECT count(*) FROM tasks"
-COUNT_TASKS_BY_STATUS = "SELECT count(*) FROM tasks WHERE status = %(status)s"
+
+
+def count_tasks(filters: tuple[str, ...]) -> str:
+    return f"SELECT count(*) FROM tasks WHERE {_where(filters)}"
+
+
+LIST_TASKS = list_tasks(())
+LIST_TASKS_BY_STATUS = list_tasks(("status",))
+COUNT_TASKS = count_tasks(())
+COUNT_TASKS_BY_STATUS = count_tasks(("status",))
 
 # One statement, one commit: the row and, while a worker waits for work, its notification.
 # (A busy worker finds the task on its next claim; bench_worker.py measures the cost of an
 # unconditional NOTIFY at 8 clients.)
 INSERT_TASK = f"""
 WITH t AS (
-    INSERT INTO tasks (title, description, type, payload, max_attempts, run_at, request_id)
+    INSERT INTO tasks (title, description, type, payload, max_attempts, run_at, request_id,
+                       queue, priority, timeout)
     VALUES (%(title)s, %(description)s, %(type)s, %(payload)s, %(max_attempts)s,
-            coalesce(%(run_at)s, now()), %(request_id)s)
+            coalesce(%(run_at)s, now()), %(request_id)s, %(queue)s, %(priority)s, %(timeout)s)
     RETURNING {COLUMNS}
 )
 SELECT t.* FROM t LEFT JOIN LATERAL (
@@ -74,6 +92,9 @@ UPDATE tasks SET
     type = %(type)s,
     payload = %(payload)s,
     max_attempts = %(max_attempts)s,
+    queue = %(queue)s,
+    priority = %(priority)s,
+    timeout = %(timeout)s,
     run_at = CASE
         WHEN %(run_at)s::timestamptz IS NOT NULL THEN %(run_at)s::timestamptz
         WHEN status <> 'pending' AND %(status)s = 'pending' THEN now()
@@ -81,6 +102,9 @@ UPDATE tasks SET
     attempts = CASE WHEN status = 'failed' AND %(status)s = 'pending' THEN 0 ELSE attempts END,
     lease_expiries = CASE WHEN status = 'failed' AND %(status)s = 'pending'
         THEN 0 ELSE lease_expiries END,
+    cancel_requested = CASE WHEN status = 'failed' AND %(status)s = 'pending'
+        THEN false ELSE cancel_requested END,
+    result = CASE WHEN status = 'failed' AND %(status)s = 'pending' THEN NULL ELSE result END,
     started_at = CASE WHEN status <> 'processing' AND %(status)s = 'processing'
         THEN now() ELSE started_at END,
     completed_at = CASE
@@ -110,7 +134,59 @@ RETURNING {COLUMNS}
 NOTIFY_IF_WAITING = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE {WORKER_WAITING}"
 NOTIFY = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
 
-DELETE_TASK = "DELETE FROM tasks WHERE id = %(id)s RETURNING id"
+# A task a worker holds is not deleted (the worker would run on): cancel it first. The
+# status is checked in the statement itself, so a claim that commits meanwhile wins.
+DELETE_TASK = "DELETE FROM tasks WHERE id = %(id)s AND status <> 'processing' RETURNING id"
+GET_TASK_STATUS = "SELECT status FROM tasks WHERE id = %(id)s"
+
+# Workers LISTEN here for cancellations of tasks they run: the payload is the task's id.
+CANCEL_CHANNEL = "flowforge_cancel"
+
+# POST /v1/tasks/{id}/cancel, one conditional statement (no read-then-write): a pending
+# task is cancelled at once; a processing one is flagged, and the worker holding it is told
+# (it ends the task cancelled when its handler returns). Anything else matches no row (409).
+# Racing a claim, the UPDATE waits for the claim's row lock and re-reads the row: it then
+# sees 'processing' and flags it. Racing a completion, it sees 'completed': no row.
+CANCEL_TASK = f"""
+WITH c AS (
+    UPDATE tasks SET
+        status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END,
+        completed_at = CASE WHEN status = 'pending' THEN now() ELSE completed_at END,
+        cancel_requested = true,
+        updated_at = now()
+    WHERE id = %(id)s AND status IN ('pending', 'processing')
+    RETURNING {COLUMNS}
+)
+SELECT c.* FROM c LEFT JOIN LATERAL (
+    SELECT pg_notify('{CANCEL_CHANNEL}', c.id::text) WHERE c.status = 'processing'
+) AS n ON true
+"""
+
+# POST /v1/tasks/{id}/retry: a finished task (failed, cancelled or completed) starts over:
+# pending now, attempts and lease expiries back to 0, no cancel request, no result.
+# last_error is kept (why it failed last time) until an attempt ends again. One
+# conditional statement, so a retry racing a worker's outcome either sees the task
+# finished (and re-queues it) or still processing (409); and while a worker waits, it is
+# woken as task creation does.
+RETRY_TASK = f"""
+WITH r AS (
+    UPDATE tasks SET
+        status = 'pending',
+        attempts = 0,
+        lease_expiries = 0,
+        cancel_requested = false,
+        result = NULL,
+        run_at = now(),
+        started_at = NULL,
+        completed_at = NULL,
+        updated_at = now()
+    WHERE id = %(id)s AND status IN ('failed', 'cancelled', 'completed')
+    RETURNING {COLUMNS}
+)
+SELECT r.* FROM r LEFT JOIN LATERAL (
+    SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE {WORKER_WAITING}
+) AS n ON true
+"""
 
 
 # --- worker queue ---

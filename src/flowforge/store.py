@@ -18,7 +18,7 @@ from sqlalchemy import Engine, event
 
 from . import queries
 from .db import ConnectionSource, DatabaseUnavailable
-from .models import Status, Task, transition_allowed
+from .models import TERMINAL, Status, Task, transition_allowed
 
 T = TypeVar("T")
 
@@ -40,6 +40,22 @@ class NewTask:
     payload: dict[str, Any] | None = None
     max_attempts: int | None = None
     run_at: datetime | None = None
+    queue: str = "default"
+    priority: int = 0
+    timeout: int | None = None
+
+
+class NotFound(Exception):
+    """No task with that id."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """What a cancel did: ``task`` as it is now; ``immediate`` False means the worker that
+    runs it was asked to stop (202), True that a pending task was cancelled at once."""
+
+    task: Task
+    immediate: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +108,7 @@ class TaskStore:
         *,
         default_max_attempts: int,
         lease_seconds: float,
+        default_timeout: int = 900,
         keep_connection: bool = False,
         health_timeout: float = 3.0,
     ) -> None:
@@ -104,6 +121,7 @@ class TaskStore:
             event.listen(engine, "connect", _orjson_json_loads)
         self.source = ConnectionSource(engine, keep=keep_connection)
         self.default_max_attempts = default_max_attempts
+        self.default_timeout = default_timeout
         self.lease_seconds = lease_seconds
 
     def _retry_read(self, read: Callable[[], T]) -> T:
@@ -132,10 +150,15 @@ class TaskStore:
 
         return self._retry_read(read)
 
-    def list(self, *, limit: int, offset: int, status: str | None = None) -> Page:
-        params = {"limit": limit, "offset": offset, "status": status}
-        rows_sql = queries.LIST_TASKS_BY_STATUS if status else queries.LIST_TASKS
-        count_sql = queries.COUNT_TASKS_BY_STATUS if status else queries.COUNT_TASKS
+    def list(
+        self, *, limit: int, offset: int, filters: dict[str, str | None] | None = None
+    ) -> Page:
+        """One page, newest first; ``filters`` maps status/type/queue to a value (or None)."""
+        used = tuple(name for name in queries.LIST_FILTERS if (filters or {}).get(name))
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        params.update({name: (filters or {})[name] for name in used})
+        rows_sql = queries.list_tasks(used)
+        count_sql = queries.count_tasks(used)
 
         def read() -> Page:
             with self.source.connection() as conn:
@@ -156,6 +179,9 @@ class TaskStore:
             "max_attempts": new.max_attempts or self.default_max_attempts,
             "run_at": new.run_at,
             "request_id": request_id,
+            "queue": new.queue,
+            "priority": new.priority,
+            "timeout": new.timeout or self.default_timeout,
         }
         with self.source.connection() as conn:
             cur = conn.cursor(row_factory=class_row(Task))
@@ -173,7 +199,9 @@ class TaskStore:
             old, new = Status(current.status), Status(changes.get("status", current.status))
             if not transition_allowed(old, new):
                 raise TransitionRefused(old, new)
-            queue_fields = ("type", "payload", "max_attempts", "run_at")
+            queue_fields = (
+                "type", "payload", "max_attempts", "run_at", "queue", "priority", "timeout"
+            )  # fmt: skip
             changed = [
                 f for f in queue_fields if f in changes and changes[f] != getattr(current, f)
             ]
@@ -188,6 +216,9 @@ class TaskStore:
                 "type": changes.get("type", current.type),
                 "payload": Jsonb(changes.get("payload", current.payload)),
                 "max_attempts": changes.get("max_attempts", current.max_attempts),
+                "queue": changes.get("queue", current.queue),
+                "priority": changes.get("priority", current.priority),
+                "timeout": changes.get("timeout", current.timeout),
                 "run_at": changes.get("run_at"),
                 "status": new.value,
                 "lease_seconds": self.lease_seconds,
@@ -197,6 +228,53 @@ class TaskStore:
                 conn.execute(queries.NOTIFY_IF_WAITING)
             return task
 
-    def delete(self, task_id: int) -> bool:
+    def _conditional(self, sql: str, task_id: int, wanted: str, allowed: frozenset[str]) -> Task:
+        """Run a write whose WHERE names the statuses it applies to (one statement: no
+        read-then-write). When it matches no row, say why: ``NotFound`` or
+        ``TransitionRefused`` with the status that refused it. A status that allows it
+        again by then (another client moved the task meanwhile) is tried once more."""
         with self.source.connection() as conn:
-            return conn.execute(queries.DELETE_TASK, {"id": task_id}).fetchone() is not None
+            cur = conn.cursor(row_factory=class_row(Task))
+            for _ in range(3):
+                task = cur.execute(sql, {"id": task_id}).fetchone()
+                if task is not None:
+                    return task
+                current = conn.execute(queries.GET_TASK_STATUS, {"id": task_id}).fetchone()
+                if current is None:
+                    raise NotFound(task_id)
+                if current[0] not in allowed:
+                    raise TransitionRefused(
+                        current[0], wanted, _REFUSALS[wanted].format(current[0])
+                    )
+        raise TransitionRefused(current[0], wanted, "the task kept changing: try again")
+
+    def delete(self, task_id: int) -> None:
+        """Delete a task; ``NotFound``, or ``TransitionRefused`` while a worker runs it."""
+        with self.source.connection() as conn:
+            for _ in range(3):
+                if conn.execute(queries.DELETE_TASK, {"id": task_id}).fetchone() is not None:
+                    return
+                current = conn.execute(queries.GET_TASK_STATUS, {"id": task_id}).fetchone()
+                if current is None:
+                    raise NotFound(task_id)
+                if current[0] == Status.PROCESSING:
+                    raise TransitionRefused(current[0], "deleted", _REFUSALS["deleted"])
+        raise TransitionRefused(current[0], "deleted", "the task kept changing: try again")
+
+    def cancel(self, task_id: int) -> Cancelled:
+        """Cancel a pending task at once, or ask the worker running it to stop."""
+        task = self._conditional(queries.CANCEL_TASK, task_id, Status.CANCELLED, _CANCELLABLE)
+        return Cancelled(task, immediate=task.status == Status.CANCELLED)
+
+    def retry(self, task_id: int) -> Task:
+        """Put a finished task (failed, cancelled, completed) back to pending, attempts 0."""
+        return self._conditional(queries.RETRY_TASK, task_id, Status.PENDING, _RETRYABLE)
+
+
+_CANCELLABLE = frozenset({Status.PENDING.value, Status.PROCESSING.value})
+_RETRYABLE = frozenset(s.value for s in TERMINAL)
+_REFUSALS = {
+    "deleted": "a processing task cannot be deleted while a worker runs it: cancel it first",
+    Status.CANCELLED.value: "a {} task cannot be cancelled: it has already finished",
+    Status.PENDING.value: "a {} task cannot be retried: only failed, cancelled or completed ones",
+}

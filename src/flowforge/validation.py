@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,8 +17,17 @@ PAGE_LIMIT_DEFAULT = 20
 PAGE_MAX = 1_000_000
 ATTEMPTS_MAX = 100
 PAYLOAD_DEPTH_MAX = 100
-POST_FIELDS = frozenset({"title", "description", "type", "payload", "max_attempts", "run_at"})
+PRIORITY_MIN, PRIORITY_MAX = -100, 100
+TIMEOUT_MAX = 86_400  # seconds (one day)
+QUEUE_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
+QUEUE_RULE = "must be 1-64 characters of a-z, 0-9, _ and -"
+POST_FIELDS = frozenset(
+    {"title", "description", "type", "payload", "max_attempts", "run_at", "queue", "priority",
+     "timeout"}
+)  # fmt: skip
 PUT_FIELDS = POST_FIELDS | {"status"}
+# The query parameters GET /v1/tasks knows; any other is a 400.
+LIST_PARAMETERS = frozenset({"page", "limit", "status", "type", "queue"})
 
 
 class ValidationError(Exception):
@@ -60,6 +71,28 @@ def _attempts(value: Any) -> int:
     if not 1 <= value <= ATTEMPTS_MAX:
         raise ValueError(f"must be between 1 and {ATTEMPTS_MAX}")
     return value
+
+
+def _bounded_int(value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be an integer")
+    if not low <= value <= high:
+        raise ValueError(f"must be between {low} and {high}")
+    return value
+
+
+def queue_name(value: Any) -> str:
+    if not isinstance(value, str) or not QUEUE_PATTERN.match(value):
+        raise ValueError(QUEUE_RULE)
+    return value
+
+
+def _priority(value: Any) -> int:
+    return _bounded_int(value, PRIORITY_MIN, PRIORITY_MAX)
+
+
+def _timeout(value: Any) -> int:
+    return _bounded_int(value, 1, TIMEOUT_MAX)
 
 
 def _payload(value: Any) -> dict[str, Any]:
@@ -107,6 +140,9 @@ def task_body(
         "max_attempts": _attempts,
         "run_at": _timestamp,
         "status": _status,
+        "queue": queue_name,
+        "priority": _priority,
+        "timeout": _timeout,
     }
     for name, check in checks.items():
         if name not in body or name not in allowed:
@@ -140,10 +176,27 @@ def _whole(text: str | None, low: int, high: int) -> int:
     return value
 
 
-def list_query(query: dict[str, str]) -> tuple[int, int, str | None]:
-    """``page``, ``limit`` and ``status`` of GET /v1/tasks -> (page, limit, status)."""
-    details: dict[str, str] = {}
-    page, limit, status = 1, PAGE_LIMIT_DEFAULT, None
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """What GET /v1/tasks asked for: a page and the filters (None: any)."""
+
+    page: int = 1
+    limit: int = PAGE_LIMIT_DEFAULT
+    status: str | None = None
+    type: str | None = None
+    queue: str | None = None
+
+
+def list_query(query: dict[str, str | None]) -> ListQuery:
+    """The query string of GET /v1/tasks, checked: unknown parameters are refused too (a
+    misspelt filter must not silently list everything)."""
+    details: dict[str, str] = {
+        name: f"is not a known parameter (known: {', '.join(sorted(LIST_PARAMETERS))})"
+        for name in query
+        if name not in LIST_PARAMETERS
+    }
+    page, limit = 1, PAGE_LIMIT_DEFAULT
+    filters: dict[str, str | None] = {"status": None, "type": None, "queue": None}
     if "page" in query:
         try:
             page = _whole(query["page"], 1, PAGE_MAX)
@@ -154,11 +207,22 @@ def list_query(query: dict[str, str]) -> tuple[int, int, str | None]:
             limit = _whole(query["limit"], 1, PAGE_LIMIT_MAX)
         except ValueError:
             details["limit"] = f"must be a whole number from 1 to {PAGE_LIMIT_MAX}"
-    if "status" in query:
+    checks = {
+        "status": _status,
+        "type": lambda v: _text(v, maximum=TYPE_MAX, blank_ok=False),
+        "queue": queue_name,
+    }
+    for name, check in checks.items():
+        if name not in query:
+            continue
+        value = query[name]
+        if value is None:  # not valid UTF-8
+            details[name] = "must be valid UTF-8"
+            continue
         try:
-            status = _status(query["status"])
+            filters[name] = check(value)
         except ValueError as exc:
-            details["status"] = str(exc)
+            details[name] = str(exc)
     if details:
         raise ValidationError("the query is not valid", details)
-    return page, limit, status
+    return ListQuery(page, limit, **filters)
