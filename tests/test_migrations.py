@@ -194,3 +194,30 @@ def test_tasks_autovacuum_settings_up_and_down(empty_db: str) -> None:
     assert "autovacuum_vacuum_threshold=1000" in options
     migrate.downgrade(settings, "0004")
     assert _table_options(empty_db) == []
+
+
+def test_idempotency_keys_and_schedules_up_and_down(empty_db: str) -> None:
+    settings = make_settings(empty_db)
+    migrate.upgrade(settings, "0006")
+    assert {"idempotency_keys", "schedules"} <= _tables(empty_db)
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO schedules (name, cron, title, next_run_at) "
+            "VALUES ('nightly', '0 3 * * *', 'x', now())"
+        )
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute(
+                "INSERT INTO schedules (name, cron, title, next_run_at) "
+                "VALUES ('../etc', '* * * * *', 'x', now())"
+            )
+        conn.execute(
+            "INSERT INTO idempotency_keys (key, request_hash, task_id) "
+            "VALUES ('k', decode(repeat('00', 32), 'hex'), 1)"
+        )
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(
+                "INSERT INTO idempotency_keys (key, request_hash, task_id) "
+                "VALUES ('k', decode(repeat('11', 32), 'hex'), 2)"
+            )
+    migrate.downgrade(settings, "0005")
+    assert not {"idempotency_keys", "schedules"} & _tables(empty_db)

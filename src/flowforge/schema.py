@@ -17,6 +17,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     Table,
     Text,
     UniqueConstraint,
@@ -103,3 +104,46 @@ api_tokens = Table(
     CheckConstraint("char_length(name) BETWEEN 1 AND 100", name="api_tokens_name_check"),
     CheckConstraint("octet_length(token_hash) = 32", name="api_tokens_hash_check"),
 )
+
+# Idempotency-Key on POST /v1/tasks (revision 0006): one row per token and key, 24 hours.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("token_id", BigInteger, nullable=False, server_default=text("0")),
+    Column("key", Text, nullable=False),
+    Column("request_hash", LargeBinary, nullable=False),
+    Column("task_id", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("token_id", "key", name="idempotency_keys_pkey"),
+    CheckConstraint("octet_length(key) BETWEEN 1 AND 200", name="idempotency_keys_key_check"),
+    CheckConstraint("octet_length(request_hash) = 32", name="idempotency_keys_hash_check"),
+)
+Index("idempotency_keys_created_idx", idempotency_keys.c.created_at)
+
+# Periodic tasks (revision 0006): next_run_at moves forward as each due time fires.
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("cron", Text, nullable=False),
+    Column("timezone", Text, nullable=False, server_default=text("'UTC'")),
+    Column("title", Text, nullable=False),
+    Column("type", Text, nullable=False, server_default=text("'noop'")),
+    Column("payload", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("queue", Text, nullable=False, server_default=text("'default'")),
+    Column("priority", Integer, nullable=False, server_default=text("0")),
+    Column("max_attempts", Integer, nullable=False, server_default=text("3")),
+    Column("timeout", Integer, nullable=False, server_default=text("900")),
+    Column("next_run_at", DateTime(timezone=True), nullable=False),
+    Column("last_run_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    CheckConstraint("name ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$'", name="schedules_name_check"),
+    CheckConstraint("char_length(btrim(title)) BETWEEN 1 AND 200", name="schedules_title_check"),
+    CheckConstraint("queue ~ '^[a-z0-9_-]{1,64}$'", name="schedules_queue_check"),
+    CheckConstraint("priority BETWEEN -100 AND 100", name="schedules_priority_check"),
+    CheckConstraint("max_attempts >= 1", name="schedules_max_attempts_check"),
+    CheckConstraint("timeout BETWEEN 1 AND 86400", name="schedules_timeout_check"),
+    CheckConstraint("jsonb_typeof(payload) = 'object'", name="schedules_payload_check"),
+)
+Index("schedules_next_run_idx", schedules.c.next_run_at)
