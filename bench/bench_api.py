@@ -6,9 +6,12 @@ Bottle handler and pgbench running the same SQL on the same server.
 
 Starts its own PostgreSQL (durable commits: fsync and synchronous_commit on), seeds it,
 runs `flowforge api` (gunicorn, API_WORKERS=4 sync workers, every production feature on:
-envelope, request IDs, validation, one JSON access line per request), and loads it with
-wrk (Debian's package) at 32 connections. Rounds alternate between the servers so noise
-hits all of them alike; medians are reported. Writes bench/results/api.json and api.md.
+bearer tokens, envelope, request IDs, validation, one JSON access line per request), and
+loads it with wrk (Debian's package) at 32 connections. Every request carries a write
+token (made with `flowforge token create`); the bare handler gets the same header and
+ignores it, so the ratio between the two includes what checking a token costs. Rounds
+alternate between the servers so noise hits all of them alike; medians are reported.
+Writes bench/results/api.json and api.md.
 """
 
 from __future__ import annotations
@@ -91,8 +94,11 @@ def _ms(text: str) -> float:
     return float(num) * _UNITS[unit]
 
 
-def wrk(url: str, duration: int, connections: int, script: str | None) -> dict[str, float]:
+def wrk(
+    url: str, duration: int, connections: int, script: str | None, token: str
+) -> dict[str, float]:
     cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", url]
+    cmd[1:1] = ["-H", f"Authorization: Bearer {token}"]
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
         if script:
             lua.write(script)
@@ -162,6 +168,10 @@ def main() -> int:
             "LOG_LEVEL": "info",
         }
         env.pop("JOURNAL_STREAM", None)
+        token = subprocess.run(
+            [str(BIN / "flowforge"), "token", "create", "bench", "--scope", "write"],
+            env=env, check=True, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
         procs.append(start_server([str(BIN / "flowforge"), "api"], env, ff_port, work / "ff.log"))
         bare_cmd = [
             str(BIN / "gunicorn"), "-w", "4", "-b", f"127.0.0.1:{bare_port}",
@@ -187,7 +197,7 @@ def main() -> int:
         for rnd in range(args.rounds):
             for name, (target, script) in cases.items():
                 time.sleep(2)  # let the previous case's backlog drain (deep pages queue up)
-                result = wrk(target, args.duration, args.connections, script)
+                result = wrk(target, args.duration, args.connections, script, token)
                 runs[name].append(result)
                 print(f"round {rnd + 1} {name}: {result}", flush=True)
 

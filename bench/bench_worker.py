@@ -183,8 +183,13 @@ def enqueue_api(url: str, tmp: Path, seconds: float) -> float:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+        token = subprocess.run(
+            [str(BIN / "flowforge"), "token", "create", f"bench-{port}", "--scope", "write"],
+            env=env, check=True, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
         n = 0
         with requests.Session() as session:
+            session.headers["Authorization"] = f"Bearer {token}"
             started = time.perf_counter()
             while time.perf_counter() - started < seconds:
                 r = session.post(base + "/v1/tasks", json={"title": "bench"})

@@ -358,9 +358,9 @@ def test_a_body_just_under_one_mib_is_read(client: ApiClient) -> None:
     assert_error(response, 400, "validation_failed")
 
 
-def test_a_body_without_content_length_is_411(api_url: str, db) -> None:
+def test_a_body_without_content_length_is_411(api_url: str, db, auth_headers) -> None:
     status, reply = raw_request(
-        api_url, "POST", "/v1/tasks", b"", {"Content-Type": "application/json"}
+        api_url, "POST", "/v1/tasks", b"", {"Content-Type": "application/json", **auth_headers}
     )
     assert status == 411
     assert reply["body"]["error"]["code"] == "length_required"
@@ -368,11 +368,11 @@ def test_a_body_without_content_length_is_411(api_url: str, db) -> None:
 
 
 @pytest.mark.parametrize("declared", ["abc", "-5", "1e3", "\u0663"])
-def test_a_malformed_content_length_is_400(api_url: str, db, declared: str) -> None:
+def test_a_malformed_content_length_is_400(api_url: str, db, auth_headers, declared: str) -> None:
     # gunicorn refuses these itself; the app must not trust its server to.
     status, reply = raw_request(
         api_url, "POST", "/v1/tasks", b"{}",
-        {"Content-Type": "application/json", "Content-Length": declared.encode()},
+        {"Content-Type": "application/json", "Content-Length": declared.encode(), **auth_headers},
     )  # fmt: skip
     assert status == 400
     assert reply["body"]["error"]["code"] == "bad_request"
@@ -411,12 +411,14 @@ def test_a_missing_request_id_is_generated_and_unique(client: ApiClient) -> None
 # -- concurrency ---------------------------------------------------------------------------
 
 
-def test_fifty_concurrent_creates_all_land(real_api: str, db) -> None:
+def test_fifty_concurrent_creates_all_land(real_api: str, db, auth_headers) -> None:
     api_url = real_api  # gunicorn: its backlog takes a burst
 
     def post(i: int) -> int:
         response = requests.post(
-            f"{api_url}/v1/tasks", json={"title": f"c{i}"}, headers={"X-Request-ID": f"c-{i}"}
+            f"{api_url}/v1/tasks",
+            json={"title": f"c{i}"},
+            headers={"X-Request-ID": f"c-{i}", **auth_headers},
         )
         assert response.status_code == 201, response.text
         return response.json()["data"]["id"]
@@ -424,19 +426,20 @@ def test_fifty_concurrent_creates_all_land(real_api: str, db) -> None:
     with ThreadPoolExecutor(max_workers=25) as pool:
         ids = list(pool.map(post, range(50)))
     assert len(set(ids)) == 50
-    total = requests.get(f"{api_url}/v1/tasks").json()["meta"]["total"]
+    total = requests.get(f"{api_url}/v1/tasks", headers=auth_headers).json()["meta"]["total"]
     assert total == 50
     rows = db.execute("SELECT title, request_id FROM tasks").fetchall()
     assert sorted(rows) == sorted((f"c{i}", f"c-{i}") for i in range(50))
 
 
-def test_concurrent_puts_on_one_task_serialize(real_api: str, db) -> None:
+def test_concurrent_puts_on_one_task_serialize(real_api: str, db, auth_headers) -> None:
     api_url = real_api
-    task_id = requests.post(f"{api_url}/v1/tasks", json={"title": "x"}).json()["data"]["id"]
+    created = requests.post(f"{api_url}/v1/tasks", json={"title": "x"}, headers=auth_headers)
+    task_id = created.json()["data"]["id"]
 
     def claim(_: int) -> int:
         return requests.put(
-            f"{api_url}/v1/tasks/{task_id}", json={"status": "processing"}
+            f"{api_url}/v1/tasks/{task_id}", json={"status": "processing"}, headers=auth_headers
         ).status_code
 
     with ThreadPoolExecutor(max_workers=10) as pool:
@@ -464,7 +467,7 @@ def serve(app) -> Iterator[str]:
 
 
 def test_an_unexpected_failure_is_a_500_envelope_with_the_request_id(
-    settings: Settings, db, caplog: pytest.LogCaptureFixture
+    settings: Settings, db, auth_headers, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = create_app(settings)
     store = app.config["flowforge.store"]
@@ -474,7 +477,9 @@ def test_an_unexpected_failure_is_a_500_envelope_with_the_request_id(
 
     store.get = broken
     with serve(app) as url, caplog.at_level("ERROR", logger="flowforge.api"):
-        response = requests.get(f"{url}/v1/tasks/1", headers={"X-Request-ID": "boom-1"})
+        response = requests.get(
+            f"{url}/v1/tasks/1", headers={"X-Request-ID": "boom-1", **auth_headers}
+        )
         healthy = requests.get(f"{url}/health")
     error = assert_error(response, 500, "internal_error")
     assert "boom-1" in error["message"] and error["details"] == {"request_id": "boom-1"}
@@ -486,7 +491,9 @@ def test_an_unexpected_failure_is_a_500_envelope_with_the_request_id(
     assert healthy.status_code == 200  # one failing request does not take the app down
 
 
-def test_a_failure_outside_the_routes_is_still_the_envelope(settings: Settings, db) -> None:
+def test_a_failure_outside_the_routes_is_still_the_envelope(
+    settings: Settings, db, auth_headers
+) -> None:
     app = create_app(settings)
 
     @app.hook("before_request")
@@ -494,7 +501,9 @@ def test_a_failure_outside_the_routes_is_still_the_envelope(settings: Settings, 
         raise RuntimeError("hook failed")
 
     with serve(app) as url:
-        response = requests.get(f"{url}/v1/tasks", headers={"X-Request-ID": "hook-1"})
+        response = requests.get(
+            f"{url}/v1/tasks", headers={"X-Request-ID": "hook-1", **auth_headers}
+        )
     error = assert_error(response, 500, "internal_error")
     assert "hook failed" not in response.text
     assert "hook-1" in error["message"]
@@ -509,21 +518,21 @@ def _chunks(body: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
         yield body[start : start + size]
 
 
-def test_a_chunked_body_is_read(real_api: str, db) -> None:
+def test_a_chunked_body_is_read(real_api: str, db, auth_headers) -> None:
     body = json.dumps({"title": "sent in chunks", "description": "d" * 5000}).encode()
     response = requests.post(
         f"{real_api}/v1/tasks", data=_chunks(body, 1000),
-        headers={"Content-Type": "application/json"}, timeout=10,
+        headers={"Content-Type": "application/json", **auth_headers}, timeout=10,
     )  # fmt: skip
     assert response.status_code == 201, response.text
     assert response.json()["data"]["title"] == "sent in chunks"
 
 
-def test_a_chunked_body_over_one_mib_is_413(real_api: str, db) -> None:
+def test_a_chunked_body_over_one_mib_is_413(real_api: str, db, auth_headers) -> None:
     body = json.dumps({"title": "big", "description": "x" * (2 * MiB)}).encode()
     response = requests.post(
         f"{real_api}/v1/tasks", data=_chunks(body),
-        headers={"Content-Type": "application/json"}, timeout=10,
+        headers={"Content-Type": "application/json", **auth_headers}, timeout=10,
     )  # fmt: skip
     assert_error(response, 413, "payload_too_large")
     assert db.execute("SELECT count(*) FROM tasks").fetchone() == (0,)

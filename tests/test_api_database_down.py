@@ -17,8 +17,22 @@ from flowforge import migrate
 from flowforge.app import create_app
 from flowforge.devdb import TempPostgres
 
-from .conftest import make_settings
+from .conftest import bearer, issue_token, make_settings
 from .test_api import assert_error, serve
+
+
+class _Authorized:
+    """``requests``' functions, each with a bearer token."""
+
+    def __init__(self, token: str) -> None:
+        self.headers = bearer(token)
+
+    def __getattr__(self, method: str):
+        def call(url: str, headers: dict | None = None, **kwargs):
+            return requests.request(method, url, headers={**self.headers, **(headers or {})},
+                                    **kwargs)  # fmt: skip
+
+        return call
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +50,7 @@ def test_database_down_is_503_and_back_is_200(
     settings = make_settings(own_server.url(), DATABASE_CONNECT_TIMEOUT="1s")
     migrate.upgrade(settings)
     app = create_app(settings, keep_connection=keep_connection)
+    requests = _Authorized(issue_token(own_server.url()))
     with serve(app) as url:
         before = requests.get(f"{url}/v1/tasks").json()["meta"]["total"]
         created = requests.post(f"{url}/v1/tasks", json={"title": "before the outage"})

@@ -30,13 +30,21 @@ def test_make_dev_runs_api_and_worker_and_cleans_up(tmp_path) -> None:
         )  # fmt: skip
     try:
         wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
-        created = requests.post(
-            f"http://127.0.0.1:{port}/v1/tasks", json={"title": "from make dev"}, timeout=5
-        )
+        # The banner's export lines give a working write token; auth is on.
+        banner = err_path.read_text()
+        assert f"export API_URL=http://127.0.0.1:{port}" in banner, banner
+        token = re.search(r"export API_TOKEN=(\S+)", banner)
+        assert token, banner
+        auth = {"Authorization": f"Bearer {token.group(1)}"}
+        tasks_url = f"http://127.0.0.1:{port}/v1/tasks"
+        assert requests.get(tasks_url, timeout=5).status_code == 401
+        created = requests.post(tasks_url, json={"title": "from make dev"}, headers=auth, timeout=5)
         assert created.status_code == 201
-        task_url = f"http://127.0.0.1:{port}/v1/tasks/{created.json()['data']['id']}"
+        task_url = f"{tasks_url}/{created.json()['data']['id']}"
         deadline = time.monotonic() + 20
-        while requests.get(task_url, timeout=5).json()["data"]["status"] != "completed":
+        while (
+            requests.get(task_url, headers=auth, timeout=5).json()["data"]["status"] != "completed"
+        ):
             assert time.monotonic() < deadline, "the worker did not run the task"
             time.sleep(0.1)
     finally:

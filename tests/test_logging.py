@@ -29,7 +29,9 @@ def read_lines(path: Path) -> list[dict]:
     return lines
 
 
-def test_one_access_line_per_request_with_every_field(database_url, db, tmp_path) -> None:
+def test_one_access_line_per_request_with_every_field(
+    database_url, db, auth_headers, tmp_path
+) -> None:
     log_path = tmp_path / "api.log"
     proc, url = start_api(database_url, log_path, API_WORKERS="2")
     calls = [
@@ -42,7 +44,11 @@ def test_one_access_line_per_request_with_every_field(database_url, db, tmp_path
     ]
     for i, (method, path, body, status) in enumerate(calls):
         response = requests.request(
-            method, url + path, json=body, headers={"X-Request-ID": f"log-{i}"}, timeout=10
+            method,
+            url + path,
+            json=body,
+            timeout=10,
+            headers={"X-Request-ID": f"log-{i}", **auth_headers},
         )
         assert response.status_code == status
     stop_api(proc)
@@ -83,7 +89,9 @@ def test_log_format_text_gives_readable_access_lines(database_url, db, tmp_path)
 SECRET = "Sup3r-Secret-Pw-7731"
 
 
-def test_no_line_shows_the_database_password(database_url: str, db, tmp_path: Path) -> None:
+def test_no_line_shows_the_database_password(
+    database_url: str, db, auth_headers, tmp_path: Path
+) -> None:
     db.execute("DROP ROLE IF EXISTS flowforge_logged")
     db.execute(f"CREATE ROLE flowforge_logged LOGIN SUPERUSER PASSWORD '{SECRET}'")
     good = database_url.replace("postgres:flowforge@", f"flowforge_logged:{SECRET}@")
@@ -97,11 +105,14 @@ def test_no_line_shows_the_database_password(database_url: str, db, tmp_path: Pa
     )
     try:
         assert requests.get(base + "/health").status_code == 200
-        assert requests.post(base + "/v1/tasks", json={"title": "x"}).status_code == 201
-        assert requests.post(base + "/v1/tasks", data=b"{").status_code == 415
+        auth = auth_headers
+        assert (
+            requests.post(base + "/v1/tasks", json={"title": "x"}, headers=auth).status_code == 201
+        )
+        assert requests.post(base + "/v1/tasks", data=b"{", headers=auth).status_code == 415
         # The wrong password: the database refuses, the API says 503 and logs why.
         assert requests.get(wrong_base + "/health").status_code == 503
-        assert requests.get(wrong_base + "/v1/tasks").status_code == 503
+        assert requests.get(wrong_base + "/v1/tasks", headers=auth).status_code == 503
     finally:
         stop_api(proc)
         stop_api(wrong_proc)

@@ -26,9 +26,12 @@ schema = schemathesis.openapi.from_dict(
 # Bounded for CI: a fixed number of examples per operation and mode, the same ones on every
 # run (derandomized, no example database), so a failure reproduces. No NUL characters: the
 # spec refuses them in the text fields, but OpenAPI 3.0 cannot say so inside a free-form
-# payload; test_api_validation covers NULs everywhere (400, never 500).
+# payload; test_api_validation covers NULs everywhere (400, never 500). Every request
+# carries the session's write token (the bearer scheme's header is not generated: a
+# mutated one would be replaced by the real token; test_auth covers 401 and 403).
 schema.config.generation.update(
     modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
+    with_security_parameters=False,
     max_examples=100,
     deterministic=True,
     database="none",
@@ -37,8 +40,10 @@ schema.config.generation.update(
 
 
 @schema.parametrize()
-def test_the_api_keeps_its_openapi_contract(case: schemathesis.Case, api_url: str) -> None:
-    case.call_and_validate(base_url=api_url)
+def test_the_api_keeps_its_openapi_contract(
+    case: schemathesis.Case, api_url: str, auth_headers: dict[str, str]
+) -> None:
+    case.call_and_validate(base_url=api_url, headers=auth_headers)
 
 
 def test_the_api_serves_the_spec_with_its_handlers(api_url: str) -> None:
@@ -70,8 +75,31 @@ def test_the_spec_describes_every_route_and_error() -> None:
         if isinstance(op, dict)
         for status in op.get("responses", {})
     }
-    assert {"200", "201", "204", "400", "404", "409", "411", "413", "415", "500", "503"} <= statuses
+    assert {"200", "201", "204", "400", "401", "403", "404", "409", "411", "413", "415", "429",
+            "500", "503"} <= statuses  # fmt: skip
     assert "Allow" in spec["components"]["responses"]["MethodNotAllowed"]["headers"]
     assert spec["components"]["schemas"]["TaskUpdate"]["additionalProperties"] is False
     created = paths["/v1/tasks"]["post"]["responses"]["201"]["headers"]
     assert {"Location", "X-Request-ID"} <= set(created)
+
+
+def test_every_task_route_needs_a_bearer_token_and_says_401_and_403() -> None:
+    spec = yaml.safe_load(SPEC_PATH.read_text())
+    assert spec["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": spec["components"]["securitySchemes"]["bearerAuth"]["description"],
+    }
+    assert spec["security"] == [{"bearerAuth": []}]
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            if method == "parameters":
+                continue
+            if path.startswith(("/v1/", "/tasks")):
+                assert "security" not in op, (method, path)  # the global one applies
+                assert {"401", "403"} <= set(op["responses"]), (method, path)
+            else:
+                assert op["security"] == [], (method, path)  # open: /health, the spec
+    unauthorized = spec["components"]["responses"]["Unauthorized"]
+    assert "WWW-Authenticate" in unauthorized["headers"]
+    assert "Retry-After" in spec["components"]["responses"]["QueueFull"]["headers"]

@@ -27,14 +27,15 @@ def _start(database_url: str, log_path) -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
-def test_sigterm_lets_an_in_flight_request_finish(database_url, db, tmp_path) -> None:
+def test_sigterm_lets_an_in_flight_request_finish(database_url, db, api_tokens, tmp_path) -> None:
     proc, port = _start(database_url, tmp_path / "api.log")
     body = json.dumps({"title": "sent across a graceful stop"}).encode()
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         # Half a request: the worker is now busy reading its body.
         sock.sendall(
             b"POST /v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"X-Request-ID: graceful-1\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:10]
+            b"X-Request-ID: graceful-1\r\nAuthorization: Bearer %s\r\n"
+            b"Content-Length: %d\r\n\r\n" % (api_tokens.write.encode(), len(body)) + body[:10]
         )
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
@@ -54,11 +55,13 @@ def test_sigterm_lets_an_in_flight_request_finish(database_url, db, tmp_path) ->
         pass
 
 
-def test_logs_are_json_with_the_service_name(database_url, db, tmp_path) -> None:
+def test_logs_are_json_with_the_service_name(database_url, db, auth_headers, tmp_path) -> None:
     log_path = tmp_path / "api.log"
     proc, port = _start(database_url, log_path)
     try:
-        requests.get(f"http://127.0.0.1:{port}/v1/tasks", headers={"X-Request-ID": "srv-1"})
+        requests.get(
+            f"http://127.0.0.1:{port}/v1/tasks", headers={"X-Request-ID": "srv-1", **auth_headers}
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -32,11 +32,21 @@ def main() -> int:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         subprocess.run([FLOWFORGE, "migrate"], env=env, check=True)
+        # Auth stays on, as deployed: a write token for the developer, shown in the banner.
+        token = subprocess.run(
+            [FLOWFORGE, "token", "create", "dev", "--scope", "write"],
+            env=env, check=True, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
         procs = [subprocess.Popen([FLOWFORGE, cmd], env=env) for cmd in ("api", "worker")]
         port = env.get("API_PORT", "8080")
+        api_url = f"http://{env['API_HOST']}:{port}"
         print(
-            f"\nFlowForge: API on http://{env['API_HOST']}:{port}  "
-            f"DATABASE_URL={pg.url()}  (Ctrl-C stops everything)\n",
+            f"\nFlowForge: API on {api_url}  "
+            f"DATABASE_URL={pg.url()}  (Ctrl-C stops everything)\n"
+            f"A write token (also `flowforge token create NAME --scope read|write`):\n"
+            f"  export API_URL={api_url}\n"
+            f"  export API_TOKEN={token}\n"
+            f'  curl -H "Authorization: Bearer $API_TOKEN" $API_URL/v1/tasks\n',
             file=sys.stderr,
             flush=True,
         )

@@ -11,14 +11,15 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import bottle
 import orjson
 from sqlalchemy import Engine
 
-from . import logs
-from .config import Settings
+from . import logs, tokens
+from .auth import PendingGauge, TokenCache, protected
+from .config import Settings, check_api_auth
 from .db import DatabaseUnavailable, make_engine
 from .handlers import load_handlers
 from .resources import resource_path
@@ -30,9 +31,12 @@ log = logging.getLogger("flowforge.api")
 REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 _BIGINT_MAX = 2**63 - 1
+# How long a client told "queue full" should wait before trying again (seconds).
+QUEUE_FULL_RETRY_AFTER = 5
 _JSON_TYPES = re.compile(r"^application/(?:[\w.+-]+\+)?json\s*(?:;.*)?$", re.IGNORECASE)
 ERROR_CODES = {
     400: "bad_request",
+    401: "unauthorized",
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
@@ -42,6 +46,7 @@ ERROR_CODES = {
     414: "uri_too_long",
     415: "unsupported_media_type",
     417: "expectation_failed",
+    429: "too_many_requests",
     431: "headers_too_large",
     500: "internal_error",
     501: "not_implemented",
@@ -90,7 +95,9 @@ def create_app(
     settings: Settings, *, engine: Engine | None = None, keep_connection: bool = False
 ) -> bottle.Bottle:
     """Build the API. ``engine`` is made from ``settings`` unless given (tests share one);
-    ``keep_connection`` suits a server that runs one request at a time per process."""
+    ``keep_connection`` suits a server that runs one request at a time per process.
+    Raises ``ConfigError`` for ``API_AUTH=off`` on an address others can reach."""
+    check_api_auth(settings)
     store = TaskStore(
         engine or make_engine(settings),
         default_max_attempts=settings.task_max_attempts,
@@ -135,6 +142,56 @@ def create_app(
                 "remote_addr": environ.get("REMOTE_ADDR"),
             },
         )
+
+    # -- bearer tokens (flowforge.auth) ----------------------------------------------------
+
+    token_store = tokens.TokenStore(store.source)
+    token_cache = TokenCache(token_store.scope_of)
+
+    def refuse(status: int, code: str, message: str, challenge: str | None = None) -> NoReturn:
+        headers = {"Content-Type": "application/json"}
+        if challenge is not None:
+            headers["WWW-Authenticate"] = challenge
+        raise bottle.HTTPResponse(error_body(code, message), status, headers)
+
+    def check_token() -> None:
+        environ = bottle.request.environ
+        if not protected(environ.get("PATH_INFO", "")):
+            return
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            refuse(
+                401,
+                "unauthorized",
+                "this route needs a token: send 'Authorization: Bearer <token>' "
+                "(an operator makes one with `flowforge token create`)",
+                'Bearer realm="flowforge"',
+            )
+        token = token.strip()
+        try:
+            scope = token_cache.scope(token) if tokens.plausible(token) else None
+        except DatabaseUnavailable as exc:
+            log.error("database unavailable: %s", exc)
+            refuse(503, "service_unavailable", "the database is unavailable")
+        if scope is None:
+            refuse(
+                401,
+                "unauthorized",
+                "the bearer token is unknown or revoked",
+                'Bearer realm="flowforge", error="invalid_token"',
+            )
+        method = environ["REQUEST_METHOD"]
+        if not tokens.allows(scope, method):
+            refuse(
+                403,
+                "forbidden",
+                f"a {scope} token cannot {method}: this needs a write token",
+                'Bearer realm="flowforge", error="insufficient_scope", scope="write"',
+            )
+
+    if settings.api_auth == "token":
+        app.hook("before_request")(check_token)
 
     def api_plugin(callback: Callable[..., Any]) -> Callable[..., Any]:
         """Runs a route: its result as the envelope, its exceptions as error envelopes."""
@@ -268,8 +325,30 @@ def create_app(
         result = store.list(limit=q.limit, offset=(q.page - 1) * q.limit, filters=filters)
         return ok(result.tasks, meta={"page": q.page, "limit": q.limit, "total": result.total})
 
+    pending = (
+        PendingGauge(store.count_pending_upto, settings.api_max_pending)
+        if settings.api_max_pending
+        else None
+    )
+
+    def admit(n: int = 1) -> None:
+        """API_MAX_PENDING: refuse new tasks while the queue holds more than that."""
+        if pending is None:
+            return
+        if pending.full():
+            bottle.response.set_header("Retry-After", str(QUEUE_FULL_RETRY_AFTER))
+            raise ApiError(
+                429,
+                f"the queue is full (more than {pending.limit} pending tasks); "
+                f"retry in {QUEUE_FULL_RETRY_AFTER} seconds",
+                {"max_pending": pending.limit},
+                code="queue_full",
+            )
+        pending.added(n)
+
     def create_task() -> bytes:
         fields = task_body(read_json(), partial=False, known_types=known_types)
+        admit()
         rid = bottle.request.environ["flowforge.request_id"]
         task = store.create(NewTask(**fields), request_id=rid)
         log.info("task created", extra={"task_id": task.id, "type": task.type})
@@ -317,4 +396,6 @@ def create_app(
         app.route(f"{prefix}/tasks/<task_id:int>/retry", "POST", retry_task)
 
     app.config["flowforge.store"] = store
+    app.config["flowforge.tokens"] = token_cache
+    app.config["flowforge.admit"] = admit  # for routes that create tasks (a batch, say)
     return app

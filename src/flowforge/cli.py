@@ -1,4 +1,4 @@
-"""The ``flowforge`` command: api, worker, migrate, config."""
+"""The ``flowforge`` command: api, worker, migrate, token, config."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .config import VARIABLES, ConfigError, load_settings
+from .config import VARIABLES, ConfigError, check_api_auth, load_settings
 from .logs import configure_logging
 
 EXIT_CONFIG = 2  # usage or configuration error
@@ -32,6 +32,28 @@ def _parser() -> argparse.ArgumentParser:
     down = msub.add_parser("down", help="downgrade to REVISION (or 'base': drop everything)")
     down.add_argument("revision")
     msub.add_parser("status", help="show the current and newest revision")
+    token = sub.add_parser(
+        "token",
+        help="create, list and revoke the API's bearer tokens",
+        description="Bearer tokens for the API. A token is shown once, when it is made; "
+        "the database keeps only its SHA-256. A revoked token is refused by every API "
+        "process within 5 seconds.",
+    )
+    tsub = token.add_subparsers(dest="action", metavar="ACTION", required=True)
+    create = tsub.add_parser(
+        "create",
+        help="make a token and print it (alone, on stdout)",
+        description="Make a token named NAME and print it, alone, on stdout: "
+        'TOKEN=$(flowforge token create NAME --scope read). "read" may GET; '
+        '"write" may also create, change and delete tasks.',
+    )
+    create.add_argument("name", metavar="NAME", help="a unique label (letters, digits, ._@:-)")
+    create.add_argument(
+        "--scope", metavar="read|write", required=True, help="what the token may do"
+    )
+    tsub.add_parser("list", help="names, scopes and dates of every token (never a token)")
+    revoke = tsub.add_parser("revoke", help="revoke the token NAME (its name stays taken)")
+    revoke.add_argument("name", metavar="NAME")
     config = sub.add_parser("config", help="print the effective configuration (secrets hidden)")
     config.add_argument("--json", action="store_true", help="as JSON")
     return parser
@@ -59,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{name:<{width}}  {value}")
         return 0
 
+    if args.command == "token":
+        return _token(args, settings)
+
     service = "worker" if args.command == "worker" else "api"
     configure_logging(
         service if args.command != "migrate" else "migrate",
@@ -68,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     if args.command == "api":
+        try:
+            check_api_auth(settings)
+        except ConfigError as exc:
+            return _fail(f"configuration: {exc}", EXIT_CONFIG)
         from .server import serve
 
         serve(settings)
@@ -77,6 +106,59 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_worker(settings)
     return _migrate(args, settings)
+
+
+def _token(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]
+    from .db import ConnectionSource, DatabaseUnavailable, make_engine
+    from .tokens import TokenError, TokenStore, check_name, check_scope
+
+    try:  # judged before the database is asked
+        if args.action == "create":
+            check_name(args.name)
+            check_scope(args.scope)
+    except TokenError as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    engine = make_engine(settings, pool_size=1)
+    store = TokenStore(ConnectionSource(engine))
+    try:
+        if args.action == "create":
+            token, _ = store.create(args.name, args.scope)
+            print(token)
+        elif args.action == "list":
+            _print_tokens(store.list())
+        else:
+            row, already = store.revoke(args.name)
+            if already:
+                when = f"{row.revoked_at:%Y-%m-%d %H:%M:%S} UTC"
+                print(f"token {row.name!r} was already revoked at {when}", file=sys.stderr)
+            else:
+                print(f"revoked token {row.name!r} ({row.scope})", file=sys.stderr)
+    except TokenError as exc:
+        return _fail(str(exc))
+    except DatabaseUnavailable as exc:
+        return _fail(f"cannot reach the database: {exc}")
+    except Exception as exc:  # an unmigrated database, a refused role: one line
+        import psycopg
+
+        if isinstance(exc, psycopg.errors.UndefinedTable):
+            return _fail("the database has no api_tokens table: run `flowforge migrate` first")
+        if isinstance(exc, psycopg.Error):
+            return _fail(f"database error: {str(exc).strip().splitlines()[0]}")
+        raise
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _print_tokens(rows) -> None:  # type: ignore[no-untyped-def]
+    if not rows:
+        print("no tokens (make one with `flowforge token create NAME --scope read|write`)")
+        return
+    width = max(4, *(len(r.name) for r in rows))
+    print(f"{'NAME':<{width}}  SCOPE  CREATED (UTC)        REVOKED (UTC)")
+    for r in rows:
+        revoked = f"{r.revoked_at:%Y-%m-%d %H:%M:%S}" if r.revoked_at else "-"
+        print(f"{r.name:<{width}}  {r.scope:<5}  {r.created_at:%Y-%m-%d %H:%M:%S}  {revoked}")
 
 
 def _migrate(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]

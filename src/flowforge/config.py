@@ -136,6 +136,45 @@ def address_allowed(address: str | None, networks: tuple[IPv4Network | IPv6Netwo
     return any(ip in net for net in networks)
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"expected a number of at least 0, got {value}")
+    return value
+
+
+AUTH_MODES = ("token", "off")
+
+
+def _auth_mode(text: str) -> str:
+    value = text.strip().lower()
+    if value not in AUTH_MODES:
+        raise ValueError(f"expected one of {', '.join(AUTH_MODES)}, got {text!r}")
+    return value
+
+
+def _token(text: str) -> str:
+    value = text.strip()
+    if any(c.isspace() for c in value):
+        raise ValueError("a token has no blanks in it")
+    return value
+
+
+def is_loopback(host: str) -> bool:
+    """Is ``host`` (an ``API_HOST``) reachable from this machine only? Loopback addresses,
+    ``localhost`` and a unix socket (``unix:/path``) are."""
+    host = host.strip()
+    if host.startswith("unix:") or host.lower() == "localhost":
+        return True
+    try:
+        return ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _nonblank(text: str) -> str:
     if not text.strip():
         raise ValueError("must not be blank")
@@ -223,11 +262,35 @@ VARIABLES: tuple[Variable, ...] = (
         "largest request body in bytes (larger: 413)",
     ),
     Variable(
+        "API_AUTH",
+        "api_auth",
+        _auth_mode,
+        "token",
+        "token: /v1 and /tasks need 'Authorization: Bearer <token>' (flowforge token create); "
+        "off: no check, refused unless API_HOST is a loopback address",
+    ),
+    Variable(
+        "API_MAX_PENDING",
+        "api_max_pending",
+        _non_negative_int,
+        "0",
+        "above this many pending tasks, creating one answers 429 queue_full with "
+        "Retry-After (0: no limit); counted at most once a second per process",
+    ),
+    Variable(
         "API_URL",
         "api_url",
         _http_url,
         "http://127.0.0.1:8080",
         "where clients such as the scripts reach the API",
+    ),
+    Variable(
+        "API_TOKEN",
+        "api_token",
+        _token,
+        "",
+        "bearer token that clients such as the benchmarks send to the API",
+        secret=True,
     ),
     Variable(
         "WORKER_POLL_INTERVAL",
@@ -367,7 +430,10 @@ class Settings:
     api_timeout: float
     api_graceful_timeout: float
     api_max_body: int
+    api_auth: str
+    api_max_pending: int
     api_url: str
+    api_token: str
     worker_poll_interval: float
     worker_concurrency: int
     worker_batch_size: int
@@ -400,8 +466,21 @@ class Settings:
             value = getattr(self, var.field)
             if isinstance(value, tuple):  # networks
                 value = ",".join(str(item) for item in value)
+            if var.secret and value and "://" not in value:
+                value = "***"  # a token: nothing of it is shown
             out[var.name] = redact_url(value) if var.secret else value
         return out
+
+
+def check_api_auth(settings: Settings) -> None:
+    """``API_AUTH=off`` only where nobody else can connect: raise ``ConfigError`` unless
+    ``API_HOST`` is a loopback address."""
+    if settings.api_auth == "off" and not is_loopback(settings.api_host):
+        raise ConfigError(
+            "API_AUTH",
+            f"off is refused unless API_HOST is a loopback address (127.0.0.1, ::1, "
+            f"localhost); API_HOST is {settings.api_host}",
+        )
 
 
 def redact_url(url: str) -> str:

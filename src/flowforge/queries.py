@@ -408,3 +408,27 @@ WITH doomed AS (
 )
 SELECT status, count(*), max(id) FROM gone GROUP BY status
 """
+
+# --- API tokens ---
+# Only a SHA-256 of each token is stored (flowforge.tokens); the unique index on token_hash
+# makes a lookup one index probe. The API caches the answers briefly (flowforge.auth).
+TOKEN_SCOPE = "SELECT scope, revoked_at IS NULL FROM api_tokens WHERE token_hash = %(hash)s"
+INSERT_TOKEN = """
+INSERT INTO api_tokens (name, token_hash, scope) VALUES (%(name)s, %(hash)s, %(scope)s)
+RETURNING id, name, scope, created_at, revoked_at
+"""
+LIST_TOKENS = "SELECT id, name, scope, created_at, revoked_at FROM api_tokens ORDER BY name"
+# Revoking twice keeps the first revocation's time; the last column says it was so.
+REVOKE_TOKEN = """
+WITH old AS (SELECT id, revoked_at FROM api_tokens WHERE name = %(name)s FOR UPDATE)
+UPDATE api_tokens t SET revoked_at = coalesce(t.revoked_at, now())
+FROM old WHERE t.id = old.id
+RETURNING t.id, t.name, t.scope, t.created_at, t.revoked_at, old.revoked_at IS NOT NULL
+"""
+
+# --- backpressure ---
+# Pending tasks, counted no further than the limit needs (API_MAX_PENDING): the partial
+# index tasks_claim_idx holds exactly the pending rows, so this is a short index-only walk.
+COUNT_PENDING_UPTO = """
+SELECT count(*) FROM (SELECT 1 FROM tasks WHERE status = 'pending' LIMIT %(limit)s) AS p
+"""

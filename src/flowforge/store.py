@@ -170,6 +170,16 @@ class TaskStore:
 
         return self._retry_read(read)
 
+    def count_pending_upto(self, limit: int) -> int:
+        """Pending tasks, counted up to ``limit`` (API_MAX_PENDING's check)."""
+
+        def read() -> int:
+            with self.source.connection() as conn:
+                row = conn.execute(queries.COUNT_PENDING_UPTO, {"limit": limit}).fetchone()
+                return row[0] if row else 0
+
+        return self._retry_read(read)
+
     def create(self, new: NewTask, *, request_id: str | None) -> Task:
         params = {
             "title": new.title,

@@ -1,0 +1,124 @@
+"""Bearer tokens in the API: which requests need one, and a per-process cache of lookups.
+
+Every ``/v1/...`` and ``/tasks...`` request needs ``Authorization: Bearer <token>``; a
+``read`` token may only GET (HEAD, OPTIONS), a ``write`` token anything. ``/health``,
+``/openapi.yaml``, the docs and the other open pages are not under those prefixes.
+
+The cache is what keeps a token from costing a database round trip per request, bounded
+by the promise that a revoked token is refused by every API process within 5 seconds:
+
+- a valid token is trusted for ``ttl`` (4 s) after the database said so; then it is looked
+  up again, so a revocation is seen at most 4 s (plus one request) later;
+- an unknown or revoked token is remembered as refused for ``negative_ttl`` (30 s), so a
+  client retrying a bad token does not cost a query per request. This cannot delay a new
+  token: a token is 256 random bits made at ``flowforge token create``, so no request can
+  have carried it (and been refused) before it existed; and a revoked one never comes back;
+- when the database cannot be asked, a token verified less than ``stale_grace`` ago is
+  still taken (the request then meets the same outage in its route and gets 503, or 400
+  for bad input, as without tokens); with no such entry the answer is 503.
+
+The cache is keyed by the token's SHA-256, so no token is kept in memory after its request.
+It holds at most ``max_entries``; random garbage tokens cannot grow it without bound.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from .db import DatabaseUnavailable
+from .tokens import token_hash
+
+PROTECTED_PREFIXES = ("/v1/", "/tasks")
+
+
+def protected(path: str) -> bool:
+    """Does a request for ``path`` need a token?"""
+    return path.startswith(PROTECTED_PREFIXES) or path == "/v1"
+
+
+class TokenCache:
+    """Token -> scope (``None``: refused), from ``lookup(hash)`` and remembered briefly."""
+
+    def __init__(
+        self,
+        lookup: Callable[[bytes], str | None],
+        *,
+        ttl: float = 4.0,
+        negative_ttl: float = 30.0,
+        stale_grace: float = 60.0,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.lookup = lookup
+        self.ttl = ttl
+        self.negative_ttl = negative_ttl
+        self.stale_grace = stale_grace
+        self.max_entries = max_entries
+        self.clock = clock
+        # hash -> (scope or None, valid until)
+        self._entries: dict[bytes, tuple[str | None, float]] = {}
+
+    def scope(self, token: str) -> str | None:
+        """The token's scope, or None for an unknown or revoked token.
+
+        Raises ``DatabaseUnavailable`` if the database is needed and cannot answer."""
+        key = token_hash(token)
+        now = self.clock()
+        entry = self._entries.get(key)
+        if entry is not None and now < entry[1]:
+            return entry[0]
+        try:
+            scope = self.lookup(key)
+        except DatabaseUnavailable:
+            if entry is not None and entry[0] is not None and now < entry[1] + self.stale_grace:
+                return entry[0]
+            raise
+        if len(self._entries) >= self.max_entries:
+            self._prune(now)
+        self._entries[key] = (scope, now + (self.ttl if scope is not None else self.negative_ttl))
+        return scope
+
+    def _prune(self, now: float) -> None:
+        """Drop what has expired; if that is not enough (a flood of distinct bad tokens),
+        drop the refusals too, then everything: a dropped entry only costs a lookup."""
+        entries = self._entries
+        for key in [k for k, (_, until) in entries.items() if until + self.stale_grace <= now]:
+            del entries[key]
+        if len(entries) >= self.max_entries:
+            for key in [k for k, (scope, _) in entries.items() if scope is None]:
+                del entries[key]
+        if len(entries) >= self.max_entries:
+            entries.clear()
+
+
+class PendingGauge:
+    """``API_MAX_PENDING``: is the queue full? The count is read at most once per
+    ``interval`` per process (never per request), counting no further than the limit needs;
+    tasks this process creates meanwhile are added to it, so one process alone stops near
+    the limit rather than a second's worth of requests past it."""
+
+    def __init__(
+        self,
+        count_upto: Callable[[int], int],
+        limit: int,
+        *,
+        interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.count_upto = count_upto
+        self.limit = limit
+        self.interval = interval
+        self.clock = clock
+        self._count = 0
+        self._next = float("-inf")
+
+    def full(self) -> bool:
+        now = self.clock()
+        if now >= self._next:
+            self._count = self.count_upto(self.limit + 1)
+            self._next = now + self.interval
+        return self._count > self.limit
+
+    def added(self, n: int = 1) -> None:
+        self._count += n
