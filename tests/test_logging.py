@@ -69,10 +69,14 @@ def test_one_access_line_per_request_with_every_field(
     assert len(created) == 1 and created[0]["message"] == "task created"
 
 
-def test_log_format_text_gives_readable_access_lines(database_url, db, tmp_path) -> None:
+def test_log_format_text_gives_readable_access_lines(
+    database_url, db, auth_headers, tmp_path
+) -> None:
     log_path = tmp_path / "api.log"
     proc, url = start_api(database_url, log_path, API_WORKERS="1", LOG_FORMAT="text")
-    response = requests.get(url + "/v1/tasks/4242", headers={"X-Request-ID": "txt-1"}, timeout=10)
+    response = requests.get(
+        url + "/v1/tasks/4242", headers={"X-Request-ID": "txt-1", **auth_headers}, timeout=10
+    )
     assert response.status_code == 404
     stop_api(proc)
     text = log_path.read_text()

@@ -270,17 +270,19 @@ def test_seed_draws_a_progress_bar_on_a_terminal(
 
 
 def test_seeded_tasks_are_served_by_the_api(
-    env: dict[str, str], db: psycopg.Connection, api_url: str
+    env: dict[str, str], db: psycopg.Connection, api_url: str, auth_headers: dict[str, str]
 ) -> None:
     assert script("seed-database.py", "--count", "150", "--seed", "3", env=env).returncode == 0
+    api = requests.Session()
+    api.headers.update(auth_headers)
     for status, n in statuses(db).items():
-        body = requests.get(f"{api_url}/v1/tasks?status={status}&limit=100", timeout=10).json()
+        body = api.get(f"{api_url}/v1/tasks?status={status}&limit=100", timeout=10).json()
         assert body["meta"]["total"] == n
         for task in body["data"]:
             assert task["status"] == status
             assert task["request_id"]
-    task = requests.get(f"{api_url}/v1/tasks?limit=1", timeout=10).json()["data"][0]
-    assert requests.get(f"{api_url}/v1/tasks/{task['id']}", timeout=10).json()["data"] == task
+    task = api.get(f"{api_url}/v1/tasks?limit=1", timeout=10).json()["data"][0]
+    assert api.get(f"{api_url}/v1/tasks/{task['id']}", timeout=10).json()["data"] == task
 
 
 def test_seed_interrupted_keeps_whole_batches_only(

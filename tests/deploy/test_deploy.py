@@ -26,6 +26,14 @@ http.trust_env = False
 UNITS = ("flowforge-api.service", "flowforge-worker.service")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _api_token(testhost: TestHost) -> None:
+    """The tests' write token, made as an operator makes one: root runs `flowforge`."""
+    name = f"deploy-tests-{uuid.uuid4().hex[:8]}"
+    token = testhost.sh(f"flowforge token create {name} --scope write").strip()
+    http.headers["Authorization"] = f"Bearer {token}"
+
+
 def test_playbook_succeeds_on_a_fresh_host(testhost: TestHost) -> None:
     first = testhost.runs[0]
     print(f"\nfresh deploy: {first.seconds:.1f} s (boot {testhost.boot_seconds:.1f} s)")
@@ -150,6 +158,25 @@ def test_api_answers_from_outside_the_host(testhost: TestHost) -> None:
     assert response.status_code == 200
     assert response.json()["error"] is None
     assert response.headers["X-Request-ID"]
+
+
+def test_root_runs_flowforge_with_the_services_environment(testhost: TestHost) -> None:
+    listed = testhost.sh("flowforge token list")
+    assert listed.splitlines()[0].split()[:2] == ["NAME", "SCOPE"]
+    assert "deploy-tests-" in listed and "Bearer" not in listed
+    # Without a token the task routes are closed, from outside too.
+    anon = requests.Session()
+    anon.trust_env = False
+    response = anon.get(f"{testhost.api}/v1/tasks", timeout=5)
+    assert response.status_code == 401 and response.json()["error"]["code"] == "unauthorized"
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    read = testhost.sh("flowforge token create deploy-reader --scope read").strip()
+    refused = anon.post(f"{testhost.api}/v1/tasks", json={"title": "x"}, timeout=5,
+                            headers={"Authorization": f"Bearer {read}"})  # fmt: skip
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+    testhost.sh("flowforge token revoke deploy-reader")
+    failed = testhost.host.run("flowforge token create deploy-reader --scope read")
+    assert failed.rc == 1 and "already exists" in failed.stderr
 
 
 def _wait_for_status(testhost: TestHost, task_id: int, want: str, seconds: float) -> dict:
