@@ -299,7 +299,9 @@ def test_a_cancel_racing_a_claim_either_cancels_or_flags(client: ApiClient, db, 
 
             def cancel(task_id: int = task["id"], barrier: threading.Barrier = barrier) -> int:
                 barrier.wait()
-                return requests.post(f"{client.base}/v1/tasks/{task_id}/cancel").status_code
+                return requests.post(
+                    f"{client.base}/v1/tasks/{task_id}/cancel", headers=client.headers
+                ).status_code
 
             def claim(barrier: threading.Barrier = barrier) -> list[int]:
                 barrier.wait()
@@ -339,7 +341,9 @@ def test_a_retry_racing_the_outcome_of_a_worker_is_decided_once(
 
             def retry(task_id: int = task_id, barrier: threading.Barrier = barrier) -> int:
                 barrier.wait()
-                return requests.post(f"{client.base}/v1/tasks/{task_id}/retry").status_code
+                return requests.post(
+                    f"{client.base}/v1/tasks/{task_id}/retry", headers=client.headers
+                ).status_code
 
             def fail(claimed=claimed, barrier: threading.Barrier = barrier) -> set[int]:
                 barrier.wait()
@@ -368,5 +372,10 @@ def test_concurrent_retries_requeue_once(client: ApiClient, db) -> None:
     set_status(db, task["id"], "failed", attempts=3)
     url = f"{client.base}/v1/tasks/{task['id']}"
     with ThreadPoolExecutor(8) as pool:
-        codes = list(pool.map(lambda _: requests.post(f"{url}/retry").status_code, range(8)))
+        codes = list(
+            pool.map(
+                lambda _: requests.post(f"{url}/retry", headers=client.headers).status_code,
+                range(8),
+            )
+        )
     assert sorted(codes) == [200] + [409] * 7
