@@ -32,6 +32,10 @@ from .test_api import assert_error, serve, start_api, stop_api
 TOKEN_SHAPE = re.compile(r"^ff_[A-Za-z0-9_-]{43}$")  # 32 random bytes, URL-safe base64
 
 
+WRITE = tokens.Grant(7, "write")
+READ = tokens.Grant(8, "read")
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -85,73 +89,73 @@ def test_which_paths_need_a_token() -> None:
 
 def test_the_cache_asks_the_database_once_per_ttl_and_sees_revocation() -> None:
     clock = Clock()
-    table = {tokens.token_hash("good"): "write"}
+    table = {tokens.token_hash("good"): WRITE}
     asked: list[bytes] = []
 
-    def lookup(digest: bytes) -> str | None:
+    def lookup(digest: bytes) -> tokens.Grant | None:
         asked.append(digest)
         return table.get(digest)
 
     cache = TokenCache(lookup, clock=clock)
-    assert cache.scope("good") == "write"
+    assert cache.grant("good") == WRITE
     clock.now += 3.9
-    assert cache.scope("good") == "write"
+    assert cache.grant("good") == WRITE
     assert len(asked) == 1  # cached
     table.clear()  # revoked
     clock.now += 0.2  # 4.1 s after the lookup: asked again
-    assert cache.scope("good") is None
+    assert cache.grant("good") is None
     assert len(asked) == 2
 
 
 def test_refusals_are_cached_and_a_new_token_works_at_once() -> None:
     clock = Clock()
-    table: dict[bytes, str] = {}
+    table: dict[bytes, tokens.Grant] = {}
     asked: list[bytes] = []
 
-    def lookup(digest: bytes) -> str | None:
+    def lookup(digest: bytes) -> tokens.Grant | None:
         asked.append(digest)
         return table.get(digest)
 
     cache = TokenCache(lookup, clock=clock)
     for _ in range(50):
-        assert cache.scope("bad") is None
+        assert cache.grant("bad") is None
     assert len(asked) == 1  # a client hammering with a bad token costs one query
     fresh = tokens.new_token()
-    table[tokens.token_hash(fresh)] = "read"  # made after the refusals: works at once
-    assert cache.scope(fresh) == "read"
+    table[tokens.token_hash(fresh)] = READ  # made after the refusals: works at once
+    assert cache.grant(fresh) == READ
     clock.now += 31
-    assert cache.scope("bad") is None and len(asked) == 3  # refusals expire too
+    assert cache.grant("bad") is None and len(asked) == 3  # refusals expire too
 
 
 def test_a_database_outage_keeps_recently_verified_tokens_only() -> None:
     clock = Clock()
     down = False
 
-    def lookup(digest: bytes) -> str | None:
+    def lookup(digest: bytes) -> tokens.Grant | None:
         if down:
             raise DatabaseUnavailable("gone")
-        return "write" if digest == tokens.token_hash("good") else None
+        return WRITE if digest == tokens.token_hash("good") else None
 
     cache = TokenCache(lookup, clock=clock)
-    assert cache.scope("good") == "write"
+    assert cache.grant("good") == WRITE
     down = True
     clock.now += 10
-    assert cache.scope("good") == "write"  # the route meets the outage itself
+    assert cache.grant("good") == WRITE  # the route meets the outage itself
     with pytest.raises(DatabaseUnavailable):
-        cache.scope("never-seen")
+        cache.grant("never-seen")
     clock.now += 60
     with pytest.raises(DatabaseUnavailable):
-        cache.scope("good")  # too old to trust
+        cache.grant("good")  # too old to trust
 
 
 def test_the_cache_stays_bounded_under_a_flood_of_bad_tokens() -> None:
-    cache = TokenCache(lambda d: "read" if d == tokens.token_hash("good") else None,
+    cache = TokenCache(lambda d: READ if d == tokens.token_hash("good") else None,
                        max_entries=100)  # fmt: skip
-    assert cache.scope("good") == "read"
+    assert cache.grant("good") == READ
     for i in range(1000):
-        assert cache.scope(f"garbage{i}") is None
+        assert cache.grant(f"garbage{i}") is None
     assert len(cache._entries) <= 100
-    assert cache.scope("good") == "read"
+    assert cache.grant("good") == READ
 
 
 def test_the_pending_gauge_counts_at_most_once_a_second() -> None:
@@ -449,3 +453,20 @@ def test_issue_token_helper_replaces_a_revoked_token(database_url: str, db) -> N
     second = issue_token(database_url, "helper", "write")
     row = db.execute("SELECT token_hash, scope, revoked_at FROM api_tokens WHERE name = 'helper'")
     assert first != second and row.fetchone() == (tokens.token_hash(second), "write", None)
+
+
+def test_routes_learn_which_token_asked(settings, db, api_tokens: Tokens) -> None:
+    import bottle
+
+    app = create_app(settings)
+
+    def whoami() -> bytes:
+        environ = bottle.request.environ
+        return f"{environ['flowforge.token_id']} {environ['flowforge.token_scope']}".encode()
+
+    app.route("/v1/whoami", "GET", whoami)
+    ids = dict(db.execute("SELECT scope, id FROM api_tokens WHERE name LIKE 'tests-%'").fetchall())
+    with serve(app) as url:
+        for scope in ("write", "read"):
+            response = requests.get(f"{url}/v1/whoami", headers=api_tokens.headers(scope))
+            assert response.text == f"{ids[scope]} {scope}"

@@ -146,7 +146,7 @@ def create_app(
     # -- bearer tokens (flowforge.auth) ----------------------------------------------------
 
     token_store = tokens.TokenStore(store.source)
-    token_cache = TokenCache(token_store.scope_of)
+    token_cache = TokenCache(token_store.grant_of)
 
     def refuse(status: int, code: str, message: str, challenge: str | None = None) -> NoReturn:
         headers = {"Content-Type": "application/json"}
@@ -170,11 +170,11 @@ def create_app(
             )
         token = token.strip()
         try:
-            scope = token_cache.scope(token) if tokens.plausible(token) else None
+            grant = token_cache.grant(token) if tokens.plausible(token) else None
         except DatabaseUnavailable as exc:
             log.error("database unavailable: %s", exc)
             refuse(503, "service_unavailable", "the database is unavailable")
-        if scope is None:
+        if grant is None:
             refuse(
                 401,
                 "unauthorized",
@@ -182,13 +182,17 @@ def create_app(
                 'Bearer realm="flowforge", error="invalid_token"',
             )
         method = environ["REQUEST_METHOD"]
-        if not tokens.allows(scope, method):
+        if not tokens.allows(grant.scope, method):
             refuse(
                 403,
                 "forbidden",
-                f"a {scope} token cannot {method}: this needs a write token",
+                f"a {grant.scope} token cannot {method}: this needs a write token",
                 'Bearer realm="flowforge", error="insufficient_scope", scope="write"',
             )
+        # Who asked, for routes that keep something per token (idempotency keys). Without
+        # a check (API_AUTH=off) neither is set: read them with .get(..., 0 / "write").
+        environ["flowforge.token_id"] = grant.id
+        environ["flowforge.token_scope"] = grant.scope
 
     if settings.api_auth == "token":
         app.hook("before_request")(check_token)

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 
 from .db import DatabaseUnavailable
-from .tokens import token_hash
+from .tokens import Grant, token_hash
 
 PROTECTED_PREFIXES = ("/v1/", "/tasks")
 
@@ -38,11 +38,11 @@ def protected(path: str) -> bool:
 
 
 class TokenCache:
-    """Token -> scope (``None``: refused), from ``lookup(hash)`` and remembered briefly."""
+    """Token -> grant (``None``: refused), from ``lookup(hash)`` and remembered briefly."""
 
     def __init__(
         self,
-        lookup: Callable[[bytes], str | None],
+        lookup: Callable[[bytes], Grant | None],
         *,
         ttl: float = 4.0,
         negative_ttl: float = 30.0,
@@ -56,11 +56,11 @@ class TokenCache:
         self.stale_grace = stale_grace
         self.max_entries = max_entries
         self.clock = clock
-        # hash -> (scope or None, valid until)
-        self._entries: dict[bytes, tuple[str | None, float]] = {}
+        # hash -> (grant or None, valid until)
+        self._entries: dict[bytes, tuple[Grant | None, float]] = {}
 
-    def scope(self, token: str) -> str | None:
-        """The token's scope, or None for an unknown or revoked token.
+    def grant(self, token: str) -> Grant | None:
+        """The token's grant (id, scope), or None for an unknown or revoked token.
 
         Raises ``DatabaseUnavailable`` if the database is needed and cannot answer."""
         key = token_hash(token)
@@ -69,15 +69,15 @@ class TokenCache:
         if entry is not None and now < entry[1]:
             return entry[0]
         try:
-            scope = self.lookup(key)
+            grant = self.lookup(key)
         except DatabaseUnavailable:
             if entry is not None and entry[0] is not None and now < entry[1] + self.stale_grace:
                 return entry[0]
             raise
         if len(self._entries) >= self.max_entries:
             self._prune(now)
-        self._entries[key] = (scope, now + (self.ttl if scope is not None else self.negative_ttl))
-        return scope
+        self._entries[key] = (grant, now + (self.ttl if grant is not None else self.negative_ttl))
+        return grant
 
     def _prune(self, now: float) -> None:
         """Drop what has expired; if that is not enough (a flood of distinct bad tokens),
@@ -86,7 +86,7 @@ class TokenCache:
         for key in [k for k, (_, until) in entries.items() if until + self.stale_grace <= now]:
             del entries[key]
         if len(entries) >= self.max_entries:
-            for key in [k for k, (scope, _) in entries.items() if scope is None]:
+            for key in [k for k, (grant, _) in entries.items() if grant is None]:
                 del entries[key]
         if len(entries) >= self.max_entries:
             entries.clear()

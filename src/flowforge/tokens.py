@@ -37,6 +37,14 @@ _TOKEN_CHARS = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a valid token allows: its row id (``api_tokens.id``) and scope."""
+
+    id: int
+    scope: str
+
+
 class TokenError(Exception):
     """A token operation refused (bad name or scope, duplicate, unknown); one line."""
 
@@ -93,12 +101,12 @@ class TokenStore:
     def __init__(self, source: ConnectionSource) -> None:
         self.source = source
 
-    def scope_of(self, digest: bytes) -> str | None:
-        """The scope of the valid (known, unrevoked) token whose hash is ``digest``, else
+    def grant_of(self, digest: bytes) -> Grant | None:
+        """The grant of the valid (known, unrevoked) token whose hash is ``digest``, else
         None. Raises ``DatabaseUnavailable`` when PostgreSQL cannot be asked (tried twice:
         after a PostgreSQL restart the first, stale connection fails, the server does not)."""
 
-        def read() -> tuple[str, bool] | None:
+        def read() -> tuple[int, str, bool] | None:
             with self.source.connection() as conn:
                 return conn.execute(queries.TOKEN_SCOPE, {"hash": digest}).fetchone()
 
@@ -106,9 +114,9 @@ class TokenStore:
             row = read()
         except DatabaseUnavailable:
             row = read()
-        if row is None or not row[1]:
+        if row is None or not row[2]:
             return None
-        return row[0]
+        return Grant(row[0], row[1])
 
     def create(self, name: str, scope: str) -> tuple[str, ApiToken]:
         """A new token called ``name``: (the token itself, its row)."""
