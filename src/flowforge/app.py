@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 
 from . import logs, tokens
 from .auth import PendingGauge, TokenCache, protected
-from .config import Settings, check_api_auth
+from .config import Settings, address_allowed, check_api_auth
 from .db import DatabaseUnavailable, make_engine
 from .handlers import load_handlers
 from .resources import resource_path
@@ -92,11 +92,18 @@ def served_spec(spec: bytes, known_types: frozenset[str]) -> bytes:
 
 
 def create_app(
-    settings: Settings, *, engine: Engine | None = None, keep_connection: bool = False
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    keep_connection: bool = False,
+    metrics: bool = True,
 ) -> bottle.Bottle:
     """Build the API. ``engine`` is made from ``settings`` unless given (tests share one);
-    ``keep_connection`` suits a server that runs one request at a time per process.
+    ``keep_connection`` suits a server that runs one request at a time per process;
+    ``metrics=False`` counts nothing per request (the benchmark's side-by-side).
     Raises ``ConfigError`` for ``API_AUTH=off`` on an address others can reach."""
+    from .metrics import QUERY_TIMEOUT_MS, QueueCollector, RequestMetrics, render
+
     check_api_auth(settings)
     store = TaskStore(
         engine or make_engine(settings),
@@ -111,6 +118,10 @@ def create_app(
     max_body = settings.api_max_body
     app = bottle.Bottle(catchall=True)
     app.config["json.enable"] = False  # routes return the envelope's bytes themselves
+    request_metrics = RequestMetrics.for_process()
+    observe = request_metrics.observe if metrics else None
+    queue_gauges = QueueCollector(lambda: store.queue_metrics(QUERY_TIMEOUT_MS))
+    metrics_allow = settings.metrics_allow
 
     # -- per-request plumbing -------------------------------------------------------------
 
@@ -128,6 +139,21 @@ def create_app(
         response = bottle.response
         response.set_header(REQUEST_ID_HEADER, rid)
         started = environ.get("flowforge.started", time.perf_counter())
+        seconds = time.perf_counter() - started
+        if observe is not None:
+            route = environ.get("bottle.route")
+            if route is None and response.status_code not in (404, 405):
+                # refused before routing (401, 403, 429 in a hook): its route all the same
+                try:
+                    route = app.router.match(environ)[0]
+                except bottle.HTTPError:
+                    pass
+            observe(
+                environ["REQUEST_METHOD"],
+                route.rule if route is not None else None,
+                response.status_code,
+                seconds,
+            )
         log.info(
             "%s %s %s",
             environ["REQUEST_METHOD"],
@@ -138,7 +164,7 @@ def create_app(
                 "method": environ["REQUEST_METHOD"],
                 "path": environ.get("PATH_INFO", ""),
                 "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                "duration_ms": round(seconds * 1000, 3),
                 "remote_addr": environ.get("REMOTE_ADDR"),
             },
         )
@@ -316,6 +342,23 @@ def create_app(
                 "service_unavailable", "the database is unreachable", {"database": "unreachable"}
             )
         return ok({"status": "ok", "database": "ok"})
+
+    @app.get("/metrics", skip=True)
+    def metrics_page() -> bytes:
+        """Prometheus text format, for loopback and METRICS_ALLOW only (a 403 envelope
+        otherwise). Behind a proxy on this host every client is loopback: the proxy's own
+        allow-list decides there."""
+        response = bottle.response
+        environ = bottle.request.environ
+        if not address_allowed(environ.get("REMOTE_ADDR"), metrics_allow):
+            response.status = 403
+            response.content_type = "application/json"
+            return error_body("forbidden", "this address may not read /metrics (METRICS_ALLOW)")
+        body, content_type = render(
+            request_metrics.registry, queue_gauges, environ.get("HTTP_ACCEPT")
+        )
+        response.content_type = content_type
+        return body
 
     @app.get("/openapi.yaml", skip=True)
     def openapi_spec() -> bytes:

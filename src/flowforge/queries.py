@@ -345,6 +345,59 @@ WITH expired AS (
 SELECT r.*, pg_notify('{NOTIFY_CHANNEL}', '') FROM reaped r
 """
 
+# --- metrics (GET /metrics, at scrape time) ---
+# Counting a large table is what a scrape must not do (GROUP BY queue, status reads every
+# row: about 1 s on 1,000,000 rows here). So each status is counted only up to a cap (an
+# index-only walk of tasks_status_created_idx or the partial indexes); a status under the
+# cap is then counted exactly by queue, one over it is PostgreSQL's estimate (reltuples x
+# the status's frequency in pg_stats, fresh after autovacuum's ANALYZE), split by queue as
+# a sample of its rows is. bench/bench_metrics.py measures a scrape.
+METRICS_STATUS_CAPPED = """
+SELECT s.status,
+       (SELECT count(*) FROM (SELECT 1 FROM tasks t WHERE t.status = s.status
+                              LIMIT %(cap)s + 1) AS c) AS capped,
+       (SELECT round(c.reltuples * f.freq)::bigint
+        FROM pg_class c, (SELECT v.freq FROM pg_stats p,
+                          unnest(p.most_common_vals::text::text[], p.most_common_freqs)
+                          AS v(value, freq)
+                          WHERE p.schemaname = 'public' AND p.tablename = 'tasks'
+                            AND p.attname = 'status' AND v.value = s.status) AS f
+        WHERE c.oid = 'tasks'::regclass) AS estimate
+FROM unnest(%(statuses)s::text[]) AS s(status)
+"""
+METRICS_COUNTS_EXACT = """
+SELECT queue, status, count(*) FROM tasks WHERE status = ANY(%(statuses)s) GROUP BY queue, status
+"""
+# A large status's queue split: a sample of its rows, the newest ones (pending: the next
+# due, in claim order); each walks its index.
+METRICS_QUEUE_SPLIT = """
+SELECT queue, count(*) FROM (
+    SELECT queue FROM tasks WHERE status = %(status)s
+    ORDER BY created_at DESC, id DESC LIMIT %(sample)s
+) AS newest GROUP BY queue
+"""
+METRICS_QUEUE_SPLIT_PENDING = """
+SELECT queue, count(*) FROM (
+    SELECT queue FROM tasks WHERE status = 'pending' ORDER BY run_at, id LIMIT %(sample)s
+) AS next_due GROUP BY queue
+"""
+# How long the oldest due pending task of each queue has waited (since its run_at): per
+# queue, the first due row in run_at order (the claim index).
+METRICS_OLDEST_PENDING = """
+SELECT q.queue, extract(epoch FROM now() - (
+    SELECT t.run_at FROM tasks t
+    WHERE t.status = 'pending' AND t.queue = q.queue AND t.run_at <= now()
+    ORDER BY t.run_at, t.id LIMIT 1))::float8
+FROM unnest(%(queues)s::text[]) AS q(queue)
+"""
+# The oldest transaction open in this database (it pins the vacuum horizon: dead rows
+# pile up in the claim index). Other roles' sessions show only with pg_read_all_stats.
+METRICS_OLDEST_TRANSACTION = """
+SELECT coalesce(extract(epoch FROM now() - min(xact_start)), 0)::float8
+FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
+"""
+
 # --- operator scripts ---
 # scripts/seed-database.py, healthcheck.py and cleanup.py (flowforge.ops runs them).
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import socket
+import tempfile
 from typing import Any
 
 from gunicorn import util as gunicorn_util
@@ -31,6 +34,26 @@ def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: st
     )
     log.warning("malformed request: %s %s", status_int, mesg, extra={"request_id": rid})
     gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+def prepare_metrics_dir(directory: str) -> None:
+    """Before any gunicorn worker starts (and before prometheus-client is imported, which
+    picks its multiprocess mode from the environment at import): the workers' metrics
+    files go to ``directory``, emptied of a previous run's, so counters start at zero with
+    the service. A reload (HUP) keeps them: the sums go on across new workers."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith(".db"):
+            os.unlink(os.path.join(directory, name))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """gunicorn's hook in the arbiter when a worker exits: its live gauges go, its
+    counters stay in the sums."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 
 class JsonGunicornLogger(GunicornLogger):
@@ -73,6 +96,7 @@ class ApiServer(BaseApplication):
             # Behind a proxy (Vagrant port forward, a load balancer), trust nobody's
             # X-Forwarded-* unless the operator sets FORWARDED_ALLOW_IPS.
             "forwarded_allow_ips": "127.0.0.1",
+            "child_exit": child_exit,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
@@ -88,4 +112,17 @@ class ApiServer(BaseApplication):
 
 def serve(settings: Settings) -> None:
     """Run gunicorn in the foreground until SIGTERM/SIGINT (graceful) or SIGQUIT."""
-    ApiServer(settings).run()
+    own_dir = None
+    arbiter = os.getpid()
+    if settings.api_metrics_dir:
+        prepare_metrics_dir(settings.api_metrics_dir)
+    else:  # a private directory of our own, gone when the API stops
+        own_dir = tempfile.mkdtemp(prefix="flowforge-api-metrics-")
+        prepare_metrics_dir(own_dir)
+    try:
+        ApiServer(settings).run()
+    finally:
+        # gunicorn's workers leave run() through here too (SystemExit): only the arbiter
+        # removes the directory, once every worker has gone.
+        if own_dir is not None and os.getpid() == arbiter:
+            shutil.rmtree(own_dir, ignore_errors=True)

@@ -58,6 +58,20 @@ class Cancelled:
     immediate: bool
 
 
+# Every status a task can have (the schema's CHECK), counted whether present or not.
+METRIC_STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMetrics:
+    """What /metrics reports from the database."""
+
+    counts: list[tuple[str, str, int]]  # queue, status, tasks
+    oldest_pending: list[tuple[str, float]]  # queue, seconds the oldest due task waited
+    oldest_transaction_seconds: float
+    estimated: list[str]  # statuses whose counts are estimates (more than the cap)
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     tasks: list[Task]
@@ -141,6 +155,49 @@ class TaskStore:
                 _query_within(conn, queries.HEALTH, self.health_timeout)
 
         self._retry_read(read)
+
+    def queue_metrics(
+        self, timeout_ms: int, *, cap: int = 10_000, sample: int = 1_000
+    ) -> QueueMetrics:
+        """The queue's gauges for /metrics (see queries.METRICS_STATUS_CAPPED): counts by
+        queue and status, exact for a status with at most ``cap`` tasks, else estimated;
+        each statement cut off after ``timeout_ms``."""
+        statuses = list(METRIC_STATUSES)
+        counts: dict[tuple[str, str], int] = {}
+        estimated: list[str] = []
+        with self.source.connection() as conn, conn.transaction():
+            conn.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+            capped = conn.execute(
+                queries.METRICS_STATUS_CAPPED, {"cap": cap, "statuses": statuses}
+            ).fetchall()
+            small = [status for status, n, _ in capped if n <= cap]
+            for queue, status, n in conn.execute(
+                queries.METRICS_COUNTS_EXACT, {"statuses": small}
+            ).fetchall():
+                counts[queue, status] = n
+            for status, n, estimate in capped:
+                if n <= cap:
+                    continue
+                estimated.append(status)
+                total = max(int(estimate or 0), n)  # never below what was counted
+                split = conn.execute(
+                    queries.METRICS_QUEUE_SPLIT_PENDING
+                    if status == "pending"
+                    else queries.METRICS_QUEUE_SPLIT,
+                    {"status": status, "sample": sample},
+                ).fetchall()
+                seen = sum(k for _, k in split) or 1
+                for queue, k in split:
+                    counts[queue, status] = round(total * k / seen)
+            queues = sorted({q for q, s in counts if s == "pending"})
+            oldest = conn.execute(queries.METRICS_OLDEST_PENDING, {"queues": queues}).fetchall()
+            (xact,) = conn.execute(queries.METRICS_OLDEST_TRANSACTION).fetchone() or (0.0,)
+        return QueueMetrics(
+            [(q, s, n) for (q, s), n in sorted(counts.items())],
+            [(q, age) for q, age in oldest if age is not None],
+            float(xact),
+            estimated,
+        )
 
     def get(self, task_id: int) -> Task | None:
         def read() -> Task | None:
