@@ -75,6 +75,8 @@ def test_requests_are_counted_by_route_template_method_and_status(client, db) ->
     assert client.get("/no/such/route/42").status_code == 404
     assert client.get("/no/such/route/43").status_code == 404
     assert client.request("BREW", "/v1/tasks").status_code == 405
+    # refused by the token check before routing: still its route's template
+    assert requests.get(f"{client.base}/v1/tasks/{task_id}", timeout=5).status_code == 401
     after = scrape(client.base)
 
     def delta(method: str, route: str, status: int) -> float:
@@ -88,13 +90,14 @@ def test_requests_are_counted_by_route_template_method_and_status(client, db) ->
     assert delta("GET", "/tasks/{id}", 200) == 1
     assert delta("GET", "unmatched", 404) == 2  # one label for every unknown path
     assert delta("other", "unmatched", 405) == 1  # unknown methods are bounded too
+    assert delta("GET", "/v1/tasks/{id}", 401) == 1
     routes = {dict(labels).get("route") for (name, labels) in after}
     routes.discard(None)  # samples without a route label
     assert routes <= {"/metrics", "/health", "/v1/tasks", "/v1/tasks/{id}", "/tasks",
                       "/tasks/{id}", "unmatched"}, routes  # fmt: skip
     count = ("flowforge_http_request_duration_seconds_count",
              (("method", "GET"), ("route", "/v1/tasks/{id}")))  # fmt: skip
-    assert after[count] - before.get(count, 0) == 4
+    assert after[count] - before.get(count, 0) == 5  # 200 x 3, 404, 401
     inf = ("flowforge_http_request_duration_seconds_bucket",
            (("le", "+Inf"), ("method", "GET"), ("route", "/v1/tasks/{id}")))  # fmt: skip
     assert after[inf] == after[count]
@@ -232,7 +235,7 @@ def _worker_pids(metrics_dir: Path) -> set[int]:
 
 
 def test_gunicorn_workers_are_summed_dead_and_reloaded_ones_included(
-    database_url, db, tmp_path
+    database_url, db, tmp_path, auth_headers
 ) -> None:
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
@@ -242,13 +245,16 @@ def test_gunicorn_workers_are_summed_dead_and_reloaded_ones_included(
     )
     try:
         assert 999999 not in _worker_pids(metrics_dir)  # wiped at start
-        task_id = requests.post(f"{base}/v1/tasks", json={"title": "m"}, timeout=5).json()
+        task_id = requests.post(
+            f"{base}/v1/tasks", json={"title": "m"}, headers=auth_headers, timeout=30
+        ).json()
         task_id = task_id["data"]["id"]
         url = f"{base}/v1/tasks/{task_id}"
+        closing = {**auth_headers, "Connection": "close"}
         # Each request on a new connection: gunicorn's sync workers take turns.
         sent = 0
         while len(_worker_pids(metrics_dir)) < 3 or sent < 60:
-            assert requests.get(url, timeout=30, headers={"Connection": "close"}).ok
+            assert requests.get(url, timeout=30, headers=closing).ok
             sent += 1
             assert sent < 2000, "the requests never reached all three workers"
         assert requests_total(scrape(base), "GET", "/v1/tasks/{id}", 200) == sent
@@ -258,7 +264,7 @@ def test_gunicorn_workers_are_summed_dead_and_reloaded_ones_included(
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while len(_worker_pids(metrics_dir) - {victim}) < 3 or sent < 120:
-            assert requests.get(url, timeout=30, headers={"Connection": "close"}).ok
+            assert requests.get(url, timeout=30, headers=closing).ok
             sent += 1
             assert time.monotonic() < deadline, "no replacement worker served requests"
         assert requests_total(scrape(base), "GET", "/v1/tasks/{id}", 200) == sent
@@ -268,7 +274,7 @@ def test_gunicorn_workers_are_summed_dead_and_reloaded_ones_included(
         proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 30
         while not (_worker_pids(metrics_dir) - before):
-            assert requests.get(url, timeout=30, headers={"Connection": "close"}).ok
+            assert requests.get(url, timeout=30, headers=closing).ok
             sent += 1
             assert time.monotonic() < deadline, "no new worker after HUP"
         assert requests_total(scrape(base), "GET", "/v1/tasks/{id}", 200) == sent

@@ -6,6 +6,7 @@ reach a client), and carries ``X-Request-ID``. One access line is logged per req
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -144,10 +145,8 @@ def create_app(
             route = environ.get("bottle.route")
             if route is None and response.status_code not in (404, 405):
                 # refused before routing (401, 403, 429 in a hook): its route all the same
-                try:
+                with contextlib.suppress(bottle.HTTPError):
                     route = app.router.match(environ)[0]
-                except bottle.HTTPError:
-                    pass
             observe(
                 environ["REQUEST_METHOD"],
                 route.rule if route is not None else None,
