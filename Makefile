@@ -9,9 +9,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the commands need: PostgreSQL server binaries, the systemd host
-# (debootstrap, nspawn, NAT), the load generator, and Vagrant to validate the Vagrantfile.
+# (debootstrap, nspawn, NAT), the load generator, Vagrant to validate the Vagrantfile, and
+# Prometheus for promtool (checks and unit-tests the alert rules in deploy/prometheus/).
 APT_PACKAGES := postgresql-15 python3-venv debootstrap systemd-container iptables iproute2 \
-	openssh-client rsync wrk curl vagrant
+	openssh-client rsync wrk curl vagrant prometheus
 
 .PHONY: dev test lint unit deploy-test vm vm-destroy bench system-deps venv clean
 
