@@ -281,6 +281,9 @@ def ours_latency(url: str, plugin: str, tmp: Path, samples: int, insert: str) ->
                 "max_attempts": 3,
                 "run_at": None,
                 "request_id": "bench",
+                "queue": "default",
+                "priority": 0,
+                "timeout": 900,
             }
             out = []
             for i in range(samples + 10):

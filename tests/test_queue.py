@@ -249,6 +249,9 @@ def test_creation_notifies_only_while_a_worker_waits(database_url, db) -> None:
         "max_attempts": 3,
         "run_at": None,
         "request_id": "r",
+        "queue": "default",
+        "priority": 0,
+        "timeout": 900,
     }
     q = _queue(database_url, "host-a:1")
     with psycopg.connect(database_url, autocommit=True) as listener:

@@ -373,6 +373,9 @@ def test_tasks_created_with_the_conditional_notify_wake_an_idle_worker(db, spawn
         "max_attempts": 3,
         "run_at": None,
         "request_id": "conditional",
+        "queue": "default",
+        "priority": 0,
+        "timeout": 900,
     }
     for i in range(30):
         time.sleep(0.3 if i % 10 == 0 else random.uniform(0, 0.02))  # idle, then bursts
