@@ -3,6 +3,7 @@
 #   make test   lint + every test (unit, integration on real PostgreSQL, deploy on a real
 #               systemd host) with coverage
 #   make vm     a local Debian 12 systemd host (nspawn) deployed with deploy.yml
+#   make vagrant-box   the box and host network for `vagrant up --provider=lxc` (root)
 #   make bench  the API, queue and seeding benchmarks (figures in bench/results/)
 
 VENV ?= .venv
@@ -13,11 +14,18 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Prometheus for promtool (checks and unit-tests the alert rules in deploy/prometheus/).
 APT_PACKAGES := postgresql-15 python3-venv debootstrap systemd-container iptables iproute2 \
 	openssh-client rsync wrk curl vagrant prometheus
+# `vagrant up --provider=lxc` (make vagrant-box, and the Vagrant test in make test / deploy-test):
+# Debian's vagrant-lxc provider, LXC (lxc-net: bridge, dnsmasq, NAT) and bridge-utils (the
+# plugin calls brctl for its private-network bridge but does not depend on it). Only the
+# targets that need them add them to system-deps (a target-specific EXTRA_PACKAGES reaches
+# its prerequisites), so `make dev` does not install them.
+VAGRANT_LXC_PACKAGES := vagrant vagrant-lxc lxc bridge-utils
 
-.PHONY: dev test lint unit deploy-test vm vm-destroy bench system-deps venv clean
+.PHONY: dev test lint unit deploy-test vm vm-destroy vagrant-box vagrant-net-down bench \
+	system-deps venv clean
 
 system-deps:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+	@missing=$$(for p in $(APT_PACKAGES) $(EXTRA_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 		| grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing:" $$missing; \
@@ -39,13 +47,16 @@ lint: venv
 
 # coverage measures the test process and every `flowforge` process the tests start
 # (pyproject: [tool.coverage.run] patch), then combines them into one figure.
+test: EXTRA_PACKAGES := $(VAGRANT_LXC_PACKAGES)
 test: system-deps venv lint
 	$(VENV)/bin/coverage erase
 	$(VENV)/bin/coverage run -m pytest $(PYTEST_ARGS)
 	$(VENV)/bin/coverage combine -q
 	$(VENV)/bin/coverage report
 
-# only the deploy tests: a fresh systemd host deployed by deploy.yml (3-4 minutes, root)
+# only the deploy tests: a fresh systemd host deployed by deploy.yml (3-4 minutes, root), and
+# `vagrant up --provider=lxc` end to end (tests/deploy/test_vagrant.py, marker vagrant)
+deploy-test: EXTRA_PACKAGES := $(VAGRANT_LXC_PACKAGES)
 deploy-test: system-deps venv
 	$(VENV)/bin/pytest tests/deploy $(PYTEST_ARGS)
 
@@ -57,6 +68,17 @@ vm: system-deps venv
 
 vm-destroy:
 	deploy/testhost/down.sh
+
+# `vagrant up --provider=lxc` without a hypervisor (root): the box flowforge/bookworm-lxc made
+# from the test host's Debian 12 root (reused once added), and lxc-net on the host.
+vagrant-box: EXTRA_PACKAGES := $(VAGRANT_LXC_PACKAGES)
+vagrant-box: system-deps venv
+	deploy/vagrant-lxc/build-box.sh
+	deploy/vagrant-lxc/host-net.sh up
+
+# after `vagrant destroy -f`: stop lxc-net if vagrant-box started it, ip_forward as it was
+vagrant-net-down:
+	deploy/vagrant-lxc/host-net.sh down
 
 bench: system-deps venv
 	$(PY) -m pip install -q -e '.[dev,bench]'

@@ -120,12 +120,20 @@ def _down() -> None:
 
 
 @pytest.fixture(scope="session")
-def testhost() -> Iterator[TestHost]:
+def deploy_lock() -> Iterator[None]:
+    """The machine-wide deploy lock, taken by the first deploy fixture and held to the end of
+    the session (the test host and the Vagrant container both change ip_forward, NAT rules
+    and bridges; a flock taken twice in one process would wait for itself)."""
     if os.geteuid() != 0:
         pytest.fail("the deploy tests need root (debootstrap, systemd-nspawn, netns, iptables)")
     LOCK.parent.mkdir(parents=True, exist_ok=True)
-    lock = LOCK.open("w")
-    fcntl.flock(lock, fcntl.LOCK_EX)  # another session on this machine: wait for it
+    with LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another session on this machine: wait for it
+        yield
+
+
+@pytest.fixture(scope="session")
+def testhost(deploy_lock: None) -> Iterator[TestHost]:
     _down()  # leftovers of an interrupted session
     started = time.monotonic()
     try:
@@ -146,7 +154,6 @@ def testhost() -> Iterator[TestHost]:
     finally:
         _down()
         _write_timings(locals().get("testhost"))
-        lock.close()
     leftovers = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "ffpytest" not in leftovers, "down.sh left the network namespace behind"
     nat = subprocess.run(["iptables", "-t", "nat", "-S"], capture_output=True, text=True).stdout

@@ -108,3 +108,20 @@ def test_vagrantfile_validates() -> None:
     assert 'ansible.playbook = "deploy/ansible/deploy.yml"' in text
     for group in ("database", "api", "worker"):
         assert f'"{group}" => ["flowforge-vm"]' in text
+
+
+def test_vagrantfile_lxc_block_matches_the_lxc_scripts() -> None:
+    """The lxc provider's box, bridge and address are the ones make vagrant-box, host-net.sh
+    and the Vagrant test use (a rename in one place only would fail in the slow test)."""
+    from .test_vagrant import PRIVATE_BRIDGE, PRIVATE_IP
+
+    text = (REPO / "Vagrantfile").read_text()
+    lxc_block = text[text.index('provider "lxc"') :]
+    assert 'override.vm.box = "flowforge/bookworm-lxc"' in lxc_block
+    assert f'ip: "{PRIVATE_IP}"' in lxc_block
+    assert f'lxc__bridge_name: "{PRIVATE_BRIDGE}"' in lxc_block
+    assert "disabled: true" in lxc_block  # no port forward under lxc
+    host_net = (REPO / "deploy" / "vagrant-lxc" / "host-net.sh").read_text()
+    assert f"FLOWFORGE_VAGRANT_BRIDGE:-{PRIVATE_BRIDGE}}}" in host_net
+    box = (REPO / "deploy" / "vagrant-lxc" / "build-box.sh").read_text()
+    assert "FLOWFORGE_VAGRANT_BOX:-flowforge/bookworm-lxc}" in box
