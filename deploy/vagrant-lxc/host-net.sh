@@ -64,10 +64,21 @@ down() {
 		fi
 		rm -f "$STATE_DIR/started" "$STATE_DIR/ip_forward.orig"
 	fi
-	if [[ -d /sys/class/net/$PRIVATE_BRIDGE/brif ]] &&
-		! compgen -G "/sys/class/net/$PRIVATE_BRIDGE/brif/*" >/dev/null; then
-		ip link del "$PRIVATE_BRIDGE"
-		log "removed the unused bridge $PRIVATE_BRIDGE"
+	if [[ -d /sys/class/net/$PRIVATE_BRIDGE/brif ]]; then
+		# vagrant-lxc leaves the bridge when, at destroy, the dead container's end of the
+		# private network (pipework's veth1pl<container PID>) still exists: the kernel
+		# removes that veth only when it frees the container's network namespace, a minute
+		# later or more. A port whose container PID is gone is such a leftover: delete it.
+		local port
+		for port in /sys/class/net/"$PRIVATE_BRIDGE"/brif/veth1pl*; do
+			[[ -e $port ]] || continue
+			port=${port##*/}
+			[[ -d /proc/${port#veth1pl} ]] || ip link del "$port" 2>/dev/null || true
+		done
+		if ! compgen -G "/sys/class/net/$PRIVATE_BRIDGE/brif/*" >/dev/null; then
+			ip link del "$PRIVATE_BRIDGE"
+			log "removed the unused bridge $PRIVATE_BRIDGE"
+		fi
 	fi
 	rmdir "$STATE_DIR" 2>/dev/null || true
 }

@@ -48,16 +48,22 @@ def _env() -> dict[str, str]:
 
 
 def _host_network() -> dict[str, object]:
-    """The host's links, iptables rules (without counters) and ip_forward."""
+    """The host's links, iptables rules and ip_forward. A test host that another session
+    started without the deploy lock (its `ff*-o` veth and tagged rules) is not ours."""
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True)
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True)
     return {
-        "links": sorted(line.split(":")[1].strip() for line in links.stdout.splitlines()),
-        "iptables": [
-            re.sub(r"\[\d+:\d+\]", "", line)
+        "links": sorted(
+            name
+            for name in (line.split(":")[1].strip() for line in links.stdout.splitlines())
+            if not re.match(r"ff\w*-o(@|$)", name)
+        ),
+        # rules only: a table loaded and emptied again is no change
+        "iptables": sorted(
+            line
             for line in rules.stdout.splitlines()
-            if not line.startswith("#")
-        ],
+            if line.startswith("-A") and "flowforge-testhost-" not in line
+        ),
         "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip(),
     }
 
