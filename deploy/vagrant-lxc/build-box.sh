@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make vagrant-box: the vagrant-lxc box `flowforge/bookworm-lxc`, built locally (no Vagrant
 # Cloud) from the Debian 12 root the test host harness already makes (build-root.sh), then
-# added to Vagrant. A second run finds the box and does nothing; to rebuild it:
+# added to Vagrant. A second run finds the box and does nothing, unless this script changed
+# since the box was built (its checksum is in the box's metadata.json). To rebuild anyway:
 #   vagrant box remove flowforge/bookworm-lxc && make vagrant-box
 # The cached root is copied, never changed. The copy gets what a Vagrant box needs: a
 # `vagrant` user with Vagrant's insecure public key (replaced by a key of its own on the
@@ -14,9 +15,15 @@ BOX_NAME=${FLOWFORGE_VAGRANT_BOX:-flowforge/bookworm-lxc}
 [[ $(id -u) == 0 ]] || { echo "build-box.sh: run as root (it copies a root-owned tree)" >&2; exit 2; }
 command -v vagrant >/dev/null || { echo "build-box.sh: vagrant is not installed" >&2; exit 2; }
 
+log() { printf '%s vagrant-box: %s\n' "$(date +%T)" "$*" >&2; }
+recipe=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-16)
+installed=${VAGRANT_HOME:-$HOME/.vagrant.d}/boxes/${BOX_NAME//\//-VAGRANTSLASH-}/0/lxc/metadata.json
 if vagrant box list --machine-readable | grep -q ",box-name,$BOX_NAME\$"; then
-	log "vagrant box $BOX_NAME present (vagrant box remove $BOX_NAME to rebuild)"
-	exit 0
+	if grep -q "\"recipe\": \"$recipe\"" "$installed" 2>/dev/null; then
+		log "vagrant box $BOX_NAME present (vagrant box remove $BOX_NAME to rebuild)"
+		exit 0
+	fi
+	log "vagrant box $BOX_NAME was built by another version of this script: rebuilding"
 fi
 
 # Vagrant's insecure public key ships inside the vagrant gem (Debian's or HashiCorp's build).
@@ -97,7 +104,8 @@ cat >"$box/metadata.json" <<JSON
   "provider": "lxc",
   "version": "1.0.0",
   "built-on": "$(date -u +%FT%TZ)",
-  "description": "Debian 12 (bookworm) for FlowForge, built by deploy/vagrant-lxc/build-box.sh"
+  "description": "Debian 12 (bookworm) for FlowForge, built by deploy/vagrant-lxc/build-box.sh",
+  "recipe": "$recipe"
 }
 JSON
 cat >"$box/lxc-config" <<LXC
@@ -106,6 +114,9 @@ lxc.include = /usr/share/lxc/config/common.conf
 lxc.arch = $(uname -m)
 # No AppArmor profile: hosts without AppArmor (and nested setups) could not load LXC's one.
 lxc.apparmor.profile = unconfined
+# systemd powers off on SIGRTMIN+4; LXC's default halt signal (SIGPWR) only reaches
+# sigpwr.target, so lxc-stop (vagrant halt/destroy) would wait 60 s and then kill.
+lxc.signal.halt = SIGRTMIN+4
 LXC
 tar -cf "$work/flowforge-bookworm-lxc.box" -C "$box" metadata.json rootfs.tar.gz lxc-config
 vagrant box add --force --name "$BOX_NAME" "$work/flowforge-bookworm-lxc.box"
