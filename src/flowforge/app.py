@@ -25,7 +25,7 @@ from .db import DatabaseUnavailable, make_engine
 from .handlers import load_handlers
 from .resources import resource_path
 from .store import NewTask, NotFound, TaskStore, TransitionRefused
-from .validation import ValidationError, list_query, task_body
+from .validation import ValidationError, batch_body, list_query, task_body
 
 log = logging.getLogger("flowforge.api")
 
@@ -401,6 +401,16 @@ def create_app(
         bottle.response.set_header("Location", f"/v1/tasks/{task.id}")
         return ok(task, status=201)
 
+    def create_batch() -> bytes:
+        items = batch_body(read_json(), known_types=known_types)
+        rid = bottle.request.environ["flowforge.request_id"]
+        tasks = store.create_many([NewTask(**fields) for fields in items], request_id=rid)
+        log.info(
+            "tasks created in a batch",
+            extra={"count": len(tasks), "first_task_id": tasks[0].id, "last_task_id": tasks[-1].id},
+        )
+        return ok(tasks, status=201)
+
     def get_task(task_id: int) -> bytes:
         task = store.get(check_id(task_id))
         if task is None:
@@ -435,6 +445,7 @@ def create_app(
     for prefix in ("/v1", ""):
         app.route(f"{prefix}/tasks", "GET", list_tasks)
         app.route(f"{prefix}/tasks", "POST", create_task)
+        app.route(f"{prefix}/tasks/batch", "POST", create_batch)
         app.route(f"{prefix}/tasks/<task_id:int>", "GET", get_task)
         app.route(f"{prefix}/tasks/<task_id:int>", "PUT", update_task)
         app.route(f"{prefix}/tasks/<task_id:int>", "DELETE", delete_task)

@@ -95,9 +95,17 @@ def _timeout(value: Any) -> int:
     return _bounded_int(value, 1, TIMEOUT_MAX)
 
 
+_SCALARS = (str, int, float, type(None))
+
+
 def _payload(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("must be a JSON object")
+    # The common case, a flat object of numbers, booleans and NUL-free strings: one pass.
+    if not any("\x00" in key for key in value) and all(
+        isinstance(v, _SCALARS) and not (isinstance(v, str) and "\x00" in v) for v in value.values()
+    ):
+        return value
     # PostgreSQL's jsonb cannot hold \u0000 (in keys or strings): refuse it here, as a 400.
     # The depth is bounded so the task can always be serialized again (orjson stops at 255
     # levels). A loop, not recursion: JSON nests deeper than Python's recursion limit.
@@ -123,6 +131,20 @@ def _status(value: Any) -> str:
     return str(value)
 
 
+_CHECKS: dict[str, Any] = {
+    "title": lambda v: _text(v, maximum=TITLE_MAX, blank_ok=False).strip(),
+    "description": lambda v: _text(v, maximum=DESCRIPTION_MAX, blank_ok=True),
+    "type": lambda v: _text(v, maximum=TYPE_MAX, blank_ok=False).strip(),
+    "payload": _payload,
+    "max_attempts": _attempts,
+    "run_at": _timestamp,
+    "status": _status,
+    "queue": queue_name,
+    "priority": _priority,
+    "timeout": _timeout,
+}
+
+
 def task_body(
     body: Any, *, partial: bool, known_types: frozenset[str] | None = None
 ) -> dict[str, Any]:
@@ -132,19 +154,7 @@ def task_body(
     allowed = PUT_FIELDS if partial else POST_FIELDS
     details = {name: "is not a known field" for name in body if name not in allowed}
     clean: dict[str, Any] = {}
-    checks = {
-        "title": lambda v: _text(v, maximum=TITLE_MAX, blank_ok=False).strip(),
-        "description": lambda v: _text(v, maximum=DESCRIPTION_MAX, blank_ok=True),
-        "type": lambda v: _text(v, maximum=TYPE_MAX, blank_ok=False).strip(),
-        "payload": _payload,
-        "max_attempts": _attempts,
-        "run_at": _timestamp,
-        "status": _status,
-        "queue": queue_name,
-        "priority": _priority,
-        "timeout": _timeout,
-    }
-    for name, check in checks.items():
+    for name, check in _CHECKS.items():
         if name not in body or name not in allowed:
             continue
         if body[name] is None and name == "description":
@@ -226,3 +236,30 @@ def list_query(query: dict[str, str | None]) -> ListQuery:
     if details:
         raise ValidationError("the query is not valid", details)
     return ListQuery(page, limit, **filters)
+
+
+BATCH_MAX = 1000
+
+
+def batch_body(body: Any, *, known_types: frozenset[str] | None = None) -> list[dict[str, Any]]:
+    """Validate POST /v1/tasks/batch: ``{"tasks": [task, ...]}`` with 1..1000 tasks, each as
+    POST /v1/tasks takes it. Every problem is reported, keyed ``tasks[i].field``."""
+    if not isinstance(body, dict):
+        raise ValidationError("the body must be a JSON object", {"body": "must be an object"})
+    details = {name: "is not a known field" for name in body if name != "tasks"}
+    items = body.get("tasks")
+    if not isinstance(items, list) or not 1 <= len(items) <= BATCH_MAX:
+        details["tasks"] = f"must be an array of 1 to {BATCH_MAX} tasks"
+        raise ValidationError("the batch is not valid", details)
+    clean: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        try:
+            clean.append(task_body(item, partial=False, known_types=known_types))
+        except ValidationError as exc:
+            for field, problem in exc.details.items():
+                where = f"tasks[{index}]" if field == "body" else f"tasks[{index}].{field}"
+                details[where] = problem
+    if details:
+        first = next(iter(details))
+        raise ValidationError(f"the batch is not valid (first problem: {first})", details)
+    return clean
