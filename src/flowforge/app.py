@@ -403,6 +403,7 @@ def create_app(
 
     def create_batch() -> bytes:
         items = batch_body(read_json(), known_types=known_types)
+        admit(len(items))
         rid = bottle.request.environ["flowforge.request_id"]
         tasks = store.create_many([NewTask(**fields) for fields in items], request_id=rid)
         log.info(
