@@ -12,6 +12,12 @@ token (made with `flowforge token create`); the bare handler gets the same heade
 ignores it, so the ratio between the two includes what checking a token costs. Rounds
 alternate between the servers so noise hits all of them alike; medians are reported.
 Writes bench/results/api.json and api.md.
+
+    .venv/bin/python bench/bench_api.py --baseline /tmp/old --get-only
+
+adds the GET by id case served by another source tree (a checkout of an older commit: its
+src/ first on PYTHONPATH, this venv otherwise), side by side in the same rounds, to see
+what a change costs; that run writes bench/results/api-baseline.json and .md instead.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ request = function()
   return wrk.format("GET", "/v1/tasks/" .. math.random(1, {ROWS}))
 end
 """
+BASELINE_GET = "GET /v1/tasks/{id} (baseline tree)"
 LUA_POST = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -147,6 +154,13 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="SRC",
+        help="also serve GET by id from this source tree (an older commit)",
+    )
+    parser.add_argument("--get-only", action="store_true", help="only the GET by id cases")
     args = parser.parse_args()
 
     pg = TempPostgres().start()
@@ -180,22 +194,35 @@ def main() -> int:
         procs.append(start_server(bare_cmd, env, bare_port, work / "bare.log"))
 
         ff = f"http://127.0.0.1:{ff_port}"
-        cases = {
-            "GET /v1/tasks/{id}": (ff + "/v1/tasks/1", LUA_GET),
+        cases = {"GET /v1/tasks/{id}": (ff + "/v1/tasks/1", LUA_GET)}
+        if args.baseline:
+            base_port = free_port()
+            base_env = {**env, "API_PORT": str(base_port),
+                        "PYTHONPATH": str(args.baseline.resolve() / "src")}  # fmt: skip
+            procs.append(start_server([sys.executable, "-m", "flowforge", "api"], base_env,
+                                      base_port, work / "baseline.log"))  # fmt: skip
+            cases[BASELINE_GET] = (f"http://127.0.0.1:{base_port}/v1/tasks/1", LUA_GET)
+        cases |= {
             "GET /v1/tasks/{id} (bare Bottle+psycopg)": (
                 f"http://127.0.0.1:{bare_port}/v1/tasks/1",
                 LUA_GET,
             ),
-            "POST /v1/tasks": (ff + "/v1/tasks", LUA_POST),
-            "GET /v1/tasks?limit=20 (page 1)": (ff + f"/v1/tasks?limit={LIMIT}", None),
-            f"GET /v1/tasks?limit=20 (page {DEEP_PAGE})": (
-                ff + f"/v1/tasks?limit={LIMIT}&page={DEEP_PAGE}",
-                None,
-            ),
         }
+        if not args.get_only:
+            cases |= {
+                "POST /v1/tasks": (ff + "/v1/tasks", LUA_POST),
+                "GET /v1/tasks?limit=20 (page 1)": (ff + f"/v1/tasks?limit={LIMIT}", None),
+                f"GET /v1/tasks?limit=20 (page {DEEP_PAGE})": (
+                    ff + f"/v1/tasks?limit={LIMIT}&page={DEEP_PAGE}",
+                    None,
+                ),
+            }
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in cases}
         for rnd in range(args.rounds):
-            for name, (target, script) in cases.items():
+            order = list(cases.items())
+            if rnd % 2:
+                order.reverse()  # no case always runs first or last in a round
+            for name, (target, script) in order:
                 time.sleep(2)  # let the previous case's backlog drain (deep pages queue up)
                 result = wrk(target, args.duration, args.connections, script, token)
                 runs[name].append(result)
@@ -220,6 +247,7 @@ def main() -> int:
         ceilings = {
             name: pgbench(pg, url, sql, args.duration, args.connections)
             for name, sql in pg_sql.items()
+            if name in cases
         }
     finally:
         for proc in procs:
@@ -254,8 +282,19 @@ def main() -> int:
         "ratio_flowforge_to_bare_get": round(ff_get / bare_get, 3),
         "results": summary,
     }
+    stem = "api"
+    if args.baseline:
+        stem = "api-baseline"
+        # Paired: each round's two runs met the same machine load.
+        paired = [
+            new["rps"] / old["rps"]
+            for new, old in zip(runs["GET /v1/tasks/{id}"], runs[BASELINE_GET], strict=True)
+        ]
+        report["baseline"] = str(args.baseline)
+        report["ratio_new_to_baseline_get_paired_median"] = round(statistics.median(paired), 3)
+        report["ratio_new_to_baseline_get_paired"] = [round(r, 3) for r in paired]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "api.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         f"# API benchmark ({report['when']}, {os.cpu_count()} cores, wrk -c{args.connections}, "
         f"{ROWS:,} rows, median of {args.rounds} x {args.duration}s)",
@@ -270,7 +309,13 @@ def main() -> int:
             f"{s['p99_ms_median']:.2f} | {s['non_2xx']} | {tps} |"
         )
     lines += ["", f"FlowForge / bare GET by id: {report['ratio_flowforge_to_bare_get']:.2f}"]
-    (RESULTS / "api.md").write_text("\n".join(lines) + "\n")
+    if args.baseline:
+        lines += [
+            f"This tree / baseline ({args.baseline}) GET by id, per round: "
+            f"{', '.join(f'{r:.3f}' for r in report['ratio_new_to_baseline_get_paired'])}; "
+            f"median {report['ratio_new_to_baseline_get_paired_median']:.3f}",
+        ]
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
