@@ -82,12 +82,12 @@ def seed(url: str) -> None:
 def start_server(argv: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
     with open(log, "ab") as fh:
         proc = subprocess.Popen(argv, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            requests.get(f"http://127.0.0.1:{port}/v1/tasks/1", timeout=1)
+            requests.get(f"http://127.0.0.1:{port}/v1/tasks/1", timeout=5)
             return proc
-        except requests.ConnectionError:
+        except requests.RequestException:  # refused, or a worker still booting: a timeout
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError(f"{argv} did not start; see {log}")
