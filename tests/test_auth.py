@@ -470,3 +470,11 @@ def test_routes_learn_which_token_asked(settings, db, api_tokens: Tokens) -> Non
         for scope in ("write", "read"):
             response = requests.get(f"{url}/v1/whoami", headers=api_tokens.headers(scope))
             assert response.text == f"{ids[scope]} {scope}"
+
+
+def test_config_help_documents_every_variable() -> None:
+    out = subprocess.run([FLOWFORGE, "config", "--help"], capture_output=True, text=True,
+                         timeout=60, check=True).stdout  # fmt: skip
+    assert "API_AUTH [token]" in out and "loopback" in out
+    assert "API_MAX_PENDING [0]" in out and "queue_full" in out
+    assert "DATABASE_URL [required]" in out and "API_TOKEN []" in out

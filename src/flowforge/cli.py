@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from collections.abc import Sequence
 
 from . import __version__
@@ -54,7 +55,19 @@ def _parser() -> argparse.ArgumentParser:
     tsub.add_parser("list", help="names, scopes and dates of every token (never a token)")
     revoke = tsub.add_parser("revoke", help="revoke the token NAME (its name stays taken)")
     revoke.add_argument("name", metavar="NAME")
-    config = sub.add_parser("config", help="print the effective configuration (secrets hidden)")
+    config = sub.add_parser(
+        "config",
+        help="print the effective configuration (secrets hidden)",
+        description="Print the effective configuration: every variable FlowForge reads "
+        "from the environment, secrets hidden.",
+        epilog="variables (default in brackets):\n"
+        + "\n".join(
+            f"  {v.name} [{'required' if v.default is None else v.default}]\n"
+            + textwrap.fill(v.help, 79, initial_indent="      ", subsequent_indent="      ")
+            for v in VARIABLES
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     config.add_argument("--json", action="store_true", help="as JSON")
     return parser
 
