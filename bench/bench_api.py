@@ -93,6 +93,24 @@ def start_server(argv: list[str], env: dict[str, str], port: int, log: Path) -> 
     raise RuntimeError(f"{argv} did not start; see {log}")
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a server: its master and every process below it. Under
+    a loaded machine req/s swings with the neighbours; CPU per request much less."""
+    total, stack = 0.0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / _TICK
+            stack += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except (OSError, ValueError):
+            continue  # a process that just exited
+    return total
+
+
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
@@ -194,6 +212,7 @@ def main() -> int:
         procs.append(start_server(bare_cmd, env, bare_port, work / "bare.log"))
 
         ff = f"http://127.0.0.1:{ff_port}"
+        ff_proc, bare_proc = procs
         cases = {"GET /v1/tasks/{id}": (ff + "/v1/tasks/1", LUA_GET)}
         if args.baseline:
             base_port = free_port()
@@ -202,6 +221,7 @@ def main() -> int:
             procs.append(start_server([sys.executable, "-m", "flowforge", "api"], base_env,
                                       base_port, work / "baseline.log"))  # fmt: skip
             cases[BASELINE_GET] = (f"http://127.0.0.1:{base_port}/v1/tasks/1", LUA_GET)
+            base_proc = procs[-1]
         cases |= {
             "GET /v1/tasks/{id} (bare Bottle+psycopg)": (
                 f"http://127.0.0.1:{bare_port}/v1/tasks/1",
@@ -224,7 +244,14 @@ def main() -> int:
                 order.reverse()  # no case always runs first or last in a round
             for name, (target, script) in order:
                 time.sleep(2)  # let the previous case's backlog drain (deep pages queue up)
+                server = (
+                    bare_proc if "bare" in name else base_proc if name == BASELINE_GET else ff_proc
+                )
+                cpu_before = server_cpu_seconds(server.pid)
                 result = wrk(target, args.duration, args.connections, script, token)
+                served = result["rps"] * args.duration
+                cpu = server_cpu_seconds(server.pid) - cpu_before
+                result["server_cpu_us_per_request"] = round(cpu / served * 1e6, 1) if served else 0
                 runs[name].append(result)
                 print(f"round {rnd + 1} {name}: {result}", flush=True)
 
@@ -262,6 +289,9 @@ def main() -> int:
             "rps_median": statistics.median(r["rps"] for r in results),
             "p50_ms_median": statistics.median(r["p50_ms"] for r in results),
             "p99_ms_median": statistics.median(r["p99_ms"] for r in results),
+            "server_cpu_us_per_request_median": statistics.median(
+                r["server_cpu_us_per_request"] for r in results
+            ),
             "non_2xx": sum(r["non_2xx"] for r in results),
             "pgbench_tps": ceilings.get(name),
             "runs": results,
@@ -293,27 +323,40 @@ def main() -> int:
         report["baseline"] = str(args.baseline)
         report["ratio_new_to_baseline_get_paired_median"] = round(statistics.median(paired), 3)
         report["ratio_new_to_baseline_get_paired"] = [round(r, 3) for r in paired]
+        cpu_paired = [
+            new["server_cpu_us_per_request"] / old["server_cpu_us_per_request"]
+            for new, old in zip(runs["GET /v1/tasks/{id}"], runs[BASELINE_GET], strict=True)
+        ]
+        report["cpu_per_request_new_to_baseline_paired"] = [round(r, 3) for r in cpu_paired]
+        report["cpu_per_request_new_to_baseline_paired_median"] = round(
+            statistics.median(cpu_paired), 3
+        )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         f"# API benchmark ({report['when']}, {os.cpu_count()} cores, wrk -c{args.connections}, "
         f"{ROWS:,} rows, median of {args.rounds} x {args.duration}s)",
         "",
-        "| case | req/s | p50 ms | p99 ms | non-2xx | pgbench same SQL (tps) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| case | req/s | p50 ms | p99 ms | server CPU us/request | non-2xx "
+        "| pgbench same SQL (tps) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, s in summary.items():
         tps = f"{s['pgbench_tps']:,.0f}" if s["pgbench_tps"] else ""
         lines.append(
             f"| {name} | {s['rps_median']:,.0f} | {s['p50_ms_median']:.2f} | "
-            f"{s['p99_ms_median']:.2f} | {s['non_2xx']} | {tps} |"
+            f"{s['p99_ms_median']:.2f} | {s['server_cpu_us_per_request_median']:.0f} | "
+            f"{s['non_2xx']} | {tps} |"
         )
     lines += ["", f"FlowForge / bare GET by id: {report['ratio_flowforge_to_bare_get']:.2f}"]
     if args.baseline:
         lines += [
             f"This tree / baseline ({args.baseline}) GET by id, per round: "
             f"{', '.join(f'{r:.3f}' for r in report['ratio_new_to_baseline_get_paired'])}; "
-            f"median {report['ratio_new_to_baseline_get_paired_median']:.3f}",
+            f"median {report['ratio_new_to_baseline_get_paired_median']:.3f} (req/s)",
+            f"Server CPU per GET by id, this tree / baseline, per round: "
+            f"{', '.join(f'{r:.3f}' for r in report['cpu_per_request_new_to_baseline_paired'])}; "
+            f"median {report['cpu_per_request_new_to_baseline_paired_median']:.3f}",
         ]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
