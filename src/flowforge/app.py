@@ -195,7 +195,7 @@ def create_app(
             )
         token = token.strip()
         try:
-            grant = token_cache.grant(token) if tokens.plausible(token) else None
+            grant = token_cache.grant(token)
         except DatabaseUnavailable as exc:
             log.error("database unavailable: %s", exc)
             refuse(503, "service_unavailable", "the database is unavailable")
