@@ -359,7 +359,8 @@ def pgbench(pg: TempPostgres, url: str, script: str, seconds: int, clients: int)
 def ceiling(pg: TempPostgres, url: str, per_commit: int, seconds: int, clients: int) -> dict:
     """pgbench: claim (the worker's claim statement) and complete, per_commit per commit."""
     claim = " ".join(
-        queries._CLAIM_CTE.replace("%(worker)s", "'pgbench'")
+        queries._CLAIM_CTE.format(due=queries._DUE_ANY_QUEUE)
+        .replace("%(worker)s", "'pgbench'")
         .replace("%(token)s", "md5(':client_id-:r')::uuid")
         .replace("%(lease)s", "30")
         .replace("%(limit)s", str(per_commit))

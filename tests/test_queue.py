@@ -122,10 +122,10 @@ def test_fencing_a_stale_holder_cannot_write_after_the_lease_moved(database_url,
     (fresh,) = b.claim(1)
     assert fresh.token != stale.token and fresh.attempt == 2  # the expired run counted
     # The old holder wakes up: its heartbeat and its outcome are refused.
-    assert a.heartbeat([stale]) == set()
+    assert set(a.heartbeat([stale])) == set()
     assert a.finish([Outcome(stale, "late failure", 1.0)]) == set()
     assert _row(db, task_id)["status"] == "processing"
-    assert b.heartbeat([fresh]) == {task_id}
+    assert set(b.heartbeat([fresh])) == {task_id}
     assert b.finish([Outcome(fresh)]) == {task_id}
     row = _row(db, task_id)
     assert (row["status"], row["worker"]) == ("completed", "host-b:2")
@@ -139,7 +139,7 @@ def test_heartbeat_keeps_a_lease_from_expiring(database_url, db) -> None:
     (task,) = q.claim(1)
     for _ in range(4):
         time.sleep(0.15)
-        assert q.heartbeat([task]) == {task_id}
+        assert set(q.heartbeat([task])) == {task_id}
         assert q.reap_expired() == []
     time.sleep(0.4)
     assert [r.id for r in q.reap_expired()] == [task_id]

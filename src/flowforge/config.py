@@ -70,6 +70,46 @@ def _task_timeout(text: str) -> int:
     return int(value)
 
 
+_QUEUE_NAME = re.compile(r"^[a-z0-9_-]{1,64}$")
+ISOLATIONS = ("process", "thread")
+_SIZE = re.compile(r"^\s*(\d+)\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib)\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def _queues(text: str) -> tuple[str, ...]:
+    """``*`` (every queue) or a comma list of queue names (``[a-z0-9_-]{1,64}``)."""
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if names == ("*",):
+        return names
+    if not names:
+        raise ValueError("expected * or a comma list of queue names")
+    for name in names:
+        if not _QUEUE_NAME.match(name):
+            raise ValueError(
+                f"expected * or queue names of a-z, 0-9, _ and - (1 to 64), got {name!r}"
+            )
+    return names
+
+
+def _isolation(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ISOLATIONS:
+        raise ValueError(f"expected one of {', '.join(ISOLATIONS)}, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    return 0 if text.strip() == "0" else _positive_int(text)
+
+
+def _size(text: str) -> int:
+    """Bytes: ``0`` (off), ``800MB``, ``2GiB``, ``65536`` (KB, MB, GB are powers of 1024)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"expected a size such as 0, 512MB or 2GB, got {text!r}")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()[:1]]
+
+
 def _database_url(text: str) -> str:
     parts = urlsplit(text.strip())
     if parts.scheme not in ("postgresql", "postgres") or not (parts.path.strip("/")):
@@ -335,6 +375,52 @@ VARIABLES: tuple[Variable, ...] = (
         "a task whose lease expired this often is failed (crash loop / poison task)",
     ),
     Variable(
+        "WORKER_QUEUES",
+        "worker_queues",
+        _queues,
+        "*",
+        "the queues a worker claims from: * (every queue) or a comma list",
+    ),
+    Variable(
+        "WORKER_ISOLATION",
+        "worker_isolation",
+        _isolation,
+        "process",
+        "process: handlers run in child processes (a crash, hang or leak costs only its "
+        "own task); thread: in the worker's threads (trusted, short handlers only)",
+    ),
+    Variable(
+        "WORKER_MAX_TASKS_PER_CHILD",
+        "worker_max_tasks_per_child",
+        _non_negative_int,
+        "0",
+        "a handler process is replaced after this many tasks (0: never)",
+    ),
+    Variable(
+        "WORKER_MAX_CHILD_MEMORY",
+        "worker_max_child_memory",
+        _size,
+        "0",
+        "a handler process whose peak memory (RSS) passed this is replaced after its task, "
+        "e.g. 512MB (0: no limit)",
+    ),
+    Variable(
+        "WORKER_CANCEL_GRACE",
+        "worker_cancel_grace",
+        _positive_duration,
+        "5s",
+        "how long a handler has to stop after task.cancelled is set before its process is "
+        "terminated",
+    ),
+    Variable(
+        "WORKER_KILL_GRACE",
+        "worker_kill_grace",
+        _positive_duration,
+        "5s",
+        "a handler process that outlives its timeout or cancel grace gets SIGTERM, and "
+        "SIGKILL this long after",
+    ),
+    Variable(
         "TASK_MAX_ATTEMPTS",
         "task_max_attempts",
         _positive_int,
@@ -440,6 +526,12 @@ class Settings:
     worker_lease: float
     worker_shutdown_timeout: float
     worker_max_lease_expiries: int
+    worker_queues: tuple[str, ...]
+    worker_isolation: str
+    worker_max_tasks_per_child: int
+    worker_max_child_memory: int
+    worker_cancel_grace: float
+    worker_kill_grace: float
     task_max_attempts: int
     task_timeout: int
     task_retry_backoff: float

@@ -13,14 +13,32 @@ entry-point group, so a package of yours can add its own::
 
 A handler that returns has succeeded; one that raises has failed that attempt (the
 exception is recorded in ``last_error`` and the task retried with backoff).
+
+- **Return value**: what a handler returns is stored as the task's ``result`` (JSON, at
+  most 64 KiB once serialised; ``None`` stores nothing). A value that cannot be
+  serialised, or a larger one, fails that attempt with the reason in ``last_error``.
+- **Cancellation**: ``task.cancelled`` is a ``threading.Event``, set within a second of
+  ``POST /v1/tasks/{id}/cancel`` (and when the task's timeout passes in thread mode). A
+  long handler checks it (``if task.cancelled.is_set()``) or waits on it instead of
+  sleeping (``task.cancelled.wait(5)``) and returns or raises soon after: the task then
+  ends ``cancelled``, whatever it returned. One that ignores it is terminated after
+  ``WORKER_CANCEL_GRACE`` (process isolation).
+- **Timeouts**: ``task.timeout`` seconds per attempt (the task's ``timeout``, default
+  ``TASK_TIMEOUT``). With ``WORKER_ISOLATION=process`` (the default) the handler's
+  process is terminated when it passes (SIGTERM, SIGKILL after ``WORKER_KILL_GRACE``) and
+  the attempt fails "timed out after N s"; with ``thread`` only ``task.cancelled`` is set.
+- **Isolation**: with ``process``, handlers run in child processes that never touch the
+  database; a crash (segfault, ``os._exit``) fails only that task's attempt. Module-level
+  state lives per child process; children may be replaced at any time
+  (``WORKER_MAX_TASKS_PER_CHILD``, ``WORKER_MAX_CHILD_MEMORY``, after a crash).
 """
 
 from __future__ import annotations
 
 import logging
-import time
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -31,7 +49,8 @@ ENTRY_POINT_GROUP = "flowforge.handlers"
 
 @dataclass(frozen=True, slots=True)
 class TaskContext:
-    """What a handler gets: the task's identity and input."""
+    """What a handler gets: the task's identity and input, and ``cancelled``: set when the
+    task should stop (a cancel request; in thread mode also its timeout)."""
 
     id: int
     type: str
@@ -39,6 +58,9 @@ class TaskContext:
     attempt: int
     max_attempts: int
     request_id: str | None
+    queue: str = "default"
+    timeout: int = 900
+    cancelled: threading.Event = field(default_factory=threading.Event, compare=False)
 
 
 Handler = Callable[[TaskContext], object]
@@ -49,11 +71,12 @@ def noop(task: TaskContext) -> None:
 
 
 def sleep(task: TaskContext) -> None:
-    """Sleeps ``payload["seconds"]`` (default 1, at most one hour)."""
+    """Sleeps ``payload["seconds"]`` (default 1, at most one hour); stops early when the
+    task is cancelled."""
     seconds = task.payload.get("seconds", 1)
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
         raise ValueError("payload.seconds must be a non-negative number")
-    time.sleep(min(float(seconds), 3600.0))
+    task.cancelled.wait(min(float(seconds), 3600.0))
 
 
 BUILTINS: dict[str, Handler] = {"noop": noop, "sleep": sleep}

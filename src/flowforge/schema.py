@@ -24,7 +24,7 @@ from sqlalchemy import (
     Uuid,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = MetaData()
 
@@ -68,6 +68,8 @@ tasks = Table(
     CheckConstraint("char_length(btrim(title)) BETWEEN 1 AND 200", name="tasks_title_check"),
     CheckConstraint("char_length(description) <= 10000", name="tasks_description_check"),
     CheckConstraint("max_attempts >= 1", name="tasks_max_attempts_check"),
+    # Revision 0007: every start of a run is an attempt, and there are never more.
+    CheckConstraint("attempts >= 0 AND attempts <= max_attempts", name="tasks_attempts_check"),
     CheckConstraint("jsonb_typeof(payload) = 'object'", name="tasks_payload_check"),
 )
 
@@ -80,6 +82,30 @@ Index(
     tasks.c.run_at,
     tasks.c.id,
     postgresql_where=text("status = 'pending'"),
+)
+# The claim (revision 0007): highest priority first, FIFO by run_at then id within one;
+# from any queue (WORKER_QUEUES=*) or one ordered scan per named queue.
+Index(
+    "tasks_priority_claim_idx",
+    tasks.c.priority.desc(),
+    tasks.c.run_at,
+    tasks.c.id,
+    postgresql_where=text("status = 'pending'"),
+)
+Index(
+    "tasks_queue_claim_idx",
+    tasks.c.queue,
+    tasks.c.priority.desc(),
+    tasks.c.run_at,
+    tasks.c.id,
+    postgresql_where=text("status = 'pending'"),
+)
+# Pending rows whose attempts are used up (max_attempts lowered by an edit): the claim
+# skips them, the reaper fails them. Empty in normal operation.
+Index(
+    "tasks_exhausted_idx",
+    tasks.c.id,
+    postgresql_where=text("status = 'pending' AND attempts >= max_attempts"),
 )
 # The reaper: processing tasks by lease expiry.
 Index(
@@ -147,3 +173,24 @@ schedules = Table(
     CheckConstraint("jsonb_typeof(payload) = 'object'", name="schedules_payload_check"),
 )
 Index("schedules_next_run_idx", schedules.c.next_run_at)
+
+
+# Live workers (revision 0007): one row per worker process, refreshed with its heartbeat;
+# alive while expires_at (last heartbeat + WORKER_LEASE) is in the future.
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("version", Text, nullable=False),
+    Column("queues", ARRAY(Text), nullable=False),
+    Column("capacity", Integer, nullable=False),
+    Column("busy", Integer, nullable=False, server_default=text("0")),
+    Column("isolation", Text, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("capacity >= 1 AND busy >= 0", name="workers_capacity_check"),
+)
+Index("workers_expires_idx", workers.c.expires_at)

@@ -1,4 +1,5 @@
-"""LISTEN on the task channel in a thread of its own and wake the worker on NOTIFY.
+"""LISTEN on the task and cancel channels in a thread of its own: wake the worker on a
+new task, tell it which task to cancel (the payload is the task's id).
 
 A dedicated connection, because the worker's main connection is busy claiming; the
 thread reconnects with backoff by itself and wakes the worker after reconnecting (a
@@ -23,13 +24,20 @@ from .queue import connect
 log = logging.getLogger(__name__)
 
 CHANNEL = queries.NOTIFY_CHANNEL
+CANCEL_CHANNEL = queries.CANCEL_CHANNEL
 
 
 class Listener(threading.Thread):
-    def __init__(self, settings: Settings, on_notify: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        on_notify: Callable[[], None],
+        on_cancel: Callable[[int], None] = lambda task_id: None,
+    ) -> None:
         super().__init__(name="flowforge-listener", daemon=True)
         self.settings = settings
         self.on_notify = on_notify
+        self.on_cancel = on_cancel
         self.listening = threading.Event()
         self._stop = threading.Event()
 
@@ -41,13 +49,18 @@ class Listener(threading.Thread):
         while not self._stop.is_set():
             try:
                 with connect(self.settings, "flowforge-worker-listen") as conn:
-                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+                    for channel in (CHANNEL, CANCEL_CHANNEL):
+                        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     self.listening.set()
                     delay = 0.1
                     self.on_notify()  # whatever was sent while not listening
                     while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=0.5):
-                            self.on_notify()
+                        for note in conn.notifies(timeout=0.5):
+                            if note.channel == CANCEL_CHANNEL:
+                                if note.payload.isdigit():
+                                    self.on_cancel(int(note.payload))
+                            else:
+                                self.on_notify()
             except (psycopg.Error, DatabaseUnavailable) as exc:
                 if self._stop.is_set():
                     return

@@ -8,7 +8,9 @@ it knows nothing about threads or handlers. A broken connection becomes
 from __future__ import annotations
 
 import contextlib
+import os
 import random
+import socket
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ import orjson
 import psycopg
 from psycopg.types.json import set_json_loads
 
-from .. import queries
+from .. import __version__, queries
 from ..config import Settings
 from ..db import DatabaseUnavailable
 
@@ -41,16 +43,44 @@ class ClaimedTask:
     started: bool = False
     queue: str = "default"
     waited: float = 0.0  # seconds from due (run_at) to claimed
+    timeout: int = 900  # seconds one attempt may run (the task's timeout column)
 
 
 @dataclass(slots=True)
 class Outcome:
-    """How one run ended: ``error`` None is success; otherwise retry after ``delay``."""
+    """How one run ended: ``error`` None is success; otherwise retry after ``delay``.
+
+    ``result``: the handler's return value as JSON text (None: nothing returned).
+    ``note``: how a cancelled run ended, in the worker's words (None: not cancelled as far
+    as the worker knows; the database still makes the task cancelled if it was flagged).
+    """
 
     task: ClaimedTask
     error: str | None = None
     delay: float = 0.0
     duration_ms: float = 0.0
+    result: str | None = None
+    note: str | None = None
+
+
+@dataclass(slots=True)
+class Refusal:
+    """Why the database refused an outcome or a heartbeat: what the row says now."""
+
+    id: int
+    status: str | None  # None: the task is gone (deleted)
+    worker: str | None
+    ours: bool  # our fencing token is still on it
+
+    def reason(self, me: str) -> str:
+        if self.status is None:
+            return "the task was deleted while it ran"
+        if self.worker != me or (self.status == "processing" and not self.ours):
+            return (
+                "lease lost: the lease expired and the task was given back "
+                f"(now {self.status}, held by {self.worker or 'nobody'})"
+            )
+        return f"the task was changed to {self.status} by someone else while it ran"
 
 
 @dataclass(slots=True)
@@ -68,6 +98,7 @@ class ReapedTask:
 class FinishResult:
     finished: set[int] = field(default_factory=set)  # outcomes the database accepted
     claimed: list[ClaimedTask] = field(default_factory=list)
+    cancelled: set[int] = field(default_factory=set)  # accepted, and ended cancelled
 
 
 def retry_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
@@ -116,6 +147,12 @@ class TaskQueue:
         self.settings = settings
         self.worker = worker
         self.conn: psycopg.Connection | None = None
+        # Every queue: one ordered index scan; named queues: one per queue, merged.
+        self.queues = list(settings.worker_queues)
+        self.every_queue = self.queues == ["*"]
+        self.claim_sql = (
+            queries.FINISH_AND_CLAIM if self.every_queue else queries.FINISH_AND_CLAIM_QUEUES
+        )
 
     def _execute(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         if self.conn is None or self.conn.closed:
@@ -140,25 +177,31 @@ class TaskQueue:
     def finish_and_claim(self, outcomes: Sequence[Outcome], limit: int) -> FinishResult:
         """Record ``outcomes`` and claim up to ``limit`` due tasks: one statement, one commit."""
         token = uuid.uuid4()
-        ((finished, claimed),) = self._execute(
-            queries.FINISH_AND_CLAIM,
+        ((finished, cancelled, claimed),) = self._execute(
+            self.claim_sql,
             {
                 "ids": [o.task.id for o in outcomes],
                 "tokens": [o.task.token for o in outcomes],
                 "errors": [o.error for o in outcomes],
                 "delays": [o.delay for o in outcomes],
+                "results": [o.result for o in outcomes],
+                "notes": [o.note for o in outcomes],
                 "worker": self.worker,
                 "token": token,
                 "lease": self.settings.worker_lease,
                 "limit": limit,
+                "queues": self.queues,
             },
         )
         return FinishResult(
             set(finished),
             [
-                ClaimedTask(r[0], r[1], r[2], r[3], r[4], r[5], token, queue=r[7], waited=r[6])
+                ClaimedTask(
+                    r[0], r[1], r[2], r[3], r[4], r[5], token, queue=r[7], waited=r[6], timeout=r[8]
+                )
                 for r in claimed
             ],
+            set(cancelled),
         )
 
     def claim(self, limit: int) -> list[ClaimedTask]:
@@ -177,23 +220,43 @@ class TaskQueue:
         ((seconds,),) = self._execute(queries.NEXT_RUN_AT, {})
         return None if seconds is None else float(seconds)
 
-    def heartbeat(self, tasks: Sequence[ClaimedTask]) -> set[int]:
-        """Extend the leases; returns the ids still held."""
+    def heartbeat(self, tasks: Sequence[ClaimedTask], *, busy: int = 0) -> dict[int, bool]:
+        """Extend the leases and refresh this worker's registry row; returns the ids still
+        held, each with whether its cancellation was requested."""
         rows = self._execute(
             queries.HEARTBEAT,
             {
                 "ids": [t.id for t in tasks],
                 "tokens": [t.token for t in tasks],
                 "lease": self.settings.worker_lease,
+                "worker": self.worker,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "version": __version__,
+                "queues": self.queues,
+                "capacity": self.settings.worker_concurrency,
+                "busy": busy,
+                "isolation": self.settings.worker_isolation,
             },
         )
-        return {r[0] for r in rows}
+        return {r[0]: r[1] for r in rows}
+
+    def unregister(self) -> None:
+        self._execute(queries.UNREGISTER_WORKER, {"worker": self.worker})
+
+    def explain_refused(self, tasks: Sequence[ClaimedTask]) -> dict[int, Refusal]:
+        """What became of tasks whose outcome or heartbeat the database refused."""
+        rows = self._execute(
+            queries.EXPLAIN_REFUSED,
+            {"ids": [t.id for t in tasks], "tokens": [t.token for t in tasks]},
+        )
+        return {r[0]: Refusal(r[0], r[1], r[2], bool(r[3])) for r in rows}
 
     def give_back(self, tasks: Sequence[ClaimedTask], reason: str) -> tuple[set[int], set[int]]:
         """Return tasks to pending (unstarted ones get their attempt back); notifies.
 
-        Returns the ids given back and, among them, those that ended ``failed`` instead:
-        started on their last attempt."""
+        Returns the ids given back and, among them, those that ended instead: ``failed``
+        (started on their last attempt) or ``cancelled`` (a cancel was requested)."""
         ((given, failed, _),) = self._execute(
             queries.GIVE_BACK,
             {

@@ -1,33 +1,37 @@
-"""The worker process: one dispatcher (the main thread), WORKER_CONCURRENCY executor
-threads, a listener thread and a signal thread.
+"""The worker process: one dispatcher (the main thread), an executor (WORKER_CONCURRENCY
+handler processes driven by a pool thread, or executor threads: pool.py), a listener
+thread and a signal thread.
 
 The dispatcher does all database work over one connection: it claims a batch of due
-tasks, hands them to the executors through a queue, and records their outcomes together
-with the next claim (one commit per batch). It also heartbeats the leases it holds,
-reaps expired leases (anyone's), pings the systemd watchdog and, on SIGTERM/SIGINT,
-drains: stop claiming, give back what has not started, wait for what runs until
-WORKER_SHUTDOWN_TIMEOUT, give back the rest.
+tasks, hands them to the executor, and records their outcomes together with the next
+claim (one commit per batch). It also heartbeats the leases it holds and its row in the
+live-worker registry (learning of cancellations its listener missed), reaps expired
+leases (anyone's), pings the systemd watchdog and, on SIGTERM/SIGINT, drains: stop
+claiming, give back what has not started, wait for what runs until
+WORKER_SHUTDOWN_TIMEOUT, give back the rest (failed if that was its last attempt).
 """
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import logging
 import os
-import queue as queue_mod
 import random
 import signal
 import socket
 import threading
 import time
 from collections import deque
-from time import monotonic, perf_counter
+from time import monotonic
 
 from .. import logs
 from ..config import Settings
 from ..db import DatabaseUnavailable
-from ..handlers import Handler, TaskContext, load_handlers
+from ..handlers import Handler, load_handlers
 from .listener import Listener
 from .metrics import make_metrics
+from .pool import ProcessPool, ThreadPool
 from .queue import ClaimedTask, DatabaseRefused, Outcome, TaskQueue, retry_delay
 from .sdnotify import Notifier
 
@@ -36,13 +40,14 @@ log = logging.getLogger("flowforge.worker")
 RECHECK_DELAY = 0.02  # longer than a creator's commit (fsync) takes
 FLUSH_DELAY = 0.005  # outcomes wait at most this long for a claim to ride along with
 FAST_TASK_MS = 5.0  # tasks shorter than this on average are claimed ahead (double buffered)
-ERROR_LIMIT = 2000  # characters of an exception kept in last_error
 
 
-def outcome_name(outcome: Outcome, accepted: bool) -> str:
+def outcome_name(outcome: Outcome, accepted: bool, cancelled: bool = False) -> str:
     """How a run ended, as the metrics name it (worker.metrics.OUTCOMES)."""
     if not accepted:
         return "lease_lost"
+    if cancelled:
+        return "cancelled"
     if outcome.error is None:
         return "completed"
     return "failed" if outcome.task.attempt >= outcome.task.max_attempts else "retried"
@@ -75,8 +80,6 @@ class Worker:
         # expiry. So it claims ahead only while the average run is short (learned from
         # the outcomes; it starts out assuming long tasks).
         self.avg_run_ms = FAST_TASK_MS * 10
-        self._set_prefetch()
-        self.work: queue_mod.SimpleQueue[ClaimedTask | None] = queue_mod.SimpleQueue()
         self.done: deque[Outcome] = deque()
         self.held: dict[int, ClaimedTask] = {}  # claimed and not yet recorded
         self.pending_outcomes: list[Outcome] = []  # finished, not yet written
@@ -87,25 +90,37 @@ class Worker:
         self.waiting = False  # holding the idle lock (queries.IDLE_LOCK)
         self.recheck_at: float | None = None
         self.signalled = False  # an executor has woken the dispatcher for outcomes
-        self.listener = Listener(settings, self._on_notify)
+        self.listener = Listener(settings, self._on_notify, self._on_cancel)
         self.heartbeat_interval = max(0.05, settings.worker_lease / 3)
         self.reap_interval = max(0.1, min(settings.worker_lease / 2, 10.0))
-        self.executors: list[threading.Thread] = []
         self.metrics = make_metrics(settings)
-        self.running = [False] * self.concurrency  # per executor: a task in hand (busy)
+        self.pool: ProcessPool | ThreadPool
+        if settings.worker_isolation == "thread":
+            self.pool = ThreadPool(settings, self._deliver, self.handlers)
+            self.pool.on_take = self._on_take
+        else:
+            self.pool = ProcessPool(settings, self._deliver)
+        self._set_prefetch()
 
     def _set_prefetch(self) -> None:
-        if self.avg_run_ms < FAST_TASK_MS:
+        fast = self.avg_run_ms < FAST_TASK_MS
+        if fast:
             self.low_water = max(self.concurrency, self.batch)
             self.max_held = self.concurrency + 2 * self.batch
         else:  # claim only for free executors: nothing waits in a worker's queue
             self.low_water = 1
             self.max_held = self.concurrency
+        self.pool.set_fast(fast)
 
     # --- wake-ups ---------------------------------------------------------------------
     def _on_notify(self) -> None:
         self.notified = True
         self.wake.set()
+
+    def _on_cancel(self, task_id: int) -> None:
+        """A cancellation (NOTIFY flowforge_cancel, or seen with the heartbeat)."""
+        if task_id in self.held:
+            self.pool.cancel(task_id)
 
     def request_stop(self, signum: int | None = None) -> None:
         if self.stopping.is_set():
@@ -113,106 +128,96 @@ class Worker:
         self.stopping.set()
         self.wake.set()
 
-    # --- executors --------------------------------------------------------------------
-    def _execute(self, index: int = 0) -> None:
-        running = self.running
-        get = self.work.get
-        qsize = self.work.qsize
-        done = self.done
-        wake = self.wake
-        while True:
-            task = get()
-            if task is None:
-                return
-            task.started = True
-            running[index] = True
-            if qsize() < self.low_water:
-                wake.set()
-            done.append(self._run(task))
-            running[index] = False
-            # Wake the dispatcher for the first outcome since it last drained `done` (it
-            # resets the flag before draining, so an outcome is never left unnoticed), not
-            # for every one: a wake-up per task would cost a thread switch per task.
-            if not self.signalled:
-                self.signalled = True
-                wake.set()
+    # --- outcomes (from the executor's threads) ---------------------------------------
+    def _on_take(self) -> None:
+        if self.pool.queued() < self.low_water:
+            self.wake.set()
 
-    def _run(self, task: ClaimedTask) -> Outcome:
-        # The outcome is logged by the dispatcher once the database has it (one thread
-        # writing the per-task lines: no lock convoy between executors on the log handler).
-        # The context is bound here too, so lines the handler itself logs carry it.
-        with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
-            started = perf_counter()
-            try:
-                handler = self.handlers.get(task.type)
-                if handler is None:
-                    raise LookupError(f"no handler for task type {task.type!r}")
-                handler(
-                    TaskContext(
-                        task.id,
-                        task.type,
-                        task.payload,
-                        task.attempt,
-                        task.max_attempts,
-                        task.request_id,
-                    )
-                )
-            except BaseException as exc:  # a handler must never take the worker down
-                duration_ms = round((perf_counter() - started) * 1000, 3)
-                # PostgreSQL text cannot hold NUL: a message with one must not block the write.
-                error = f"{type(exc).__name__}: {exc}".replace("\x00", "\\0")[:ERROR_LIMIT]
-                if task.attempt >= task.max_attempts:
-                    return Outcome(task, error, 0.0, duration_ms)
-                delay = retry_delay(
-                    task.attempt,
-                    self.settings.task_retry_backoff,
-                    self.settings.task_retry_backoff_max,
-                )
-                return Outcome(task, error, delay, duration_ms)
-            return Outcome(task, None, 0.0, round((perf_counter() - started) * 1000, 3))
+    def _deliver(
+        self,
+        task: ClaimedTask,
+        error: str | None,
+        result: str | None,
+        duration_ms: float,
+        note: str | None,
+    ) -> None:
+        delay = 0.0
+        if error is not None and task.attempt < task.max_attempts:
+            settings = self.settings
+            delay = retry_delay(
+                task.attempt, settings.task_retry_backoff, settings.task_retry_backoff_max
+            )
+        self.done.append(Outcome(task, error, delay, duration_ms, result, note))
+        # Wake the dispatcher for the first outcome since it last drained `done` (it
+        # resets the flag before draining, so an outcome is never left unnoticed), not
+        # for every one: a wake-up per task would cost a thread switch per task.
+        if not self.signalled:
+            self.signalled = True
+            self.wake.set()
 
-    def _log_outcome(self, outcome: Outcome, accepted: bool) -> None:
+    def _log_outcome(
+        self, outcome: Outcome, accepted: bool, cancelled: bool, refused: str | None
+    ) -> None:
         task = outcome.task
         with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
             fields = {"type": task.type, "duration_ms": outcome.duration_ms}
             if not accepted:
                 log.warning(
-                    "outcome discarded: the lease expired and the task was given back "
-                    "(the fencing token no longer matches)",
-                    extra={**fields, "error": outcome.error},
+                    "outcome discarded: %s",
+                    refused or "the task is no longer held by this worker",
+                    extra={**fields, "error": outcome.error, "outcome": "discarded"},
+                )
+            elif cancelled:
+                log.info(
+                    "task cancelled",
+                    extra={
+                        **fields,
+                        "outcome": "cancelled",
+                        "cause": outcome.note or "cancelled by request while it ran",
+                        "error": outcome.error,
+                    },
                 )
             elif outcome.error is None:
                 log.info("task completed", extra=fields)
             elif task.attempt >= task.max_attempts:
-                log.error("task failed: attempts used up", extra={**fields, "error": outcome.error})
+                log.error(
+                    "task failed: attempts used up",
+                    extra={**fields, "error": outcome.error, "outcome": "failed"},
+                )
             else:
                 log.warning(
                     "task failed: retry in %.3fs",
                     outcome.delay,
-                    extra={**fields, "error": outcome.error, "retry_in_s": round(outcome.delay, 3)},
+                    extra={
+                        **fields,
+                        "error": outcome.error,
+                        "retry_in_s": round(outcome.delay, 3),
+                        "outcome": "retried",
+                    },
                 )
 
     # --- the dispatcher ---------------------------------------------------------------
     def run(self) -> int:
-        for i in range(self.concurrency):
-            thread = threading.Thread(
-                target=self._execute, args=(i,), name=f"flowforge-exec-{i}", daemon=True
-            )
-            thread.start()
-            self.executors.append(thread)
-        running = self.running
-        self.metrics.start(lambda: sum(running), self.concurrency)
+        self.pool.start()
+        self.metrics.start(self.pool.busy, self.concurrency)
         self.listener.start()
         if not self._connect():
+            self._stop_pool()
             self.metrics.stop()
             return 0  # stopped before the database came up
         self.listener.listening.wait(self.settings.database_connect_timeout + 1)
+        try:
+            self._heartbeat()  # in the registry before it says ready
+        except DatabaseUnavailable as exc:
+            log.warning("could not register this worker yet: %s", exc)
         log.info(
             "worker ready",
             extra={
                 "worker": self.name,
                 "concurrency": self.concurrency,
                 "batch_size": self.batch,
+                "isolation": self.settings.worker_isolation,
+                "queues": list(self.settings.worker_queues),
                 "handlers": sorted(self.handlers),
             },
         )
@@ -220,10 +225,16 @@ class Worker:
         self._loop()
         self._drain()
         self.listener.stop()
+        with contextlib.suppress(DatabaseUnavailable):  # else the row expires by itself
+            self.queue.unregister()
         self.queue.close()
         self.metrics.stop()
         log.info("worker stopped", extra={"worker": self.name})
         return 0
+
+    def _stop_pool(self) -> None:
+        self.pool.stop()
+        self.pool.abandon()
 
     def _connect(self) -> bool:
         """Connect, retrying with backoff; False if asked to stop meanwhile."""
@@ -252,24 +263,30 @@ class Worker:
         outcomes = self.pending_outcomes
         result = self.queue.finish_and_claim(outcomes, limit)
         self.pending_outcomes = []
-        put = self.work.put
-        for task in result.claimed:  # the executors start on these while we log
-            self.held[task.id] = task
-            put(task)
-        finished = result.finished
+        held = self.held
+        for task in result.claimed:
+            held[task.id] = task
+        if result.claimed:  # the executor starts on these while we log
+            self.pool.submit(result.claimed)
+        finished, cancelled = result.finished, result.cancelled
+        refused = {}
+        if len(finished) < len(outcomes):  # rare: say why, not just "lease lost"
+            lost = [o.task for o in outcomes if o.task.id not in finished]
+            refused = {i: r.reason(self.name) for i, r in self.queue.explain_refused(lost).items()}
         avg = self.avg_run_ms
         metrics = self.metrics
         for task in result.claimed:
             metrics.task_claimed(task.queue, task.waited)
         for outcome in outcomes:
             task = outcome.task
-            self.held.pop(task.id, None)
+            held.pop(task.id, None)
             accepted = task.id in finished
-            self._log_outcome(outcome, accepted)
+            was_cancelled = task.id in cancelled
+            self._log_outcome(outcome, accepted, was_cancelled, refused.get(task.id))
             metrics.task_finished(
                 task.queue,
                 task.type if task.type in self.handlers else "unknown",
-                outcome_name(outcome, accepted),
+                outcome_name(outcome, accepted, was_cancelled),
                 outcome.duration_ms / 1000,
             )
             avg += (outcome.duration_ms - avg) * 0.1  # moving average of the run time
@@ -317,8 +334,9 @@ class Worker:
                 if recheck:
                     self.recheck_at = None
                 room = max(0, self.max_held - len(self.held) + len(self.pending_outcomes))
+                queued = self.pool.queued()
                 want_claim = (
-                    self.work.qsize() < self.low_water
+                    queued < self.low_water
                     and room > 0
                     and (not self.drained or self.notified or now >= next_poll or recheck)
                 )
@@ -329,7 +347,7 @@ class Worker:
                 )
                 if want_claim or flush:
                     self.notified = False
-                    limit = min(self.batch, room) if self.work.qsize() < self.low_water else 0
+                    limit = min(self.batch, room) if queued < self.low_water else 0
                     self._write(limit)
                     flush_at = None
                     if limit:
@@ -368,13 +386,20 @@ class Worker:
 
     def _heartbeat(self) -> None:
         tasks = list(self.held.values())
-        if not tasks:
+        held = self.queue.heartbeat(tasks, busy=self.pool.busy())
+        lost = [t for t in tasks if t.id not in held and t.id in self.held]
+        for task_id, cancel_requested in held.items():
+            if cancel_requested:  # the fallback for a NOTIFY the listener missed
+                self._on_cancel(task_id)
+        if not lost:
             return
-        kept = self.queue.heartbeat(tasks)
-        for task in tasks:
-            if task.id not in kept and task.id in self.held:
-                with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
-                    log.warning("lease lost: the task was given back while this worker held it")
+        reasons = self.queue.explain_refused(lost)
+        for task in lost:
+            refusal = reasons.get(task.id)
+            reason = refusal.reason(self.name) if refusal else "the task is no longer held"
+            with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
+                log.warning("task no longer held by this worker: %s; stopping its run", reason)
+            self.pool.cancel(task.id)  # its outcome will be discarded: stop the work
 
     def _reap(self) -> None:
         for task in self.queue.reap_expired():
@@ -391,33 +416,30 @@ class Worker:
     def _drain(self) -> None:
         timeout = self.settings.worker_shutdown_timeout
         deadline = monotonic() + timeout
-        unstarted: list[ClaimedTask] = []
-        while True:
-            try:
-                task = self.work.get_nowait()
-            except queue_mod.Empty:
-                break
-            if task is not None:
-                unstarted.append(task)
-        for _ in self.executors:
-            self.work.put(None)  # each executor exits after its current task
-        running = len(self.held) - len(unstarted)
+        self.pool.stop()  # running tasks finish; nothing else starts
+        unstarted = self.pool.take_unstarted()
+        running = self.pool.busy()
         log.info(
             "stopping: running tasks get %.1fs to finish",
             timeout,
             extra={"running": running, "given_back": len(unstarted)},
         )
         self.notifier.stopping(f"draining {running} running task(s)")
-        self._give_back(unstarted, "not started: the worker was stopping", deadline)
+        not_started = "not started: the worker was stopping"
+        self._give_back(unstarted, not_started, deadline)
         while monotonic() < deadline and not self.force.is_set():
             self._drain_done()
             if self.pending_outcomes:
                 self._try(lambda: self._write(0), deadline)
+            self._give_back(self.pool.take_unstarted(), not_started, deadline)
             if not self.held:
                 break
             self.notifier.watchdog()
             self.wake.wait(min(0.05, max(0.0, deadline - monotonic())))
             self.wake.clear()
+        # Out of time (or told twice): end the runs. Their tasks are given back, or failed
+        # if that was their last attempt.
+        self._give_back(self.pool.abandon(), not_started, monotonic() + 5)
         self._drain_done()
         if self.pending_outcomes:
             self._try(lambda: self._write(0), monotonic() + 5)
@@ -428,6 +450,7 @@ class Worker:
                 f"(WORKER_SHUTDOWN_TIMEOUT {timeout:g}s)"
             )
             for task in left:
+                task.started = True
                 with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
                     log.warning("task still running at the shutdown timeout: given back")
             self._give_back(left, reason, monotonic() + 5)
@@ -437,10 +460,10 @@ class Worker:
             return
 
         def give() -> None:
-            _, failed = self.queue.give_back(tasks, reason)
+            _, ended = self.queue.give_back(tasks, reason)
             for task in tasks:
                 self.held.pop(task.id, None)
-                if task.id in failed:
+                if task.id in ended:
                     with logs.bind(
                         request_id=task.request_id, task_id=task.id, attempt=task.attempt
                     ):
@@ -470,6 +493,7 @@ def run_worker(settings: Settings) -> int:
     # The mask is set before any thread starts, so every thread inherits it.
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    faulthandler.enable()  # a crash in the dispatcher leaves a traceback on stderr
     worker = Worker(settings)
 
     def wait_signals() -> None:

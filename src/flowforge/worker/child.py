@@ -1,0 +1,157 @@
+"""A handler process (``WORKER_ISOLATION=process``): runs the tasks the dispatcher sends it,
+one at a time, and reports each outcome. It never touches the database.
+
+Messages are length-prefixed pickles over two pipes. A reader can parse every message one
+``os.read`` brought, so a batch of short tasks costs the dispatcher one read, not one per
+message. The dispatcher sends ``("run", [task, ...])``, ``("cancel", id)`` and
+``("stop",)``; the child answers ``("done", id, error, result, duration_ms, rss, note)``
+per task and ``("stopped", [ids not started])`` before it exits on a stop.
+
+Which task is running is kept in shared memory (``state``: task id, start time on the
+monotonic clock, 0 when idle), so the dispatcher can time a task out and knows which
+task a dead child was running without a message per start.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import pickle
+import queue
+import signal
+import struct
+import threading
+import time
+from typing import Any
+
+_HEADER = struct.Struct("!I")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def write_message(fd: int, message: Any) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(_HEADER.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class MessageReader:
+    """Splits what arrives on a pipe into messages."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = bytearray()
+
+    def read(self) -> list[Any] | None:
+        """Messages complete after one read (maybe none); None at end of file."""
+        chunk = os.read(self.fd, 1 << 20)
+        if not chunk:
+            return None
+        self.buf += chunk
+        out = []
+        buf, pos, size = self.buf, 0, len(self.buf)
+        while size - pos >= 4:
+            (n,) = _HEADER.unpack_from(buf, pos)
+            if size - pos - 4 < n:
+                break
+            out.append(pickle.loads(buf[pos + 4 : pos + 4 + n]))
+            pos += 4 + n
+        del buf[:pos]
+        return out
+
+
+def _rss() -> int:
+    """This process's resident memory in bytes (from /proc: the current, not the peak)."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def main(inbox: Any, outbox: Any, state: Any, log_level: str, log_format: str, rss: bool) -> None:
+    """The child's entry point (multiprocessing target). ``inbox``/``outbox``: connection
+    objects whose file descriptors carry the messages; ``state``: the shared array."""
+    # Ctrl-C in a terminal reaches the whole process group: the dispatcher drains, the
+    # child finishes its task. SIGTERM (the dispatcher's, at a timeout) ends it, with a
+    # traceback of where the handler was; a crash leaves one too.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # The dispatcher blocks its stop signals in every thread, and a blocked mask survives
+    # fork and exec (the fork server was started from such a thread): unblock SIGTERM.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    faulthandler.enable()
+    faulthandler.register(signal.SIGTERM, chain=True)
+
+    from .. import logs
+    from ..handlers import TaskContext
+    from .execute import cancelled_note, run_handler
+    from .preload import HANDLERS
+
+    logs.configure_logging("worker", log_level, log_format=log_format)
+    in_fd, out_fd = inbox.fileno(), outbox.fileno()
+    work: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+    cancelled: set[int] = set()
+    current: list[Any] = [0, None]  # the running task's id and context
+    stopping = threading.Event()
+
+    def read() -> None:
+        reader = MessageReader(in_fd)
+        while True:
+            try:
+                messages = reader.read()
+            except OSError:
+                messages = None
+            if messages is None:  # the dispatcher is gone: so is its lease on our task
+                os._exit(0)
+            for message in messages:
+                kind = message[0]
+                if kind == "run":
+                    for task in message[1]:
+                        work.put(task)
+                elif kind == "cancel":
+                    cancelled.add(message[1])
+                    ctx = current[1]
+                    if current[0] == message[1] and ctx is not None:
+                        ctx.cancelled.set()
+                elif kind == "stop":
+                    stopping.set()
+                    work.put(None)
+
+    threading.Thread(target=read, name="flowforge-child-reader", daemon=True).start()
+    while True:
+        task = work.get()
+        if task is None or stopping.is_set():
+            left = [] if task is None else [task[0]]
+            while True:
+                try:
+                    more = work.get_nowait()
+                except queue.Empty:
+                    break
+                if more is not None:
+                    left.append(more[0])
+            write_message(out_fd, ("stopped", left))
+            return
+        task_id, type_, payload, attempt, max_attempts, request_id, queue_name, timeout = task
+        ctx = TaskContext(
+            task_id, type_, payload, attempt, max_attempts, request_id, queue_name, timeout
+        )
+        current[1] = ctx
+        current[0] = task_id
+        if task_id in cancelled:  # cancelled while it waited here: never started
+            cancelled.discard(task_id)
+            current[0], current[1] = 0, None
+            note = "cancelled by request before it started"
+            write_message(out_fd, ("done", task_id, None, None, 0.0, 0, note))
+            continue
+        state[0] = task_id
+        state[1] = time.monotonic()
+        with logs.bind(request_id=request_id, task_id=task_id, attempt=attempt):
+            error, result, duration_ms = run_handler(HANDLERS, ctx)
+        note = cancelled_note(error) if ctx.cancelled.is_set() else None
+        write_message(
+            out_fd, ("done", task_id, error, result, duration_ms, _rss() if rss else 0, note)
+        )
+        state[1] = 0.0
+        current[0], current[1] = 0, None
+        cancelled.discard(task_id)

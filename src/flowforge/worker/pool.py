@@ -1,0 +1,592 @@
+"""Executors: where the dispatcher's claimed tasks run, and how their outcomes come back.
+
+``ProcessPool`` (``WORKER_ISOLATION=process``, the default): WORKER_CONCURRENCY handler
+processes forked by a fork server (a clean, single-threaded parent that has the handlers
+imported), driven by one thread of the dispatcher's process. That thread hands tasks to
+idle children (several at once to a child while tasks are short, so a batch costs one
+message each way per child), reads outcomes, and enforces the rules:
+
+- a task that outlives its ``timeout`` fails "timed out after N s"; its child gets
+  SIGTERM (a traceback in the log), then SIGKILL after WORKER_KILL_GRACE, and a new
+  child takes the slot at once;
+- a child that dies fails only the task it was running ("worker child died: signal 11
+  (SIGSEGV)" / "exit code 1"); tasks it had not started go to another child;
+- a cancelled task's handler sees ``task.cancelled`` (a message to the child's reader
+  thread); if it is still running WORKER_CANCEL_GRACE later, its child is terminated;
+- a child is replaced after WORKER_MAX_TASKS_PER_CHILD tasks or once its memory passed
+  WORKER_MAX_CHILD_MEMORY (it finishes its task first).
+
+``ThreadPool`` (``thread``): WORKER_CONCURRENCY threads in the dispatcher's process,
+cheaper per task but unprotected: a crash takes the worker down and a timeout can only set
+``task.cancelled``.
+
+Both deliver each ``Outcome`` through the ``deliver`` callback (from their own threads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import multiprocessing
+import os
+import queue as queue_mod
+import signal
+import threading
+from collections import deque
+from collections.abc import Callable
+from multiprocessing.connection import wait
+from time import monotonic
+from typing import Any
+
+from .. import logs
+from ..config import Settings
+from ..handlers import Handler, TaskContext
+from . import child
+from .execute import cancelled_note, run_handler
+from .queue import ClaimedTask
+
+log = logging.getLogger("flowforge.worker")
+
+MAX_PER_CHILD = 32  # tasks handed to one child at once, while tasks are short
+NOT_STARTED = "cancelled by request before it started"
+
+Deliver = Callable[[ClaimedTask, str | None, str | None, float, str | None], None]
+
+
+def death_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "?"
+        return f"worker child died: signal {-exitcode} ({name})"
+    return f"worker child died: exit code {exitcode}"
+
+
+class _Child:
+    """One handler process and what the pool knows of it."""
+
+    def __init__(self, ctx: Any, settings: Settings) -> None:
+        inbox_r, inbox_w = ctx.Pipe(duplex=False)
+        outbox_r, outbox_w = ctx.Pipe(duplex=False)
+        self.state = ctx.RawArray("d", 2)  # running task id, its start (monotonic) or 0
+        self.proc = ctx.Process(
+            target=child.main,
+            args=(
+                inbox_r,
+                outbox_w,
+                self.state,
+                settings.log_level,
+                settings.log_format,
+                settings.worker_max_child_memory > 0,
+            ),
+            name="flowforge-handler",
+            daemon=False,
+        )
+        self.proc.start()
+        inbox_r.close()  # the child has its own copies: end of file reaches the right side
+        outbox_w.close()
+        self._keep = (inbox_w, outbox_r)
+        self.to_child = inbox_w.fileno()
+        self.from_child = outbox_r.fileno()
+        self.sentinel = self.proc.sentinel
+        self.reader = child.MessageReader(self.from_child)
+        self.inflight: deque[ClaimedTask] = deque()  # sent, no outcome yet (run in order)
+        self.ran = 0
+        self.retiring = False  # told to stop: takes no more work
+        self.kill_at: float | None = None  # terminated: SIGKILL then if still alive
+        self.eof = False
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid  # type: ignore[return-value]
+
+    def running(self) -> tuple[ClaimedTask | None, float]:
+        """The task the child is running now (its first in-flight one, once started) and
+        when it started. The child writes the id before the start time and clears the
+        start time after reporting: read the start time first, once."""
+        started = self.state[1]
+        if started and self.inflight and self.inflight[0].id == int(self.state[0]):
+            return self.inflight[0], started
+        return None, 0.0
+
+    def send(self, message: Any) -> bool:
+        try:
+            child.write_message(self.to_child, message)
+            return True
+        except OSError:  # it died: its sentinel tells the rest
+            return False
+
+    def close(self) -> None:
+        for conn in self._keep:
+            with contextlib.suppress(OSError):
+                conn.close()
+        with contextlib.suppress(Exception):
+            self.proc.close()
+
+
+class ProcessPool:
+    def __init__(self, settings: Settings, deliver: Deliver) -> None:
+        self.settings = settings
+        self.size = settings.worker_concurrency
+        self.deliver = deliver
+        self.ctx = multiprocessing.get_context("forkserver")
+        self.ctx.set_forkserver_preload(["flowforge.worker.preload"])
+        self.children: list[_Child] = []  # the slots (WORKER_CONCURRENCY)
+        self.dying: list[_Child] = []  # terminated or told to stop, not yet gone
+        self.waiting: deque[ClaimedTask] = deque()  # claimed, not handed to a child
+        self._incoming: deque[ClaimedTask] = deque()  # from the dispatcher thread
+        self._cancels: deque[int] = deque()  # from the dispatcher or listener thread
+        self.cancelling: dict[int, float] = {}  # task id -> when its cancel was asked
+        self.unstarted: list[ClaimedTask] = []  # given up unstarted while stopping
+        self.fast = False
+        self.stopping = False
+        self.abandoned = False
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._thread = threading.Thread(target=self._run, name="flowforge-pool", daemon=True)
+        self.started = threading.Event()
+        self.done = threading.Event()
+
+    # --- the dispatcher's side (other threads) --------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+        self.started.wait()
+
+    def submit(self, tasks: list[ClaimedTask]) -> None:
+        self._incoming.extend(tasks)
+        self._wake()
+
+    def queued(self) -> int:
+        """Claimed tasks no child has yet (the dispatcher claims more below a low water)."""
+        return len(self._incoming) + len(self.waiting)
+
+    def busy(self) -> int:
+        return sum(1 for c in self.children if c.state[1])
+
+    def cancel(self, task_id: int) -> None:
+        self._cancels.append(task_id)
+        self._wake()
+
+    def set_fast(self, fast: bool) -> None:
+        self.fast = fast
+
+    def stop(self) -> None:
+        """Take no more work: children finish their task and exit; what they had not
+        started (and what no child had) is collected by ``take_unstarted``."""
+        self.stopping = True
+        self._wake()
+
+    def take_unstarted(self) -> list[ClaimedTask]:
+        with self._lock:
+            out, self.unstarted = self.unstarted, []
+        return out
+
+    def abandon(self) -> list[ClaimedTask]:
+        """Stop now (the shutdown timeout passed): kill every child; returns the tasks
+        they held but had not started. Their running tasks get no outcome from here."""
+        self.abandoned = True
+        self._wake()
+        self._thread.join(5)
+        unstarted = self.take_unstarted()
+        for c in self.children + self.dying:
+            running, _ = c.running()
+            unstarted.extend(t for t in c.inflight if t is not running)
+            with contextlib.suppress(Exception):
+                c.proc.kill()
+        return unstarted
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"x")
+
+    # --- the pool thread -------------------------------------------------------------------
+    def _spawn(self) -> _Child:
+        c = _Child(self.ctx, self.settings)
+        self.children.append(c)
+        return c
+
+    def _run(self) -> None:
+        # Children are forked by the fork server: start it (and the first children) here,
+        # with the dispatcher's stop signals blocked in this thread as in every other.
+        try:
+            for _ in range(self.size):
+                self._spawn()
+        finally:
+            self.started.set()
+        log.info(
+            "handler processes started",
+            extra={"pids": [c.pid for c in self.children], "isolation": "process"},
+        )
+        try:
+            self._loop()
+        except Exception:  # a bug here must not leave the dispatcher waiting forever
+            log.exception("handler pool failed")
+            self.abandoned = True
+        finally:
+            self.done.set()
+
+    def _loop(self) -> None:
+        while not self.abandoned:
+            self._take_incoming()
+            if self.stopping:
+                self._stop_children()
+                if not self.children and not self.dying:
+                    return
+            self._assign()
+            timeout = self._enforce(monotonic())
+            watched: dict[int, tuple[_Child, bool]] = {}
+            for c in self.children + self.dying:
+                watched[c.sentinel] = (c, True)
+                if not c.eof:
+                    watched[c.from_child] = (c, False)
+            ready = wait([self._wake_r, *watched], timeout)
+            for fd in ready:
+                if fd == self._wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_r, 4096)
+                    continue
+                entry = watched.get(fd)  # type: ignore[call-overload]
+                if entry is None:
+                    continue
+                c, is_sentinel = entry
+                if is_sentinel:
+                    self._reap(c)
+                elif c in self.children or c in self.dying:
+                    self._read(c)
+
+    def _take_incoming(self) -> None:
+        incoming = self._incoming
+        while incoming:
+            self.waiting.append(incoming.popleft())
+        cancels = self._cancels
+        while cancels:
+            self._cancel(cancels.popleft())
+
+    def _cancel(self, task_id: int) -> None:
+        if task_id in self.cancelling:
+            return
+        for task in self.waiting:
+            if task.id == task_id:  # no child has it: it ends now, never started
+                self.waiting.remove(task)
+                self.deliver(task, None, None, 0.0, NOT_STARTED)
+                return
+        for c in self.children + self.dying:
+            if any(t.id == task_id for t in c.inflight):
+                self.cancelling[task_id] = monotonic()
+                c.send(("cancel", task_id))
+                return
+
+    def _assign(self) -> None:
+        waiting = self.waiting
+        if not waiting or self.stopping:
+            return
+        free = [c for c in self.children if not c.retiring and not c.inflight]
+        if self.fast:  # short tasks: queue a share at each child, refill as they drain
+            room = [c for c in self.children if not c.retiring and len(c.inflight) < 2]
+            free = room or free
+        if not free:
+            return
+        share = min(MAX_PER_CHILD, math.ceil(len(waiting) / len(free))) if self.fast else 1
+        for c in free:
+            batch = [waiting.popleft() for _ in range(min(share, len(waiting)))]
+            if not batch:
+                break
+            if not c.send(("run", [_wire(t) for t in batch])):
+                waiting.extendleft(reversed(batch))
+                continue
+            c.inflight.extend(batch)
+
+    def _read(self, c: _Child) -> None:
+        try:
+            messages = c.reader.read()
+        except OSError:
+            messages = None
+        if messages is None:
+            c.eof = True
+            return
+        for message in messages:
+            self._handle(c, message)
+
+    def _handle(self, c: _Child, message: tuple[Any, ...]) -> None:
+        if message[0] == "stopped":
+            ids = set(message[1])
+            left = [t for t in c.inflight if t.id in ids]
+            c.inflight = deque(t for t in c.inflight if t.id not in ids)
+            if self.stopping:
+                with self._lock:
+                    self.unstarted.extend(left)
+            else:
+                self.waiting.extendleft(reversed(left))
+            return
+        _, task_id, error, result, duration_ms, rss, note = message
+        task = _pop(c.inflight, task_id)
+        if task is None:  # already decided here (timed out, or cancelled and terminated)
+            return
+        task.started = True
+        c.ran += 1
+        self.cancelling.pop(task_id, None)
+        self.deliver(task, error, result, duration_ms, note)
+        limits = self.settings
+        if c in self.children and not c.retiring and not self.stopping:
+            if limits.worker_max_tasks_per_child and c.ran >= limits.worker_max_tasks_per_child:
+                self._retire(c, f"it ran {c.ran} tasks (WORKER_MAX_TASKS_PER_CHILD)")
+            elif limits.worker_max_child_memory and rss > limits.worker_max_child_memory:
+                self._retire(
+                    c,
+                    f"its memory reached {rss // 2**20} MiB (WORKER_MAX_CHILD_MEMORY "
+                    f"{limits.worker_max_child_memory // 2**20} MiB)",
+                )
+
+    def _retire(self, c: _Child, why: str) -> None:
+        """Replace a child: a new one takes the slot now; the old one finishes its task."""
+        log.info("replacing a handler process: %s", why, extra={"pid": c.pid})
+        c.retiring = True
+        c.send(("stop",))
+        self.children.remove(c)
+        self.dying.append(c)
+        self._spawn()
+
+    def _terminate(self, c: _Child, now: float) -> None:
+        """SIGTERM now, SIGKILL after the grace; a new child takes the slot at once."""
+        with contextlib.suppress(Exception):
+            c.proc.terminate()
+        c.kill_at = now + self.settings.worker_kill_grace
+        c.retiring = True
+        if c in self.children:
+            self.children.remove(c)
+            self.dying.append(c)
+            if not self.stopping:
+                self._spawn()
+
+    def _enforce(self, now: float) -> float | None:
+        """Time out running tasks, end ignored cancellations, SIGKILL what outlived its
+        grace; returns the seconds until the next such deadline (None: none)."""
+        deadlines: list[float] = []
+        grace = self.settings.worker_cancel_grace
+        for c in self.children + [c for c in self.dying if c.kill_at is None]:
+            task, started = c.running()
+            if task is None:
+                continue
+            timeout_at = started + task.timeout
+            asked = self.cancelling.get(task.id)
+            cancel_at = max(asked, started) + grace if asked is not None else math.inf
+            if now >= timeout_at or now >= cancel_at:
+                c.inflight.popleft()
+                self.cancelling.pop(task.id, None)
+                task.started = True
+                duration_ms = round((now - started) * 1000, 3)
+                with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
+                    if now >= cancel_at:
+                        log.warning(
+                            "the handler ignored task.cancelled for %gs: terminating its process",
+                            grace,
+                            extra={"pid": c.pid},
+                        )
+                        note = (
+                            f"cancelled by request: the handler ignored task.cancelled for "
+                            f"{grace:g}s; its process was terminated"
+                        )
+                        self.deliver(task, None, None, duration_ms, note)
+                    else:
+                        log.warning(
+                            "task timed out after %ss: terminating its process",
+                            task.timeout,
+                            extra={"pid": c.pid, "timeout_s": task.timeout},
+                        )
+                        error = f"timed out after {task.timeout} s"
+                        self.deliver(task, error, None, duration_ms, None)
+                self._terminate(c, now)
+            else:
+                deadlines.append(min(timeout_at, cancel_at))
+        for c in self.dying:
+            if c.kill_at is not None:
+                if now >= c.kill_at:
+                    with contextlib.suppress(Exception):
+                        c.proc.kill()
+                    c.kill_at = None
+                else:
+                    deadlines.append(c.kill_at)
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - monotonic())
+
+    def _reap(self, c: _Child) -> None:
+        """A child exited: read what it wrote last, charge its running task, re-queue the
+        tasks it had not started, and put a new child in its slot."""
+        c.proc.join(1)
+        exitcode = c.proc.exitcode
+        while not c.eof:  # everything it wrote before it went is still in the pipe
+            self._read(c)
+        running, _ = c.running()
+        if running is not None:
+            c.inflight.popleft()
+            running.started = True
+            reason = death_reason(exitcode)
+            with logs.bind(
+                request_id=running.request_id, task_id=running.id, attempt=running.attempt
+            ):
+                log.error(reason, extra={"pid": c.pid, "exit_code": exitcode})
+            note = cancelled_note(reason) if running.id in self.cancelling else None
+            self.cancelling.pop(running.id, None)
+            self.deliver(running, reason, None, 0.0, note)
+        elif not c.retiring and exitcode != 0:
+            log.error(
+                "%s while idle", death_reason(exitcode), extra={"pid": c.pid, "exit_code": exitcode}
+            )
+        if c.inflight:  # never started there
+            if self.stopping:
+                with self._lock:
+                    self.unstarted.extend(c.inflight)
+            else:
+                self.waiting.extendleft(reversed(c.inflight))
+            c.inflight.clear()
+        if c in self.children:
+            self.children.remove(c)
+            if not self.stopping:
+                self._spawn()
+        elif c in self.dying:
+            self.dying.remove(c)
+        c.close()
+
+    def _stop_children(self) -> None:
+        if self.waiting:
+            with self._lock:
+                self.unstarted.extend(self.waiting)
+            self.waiting.clear()
+        for c in list(self.children):
+            c.retiring = True
+            c.send(("stop",))
+            self.children.remove(c)
+            self.dying.append(c)
+
+
+def _pop(tasks: deque[ClaimedTask], task_id: int) -> ClaimedTask | None:
+    if tasks and tasks[0].id == task_id:
+        return tasks.popleft()
+    for task in tasks:
+        if task.id == task_id:
+            tasks.remove(task)
+            return task
+    return None
+
+
+def _wire(t: ClaimedTask) -> tuple[Any, ...]:
+    return (t.id, t.type, t.payload, t.attempt, t.max_attempts, t.request_id, t.queue, t.timeout)
+
+
+class ThreadPool:
+    """Handlers in WORKER_CONCURRENCY threads of the worker process (``thread``)."""
+
+    def __init__(self, settings: Settings, deliver: Deliver, handlers: dict[str, Handler]) -> None:
+        self.settings = settings
+        self.deliver = deliver
+        self.handlers = handlers
+        self.work: queue_mod.SimpleQueue[ClaimedTask | None] = queue_mod.SimpleQueue()
+        self.contexts: dict[int, TaskContext] = {}  # running tasks' contexts
+        self.started_at: dict[int, tuple[float, ClaimedTask]] = {}
+        self.cancelled: set[int] = set()
+        self.threads: list[threading.Thread] = []
+        self.on_take: Callable[[], None] = lambda: None
+        self._stop = threading.Event()
+        self._unstarted: list[ClaimedTask] = []
+
+    def start(self) -> None:
+        for i in range(self.settings.worker_concurrency):
+            thread = threading.Thread(target=self._execute, name=f"flowforge-exec-{i}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        watch = threading.Thread(target=self._watch, name="flowforge-timeouts", daemon=True)
+        watch.start()
+
+    def submit(self, tasks: list[ClaimedTask]) -> None:
+        put = self.work.put
+        for task in tasks:
+            put(task)
+
+    def queued(self) -> int:
+        return self.work.qsize()
+
+    def busy(self) -> int:
+        return len(self.contexts)
+
+    def set_fast(self, fast: bool) -> None:
+        pass
+
+    def cancel(self, task_id: int) -> None:
+        self.cancelled.add(task_id)
+        ctx = self.contexts.get(task_id)
+        if ctx is not None:
+            ctx.cancelled.set()
+
+    def stop(self) -> None:
+        while True:
+            try:
+                task = self.work.get_nowait()
+            except queue_mod.Empty:
+                break
+            if task is not None:
+                self._unstarted.append(task)
+        for _ in self.threads:
+            self.work.put(None)  # each executor exits after its current task
+
+    def take_unstarted(self) -> list[ClaimedTask]:
+        out, self._unstarted = self._unstarted, []
+        return out
+
+    def abandon(self) -> list[ClaimedTask]:
+        self._stop.set()
+        return self.take_unstarted()
+
+    def _execute(self) -> None:
+        get = self.work.get
+        on_take = self.on_take
+        contexts = self.contexts
+        while True:
+            task = get()
+            if task is None:
+                return
+            task.started = True
+            on_take()
+            if task.id in self.cancelled:
+                self.cancelled.discard(task.id)
+                self.deliver(task, None, None, 0.0, NOT_STARTED)
+                continue
+            ctx = TaskContext(
+                task.id,
+                task.type,
+                task.payload,
+                task.attempt,
+                task.max_attempts,
+                task.request_id,
+                task.queue,
+                task.timeout,
+            )
+            contexts[task.id] = ctx
+            self.started_at[task.id] = (monotonic(), task)
+            with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
+                error, result, duration_ms = run_handler(self.handlers, ctx)
+            del contexts[task.id]
+            timed_out = self.started_at.pop(task.id, None) is None
+            note = None
+            if task.id in self.cancelled:
+                self.cancelled.discard(task.id)
+                note = cancelled_note(error)
+            elif timed_out and ctx.cancelled.is_set():
+                error = f"timed out after {task.timeout} s (thread isolation: asked to stop)"
+            self.deliver(task, error, result, duration_ms, note)
+
+    def _watch(self) -> None:
+        """Thread isolation cannot stop a thread: at its timeout a task's ``cancelled`` is
+        set, and its attempt fails as timed out when the handler returns."""
+        while not self._stop.wait(0.25):
+            now = monotonic()
+            for task_id, (started, task) in list(self.started_at.items()):
+                if now - started >= task.timeout:
+                    ctx = self.contexts.get(task_id)
+                    self.started_at.pop(task_id, None)
+                    if ctx is not None:
+                        ctx.cancelled.set()
