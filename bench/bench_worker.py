@@ -308,6 +308,9 @@ def _literal(sql: str) -> str:
         .replace("%(max_attempts)s", "3")
         .replace("%(run_at)s", "NULL::timestamptz")
         .replace("%(request_id)s", "'bench'")
+        .replace("%(queue)s", "'default'")
+        .replace("%(priority)s", "0")
+        .replace("%(timeout)s", "900")
         .split()
     )
 

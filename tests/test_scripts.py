@@ -476,6 +476,11 @@ def test_healthcheck_queue_thresholds(
     assert "1 processing tasks past their lease" in queue["message"]
 
     relaxed = ("--max-pending-age", "1h", "--max-stuck", "1")
+    db.execute("DELETE FROM workers")
+    db.execute(  # a live worker for every queue (else the workers check fails)
+        "INSERT INTO workers (id, host, pid, version, queues, capacity, isolation, expires_at) "
+        "VALUES ('w:1', 'w', 1, '0', '{*}', 8, 'process', now() + interval '1 minute')"
+    )
     proc = script("healthcheck.py", *base, *relaxed, env=env)
     assert proc.returncode == 0, proc.stdout
     # The lease expired 5 minutes ago: within a 10 minute grace it is not stuck yet.
@@ -483,6 +488,36 @@ def test_healthcheck_queue_thresholds(
         "healthcheck.py", *base, "--max-pending-age", "1h", "--stuck-grace", "10m", env=env
     )
     assert proc.returncode == 0, proc.stdout
+
+
+def test_healthcheck_fails_when_no_live_worker_serves_a_queue_with_due_tasks(
+    env: dict[str, str], db: psycopg.Connection
+) -> None:
+    db.execute("DELETE FROM workers")
+    db.execute("INSERT INTO tasks (title, queue) VALUES ('a', 'alpha'), ('b', 'beta')")
+    db.execute("INSERT INTO tasks (title, queue, run_at) VALUES ('c', 'gamma', now() + '1h')")
+    args = ("healthcheck.py", "--database", "--no-api", "--json")
+    proc = script(*args, env=env)
+    assert proc.returncode == 1
+    workers = json.loads(proc.stdout)["checks"][2]
+    assert workers["name"] == "workers" and workers["ok"] is False
+    assert workers["message"] == (
+        "no live worker serves queue(s) with due pending tasks: alpha (1 due), beta (1 due)"
+    )
+    # A live worker on alpha; a dead one (its row expired) on beta.
+    db.execute(
+        "INSERT INTO workers (id, host, pid, version, queues, capacity, isolation, expires_at) "
+        "VALUES ('h:1', 'h', 1, '0', '{alpha}', 4, 'process', now() + interval '30 seconds'), "
+        "('h:2', 'h', 2, '0', '{beta}', 4, 'process', now() - interval '1 second')"
+    )
+    workers = json.loads(script(*args, env=env).stdout)["checks"][2]
+    assert workers["message"].endswith(": beta (1 due)")
+    assert [w["id"] for w in workers["details"]["workers"]] == ["h:1"]
+    db.execute("UPDATE workers SET queues = '{alpha,beta}' WHERE id = 'h:1'")
+    proc = script(*args, env=env)
+    assert proc.returncode == 0, proc.stdout
+    workers = json.loads(proc.stdout)["checks"][2]
+    assert workers["message"] == "1 live worker(s), 0 of 4 slots busy"
 
 
 @pytest.mark.parametrize(

@@ -570,6 +570,23 @@ SELECT
        AND lease_expires_at < now() - make_interval(secs => %(grace)s)) AS stuck
 """
 
+# Live workers (the registry) and the queues whose due pending tasks no live worker
+# serves: the healthcheck's "is anyone there to run them?".
+LIVE_WORKERS = """
+SELECT id, queues, capacity, busy, isolation, version,
+       extract(epoch FROM now() - heartbeat_at) AS heartbeat_age
+FROM workers WHERE expires_at > now() ORDER BY id
+"""
+UNSERVED_QUEUES = """
+SELECT p.queue, p.due, extract(epoch FROM now() - p.oldest) AS waited
+FROM (SELECT queue, count(*) AS due, min(run_at) AS oldest FROM tasks
+      WHERE status = 'pending' AND run_at <= now() GROUP BY queue) AS p
+WHERE NOT EXISTS (
+    SELECT 1 FROM workers w
+    WHERE w.expires_at > now() AND ('*' = ANY(w.queues) OR p.queue = ANY(w.queues)))
+ORDER BY p.queue
+"""
+
 # Cleanup selects tasks by status and by age: the time since they last changed (finished
 # ones by completed_at). %(cutoff)s NULL means any age (--all).
 _CLEANUP_WHERE = """

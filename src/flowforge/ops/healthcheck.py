@@ -2,8 +2,9 @@
 
 Checks the API's ``/health`` (which checks the database from the API's side) and, with
 ``--database``, PostgreSQL directly plus the queue: how long the oldest due pending task
-has waited, and how many processing tasks are past their lease (no worker is looking after
-them). Exit 0 healthy, 1 unhealthy, 2 usage or configuration error.
+has waited, how many processing tasks are past their lease (no worker is looking after
+them), and whether every queue with due pending tasks has a live worker (the workers
+registry). Exit 0 healthy, 1 unhealthy, 2 usage or configuration error.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..config import Settings
-from ..queries import HEALTH, QUEUE_HEALTH
+from ..queries import HEALTH, LIVE_WORKERS, QUEUE_HEALTH, UNSERVED_QUEUES
 from .common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -159,6 +160,8 @@ def check_database(settings: Settings, args: Any) -> list[Check]:
             conn.execute(HEALTH)
             took_ms = round((time.perf_counter() - started) * 1000, 1)
             row = conn.execute(QUEUE_HEALTH, {"grace": args.stuck_grace}).fetchone()
+            workers = conn.execute(LIVE_WORKERS).fetchall()
+            unserved = conn.execute(UNSERVED_QUEUES).fetchall()
     except ScriptError as exc:
         if exc.code == EXIT_USAGE:
             raise
@@ -198,6 +201,24 @@ def check_database(settings: Settings, args: Any) -> list[Check]:
         f"{processing} processing, {stuck} stuck"
     )
     checks.append(Check("queue", not problems, "; ".join(problems) or summary, figures))
+    live = [
+        {"id": w[0], "queues": list(w[1]), "capacity": w[2], "busy": w[3], "isolation": w[4],
+         "version": w[5], "heartbeat_age_seconds": round(float(w[6]), 3)}
+        for w in workers
+    ]  # fmt: skip
+    waiting = [
+        {"queue": q, "due_pending": n, "waited_seconds": round(float(a), 3)} for q, n, a in unserved
+    ]
+    details = {"live": len(live), "workers": live, "unserved_queues": waiting}
+    if waiting:
+        names = ", ".join(f"{w['queue']} ({w['due_pending']} due)" for w in waiting)
+        message = f"no live worker serves queue(s) with due pending tasks: {names}"
+        checks.append(Check("workers", False, message, details))
+    else:
+        capacity = sum(w["capacity"] for w in live)
+        busy = sum(w["busy"] for w in live)
+        message = f"{len(live)} live worker(s), {busy} of {capacity} slots busy"
+        checks.append(Check("workers", True, message, details))
     return checks
 
 

@@ -291,8 +291,12 @@ class ProcessPool:
         if not free:
             return
         share = min(MAX_PER_CHILD, math.ceil(len(waiting) / len(free))) if self.fast else 1
+        most = self.settings.worker_max_tasks_per_child
         for c in free:
-            batch = [waiting.popleft() for _ in range(min(share, len(waiting)))]
+            n = min(share, len(waiting))
+            if most:  # never more than it may run before it is replaced
+                n = min(n, most - c.ran - len(c.inflight))
+            batch = [waiting.popleft() for _ in range(max(n, 0))]
             if not batch:
                 break
             if not c.send(("run", [_wire(t) for t in batch])):
@@ -370,6 +374,10 @@ class ProcessPool:
         for c in self.children + [c for c in self.dying if c.kill_at is None]:
             task, started = c.running()
             if task is None:
+                # Not started yet (or between tasks): it cannot time out before a full
+                # timeout from now; look again then, or at once when it reports.
+                if c.inflight:
+                    deadlines.append(now + c.inflight[0].timeout)
                 continue
             timeout_at = started + task.timeout
             asked = self.cancelling.get(task.id)
