@@ -106,6 +106,7 @@ if [[ $deploy == yes ]]; then
 	log "deploying: ansible-playbook -i $INVENTORY deploy/ansible/deploy.yml"
 	ANSIBLE_CONFIG=$REPO_DIR/deploy/ansible/ansible.cfg \
 		"$ansible_playbook" -i "$INVENTORY" "$REPO_DIR/deploy/ansible/deploy.yml"
-	log "the API answers at http://$HOST_IP:8080 (try: curl http://$HOST_IP:8080/health)"
+	log "the API answers through nginx at https://$HOST_IP" \
+		"(try: curl --cacert $REPO_DIR/deploy/ansible/credentials/ca.crt https://$HOST_IP/health)"
 fi
 log "inventory: $INVENTORY; tear down with deploy/testhost/down.sh (make vm-destroy)"

@@ -27,7 +27,9 @@ ANSIBLE_DIR = REPO / "deploy" / "ansible"
 STATE = TESTHOST / "state" / "pytest"  # git-ignored, like the rest of state/
 SUBNET = "10.213.78"
 RAM_MB = 2048  # up.sh's inventory sets postgresql_ram_mb to this
-API_PORT = 8080
+API_PORT = 8080  # gunicorn, on the host's loopback only
+# The private CA the nginx role makes on the controller (git-ignored, kept between sessions).
+CA_CERT = ANSIBLE_DIR / "credentials" / "ca.crt"
 # One deploy session per machine at a time: the namespace, subnet and NAT rules are fixed.
 LOCK = Path("/run/lock/flowforge-deploy-tests.lock")
 
@@ -71,10 +73,13 @@ class TestHost:
     host: testinfra.host.Host
     boot_seconds: float
     runs: list[PlaybookRun] = field(default_factory=list)
+    # Figures the tests measured (written to pytest-timings.json with the run times).
+    figures: dict[str, object] = field(default_factory=dict)
 
     @property
     def api(self) -> str:
-        return f"http://{self.ip}:{API_PORT}"
+        """The API as clients reach it: through nginx, HTTPS (verify with CA_CERT)."""
+        return f"https://{self.ip}"
 
     def run_playbook(self) -> PlaybookRun:
         started = time.monotonic()
@@ -166,5 +171,6 @@ def _write_timings(testhost: TestHost | None) -> None:
     figures = {
         "boot_seconds_including_debootstrap_if_uncached": round(testhost.boot_seconds, 1),
         "playbook_runs_seconds": [round(run.seconds, 1) for run in testhost.runs],
+        **testhost.figures,
     }
     (STATE.parent / "pytest-timings.json").write_text(json.dumps(figures, indent=2) + "\n")

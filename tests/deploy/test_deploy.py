@@ -15,13 +15,15 @@ import uuid
 import pytest
 import requests
 
-from .conftest import RAM_MB, TestHost
+from .conftest import CA_CERT, RAM_MB, TestHost
 
 pytestmark = pytest.mark.deploy
 
-# Straight to the test host, whatever proxy the environment names.
+# Straight to the test host, whatever proxy the environment names; HTTPS through nginx,
+# verified with the private CA the playbook made on the controller.
 http = requests.Session()
 http.trust_env = False
+http.verify = str(CA_CERT)
 
 UNITS = ("flowforge-api.service", "flowforge-worker.service")
 
@@ -44,7 +46,7 @@ def test_playbook_succeeds_on_a_fresh_host(testhost: TestHost) -> None:
 
 
 def test_services_are_active_and_enabled(testhost: TestHost) -> None:
-    for unit in (*UNITS, "postgresql@15-main.service"):
+    for unit in (*UNITS, "postgresql@15-main.service", "nginx.service"):
         service = testhost.host.service(unit)
         assert service.is_running, unit
         assert testhost.sh(f"systemctl is-active {unit}").strip() == "active"
@@ -258,8 +260,10 @@ def test_target_stops_and_starts_everything(testhost: TestHost) -> None:
     testhost.sh("systemctl stop flowforge.target")
     for unit in UNITS:
         assert testhost.host.run(f"systemctl is-active {unit}").stdout.strip() == "inactive"
-    with pytest.raises(requests.ConnectionError):
-        http.get(f"{testhost.api}/health", timeout=5)
+    # nginx stays up and answers for the API: a 502 envelope with a request ID
+    down = http.get(f"{testhost.api}/health", timeout=5)
+    assert down.status_code == 502 and down.json()["error"]["code"] == "bad_gateway"
+    assert down.headers["X-Request-ID"]
     # The target is reached before its units (they are ordered after it, for the stop), so
     # start returns with their start jobs queued: wait for them.
     testhost.sh("systemctl start flowforge.target")
