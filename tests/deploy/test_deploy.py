@@ -169,6 +169,7 @@ def test_root_runs_flowforge_with_the_services_environment(testhost: TestHost) -
     # Without a token the task routes are closed, from outside too.
     anon = requests.Session()
     anon.trust_env = False
+    anon.verify = str(CA_CERT)
     response = anon.get(f"{testhost.api}/v1/tasks", timeout=5)
     assert response.status_code == 401 and response.json()["error"]["code"] == "unauthorized"
     assert response.headers["WWW-Authenticate"].startswith("Bearer")

@@ -110,6 +110,67 @@ def test_request_id_from_nginx_reaches_the_app_journal(testhost: TestHost) -> No
     assert entries, f"no flowforge-api journal line with REQUEST_ID={rid}"
 
 
+def _token(testhost: TestHost, scope: str) -> tuple[str, str]:
+    """A new token (name, token) made as an operator makes one: root runs `flowforge`."""
+    name = f"edge-{scope}-{uuid.uuid4().hex[:8]}"
+    return name, testhost.sh(f"flowforge token create {name} --scope {scope}").strip()
+
+
+def test_tokens_through_the_edge(testhost: TestHost) -> None:
+    tasks = f"{testhost.api}/v1/tasks"
+    rid = f"anon-{uuid.uuid4().hex[:12]}"
+    anonymous = https.get(tasks, headers={"X-Request-ID": rid}, timeout=5)
+    _assert_envelope(anonymous, 401, "unauthorized")
+    assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")
+    assert anonymous.headers["X-Request-ID"] == rid  # the app's answer, through nginx
+    _, read = _token(testhost, "read")
+    rid = f"reader-{uuid.uuid4().hex[:12]}"
+    refused = https.post(
+        tasks,
+        json={"title": "not allowed"},
+        headers={"Authorization": f"Bearer {read}", "X-Request-ID": rid},
+        timeout=5,
+    )
+    _assert_envelope(refused, 403, "forbidden")
+    assert refused.headers["X-Request-ID"] == rid
+    name, write = _token(testhost, "write")
+    auth = {"Authorization": f"Bearer {write}"}
+    created = https.post(tasks, json={"title": "through the edge"}, headers=auth, timeout=5)
+    assert created.status_code == 201, created.text
+    # revoked: refused by every API process within 5 s
+    testhost.sh(f"flowforge token revoke {name}")
+    revoked_at = time.monotonic()
+    while (status := https.get(tasks, headers=auth, timeout=5).status_code) == 200:
+        assert time.monotonic() - revoked_at < 10, "the revoked token still works"
+        time.sleep(0.25)
+    assert status == 401
+    testhost.figures["token_refused_after_revoke_seconds"] = round(time.monotonic() - revoked_at, 2)
+
+
+def test_metrics_are_for_loopback_and_monitoring_hosts_only(testhost: TestHost) -> None:
+    rid = f"metrics-{uuid.uuid4().hex[:12]}"
+    outside = https.get(f"{testhost.api}/metrics", headers={"X-Request-ID": rid}, timeout=5)
+    _assert_envelope(outside, 403, "forbidden")
+    assert outside.headers["X-Request-ID"] == rid
+    inside = testhost.sh(
+        'python3 -c "import ssl, urllib.request; '
+        "ctx = ssl.create_default_context(cafile='/etc/nginx/flowforge-tls/ca.crt'); "
+        "print(urllib.request.urlopen('https://127.0.0.1/metrics', context=ctx).read().decode())\""
+    )
+    assert "flowforge_http_requests_total" in inside
+
+
+def test_deploy_check_token_is_root_only_and_never_printed(testhost: TestHost) -> None:
+    path = "/etc/flowforge/deploy-check.token"
+    token_file = testhost.host.file(path)
+    assert (token_file.user, token_file.mode) == ("root", 0o600)
+    token = token_file.content_string.strip()
+    assert len(token) >= 32
+    assert "deploy-check-" in testhost.sh("flowforge token list")
+    for run in testhost.runs:
+        assert token not in run.output
+
+
 def test_oversized_body_is_refused_by_nginx_with_an_envelope(testhost: TestHost) -> None:
     rid = f"big-{uuid.uuid4().hex[:12]}"
     response = https.post(
