@@ -13,6 +13,11 @@ ignores it, so the ratio between the two includes what checking a token costs. R
 alternate between the servers so noise hits all of them alike; medians are reported.
 Writes bench/results/api.json and api.md.
 
+    .venv/bin/python bench/bench_api.py --metrics-off-case --get-only
+
+adds GET by id served by the same API with its per-request Prometheus metrics off
+(bench/api_nometrics.py), side by side: bench/results/api-metrics.json and .md.
+
     .venv/bin/python bench/bench_api.py --baseline /tmp/old --get-only
 
 adds the GET by id case served by another source tree (a checkout of an older commit: its
@@ -55,6 +60,7 @@ request = function()
 end
 """
 BASELINE_GET = "GET /v1/tasks/{id} (baseline tree)"
+NOMETRICS_GET = "GET /v1/tasks/{id} (request metrics off)"
 LUA_POST = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -179,6 +185,12 @@ def main() -> int:
         help="also serve GET by id from this source tree (an older commit)",
     )
     parser.add_argument("--get-only", action="store_true", help="only the GET by id cases")
+    parser.add_argument(
+        "--metrics-off-case",
+        action="store_true",
+        help="also serve GET by id from the same API with its per-request metrics off "
+        "(bench/api_nometrics.py), side by side",
+    )
     args = parser.parse_args()
 
     pg = TempPostgres().start()
@@ -222,6 +234,13 @@ def main() -> int:
                                       base_port, work / "baseline.log"))  # fmt: skip
             cases[BASELINE_GET] = (f"http://127.0.0.1:{base_port}/v1/tasks/1", LUA_GET)
             base_proc = procs[-1]
+        if args.metrics_off_case:
+            off_port = free_port()
+            procs.append(start_server([sys.executable, str(ROOT / "bench" / "api_nometrics.py")],
+                                      {**env, "API_PORT": str(off_port)}, off_port,
+                                      work / "nometrics.log"))  # fmt: skip
+            cases[NOMETRICS_GET] = (f"http://127.0.0.1:{off_port}/v1/tasks/1", LUA_GET)
+            off_proc = procs[-1]
         cases |= {
             "GET /v1/tasks/{id} (bare Bottle+psycopg)": (
                 f"http://127.0.0.1:{bare_port}/v1/tasks/1",
@@ -245,8 +264,9 @@ def main() -> int:
             for name, (target, script) in order:
                 time.sleep(2)  # let the previous case's backlog drain (deep pages queue up)
                 server = (
-                    bare_proc if "bare" in name else base_proc if name == BASELINE_GET else ff_proc
-                )
+                    bare_proc if "bare" in name else base_proc if name == BASELINE_GET
+                    else off_proc if name == NOMETRICS_GET else ff_proc
+                )  # fmt: skip
                 cpu_before = server_cpu_seconds(server.pid)
                 result = wrk(target, args.duration, args.connections, script, token)
                 served = result["rps"] * args.duration
@@ -331,6 +351,19 @@ def main() -> int:
         report["cpu_per_request_new_to_baseline_paired_median"] = round(
             statistics.median(cpu_paired), 3
         )
+    if args.metrics_off_case:
+        if not args.baseline:
+            stem = "api-metrics"
+        # Paired per round, like the baseline: metrics on / off.
+        on, off = runs["GET /v1/tasks/{id}"], runs[NOMETRICS_GET]
+        report["ratio_metrics_on_to_off_get_paired"] = [
+            round(a["rps"] / b["rps"], 3) for a, b in zip(on, off, strict=True)
+        ]
+        report["cpu_per_request_metrics_on_to_off_paired"] = [
+            round(a["server_cpu_us_per_request"] / b["server_cpu_us_per_request"], 3)
+            for a, b in zip(on, off, strict=True)
+            if b["server_cpu_us_per_request"]
+        ]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
@@ -357,6 +390,16 @@ def main() -> int:
             f"Server CPU per GET by id, this tree / baseline, per round: "
             f"{', '.join(f'{r:.3f}' for r in report['cpu_per_request_new_to_baseline_paired'])}; "
             f"median {report['cpu_per_request_new_to_baseline_paired_median']:.3f}",
+        ]
+    if args.metrics_off_case:
+        rps = report["ratio_metrics_on_to_off_get_paired"]
+        cpu = report["cpu_per_request_metrics_on_to_off_paired"]
+        lines += [
+            f"Request metrics on / off (bench/api_nometrics.py), GET by id, per round: "
+            f"{', '.join(f'{r:.3f}' for r in rps)}; median {statistics.median(rps):.3f} (req/s)",
+            f"Server CPU per GET by id, metrics on / off, per round: "
+            f"{', '.join(f'{r:.3f}' for r in cpu)}; median "
+            f"{statistics.median(cpu) if cpu else float('nan'):.3f}",
         ]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
