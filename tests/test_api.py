@@ -183,7 +183,14 @@ def test_list_is_newest_first_with_pages_and_total(client: ApiClient) -> None:
     ids = [create(client, title=f"t{i}")["id"] for i in range(25)]
     first = client.get("/v1/tasks").json()
     assert first["error"] is None
-    assert first["meta"] == {"page": 1, "limit": 20, "total": 25}
+    assert first["meta"] == {
+        "page": 1,
+        "limit": 20,
+        "total": 25,
+        "total_exact": True,
+        "next_cursor": first["meta"]["next_cursor"],  # opaque; tests/test_api_lists.py
+    }
+    assert first["meta"]["next_cursor"]
     assert [t["id"] for t in first["data"]] == ids[::-1][:20]
     second = client.get("/v1/tasks", params={"page": 2, "limit": 20}).json()
     assert [t["id"] for t in second["data"]] == ids[::-1][20:]

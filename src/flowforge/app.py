@@ -18,7 +18,7 @@ import bottle
 import orjson
 from sqlalchemy import Engine
 
-from . import logs, tokens
+from . import logs, pagination, tokens
 from .auth import PendingGauge, TokenCache, protected
 from .config import Settings, address_allowed, check_api_auth
 from .db import DatabaseUnavailable, make_engine
@@ -368,8 +368,25 @@ def create_app(
         query = {name: bottle.request.query.getunicode(name) for name in bottle.request.query}
         q = list_query(query)
         filters = {"status": q.status, "type": q.type, "queue": q.queue}
-        result = store.list(limit=q.limit, offset=(q.page - 1) * q.limit, filters=filters)
-        return ok(result.tasks, meta={"page": q.page, "limit": q.limit, "total": result.total})
+        after = (q.cursor.created_at, q.cursor.id) if q.cursor else None
+        result = store.list(
+            limit=q.limit,
+            offset=(q.page - 1) * q.limit,
+            filters=filters,
+            after=after,
+            fields=q.fields,
+        )
+        next_cursor = None
+        if result.next_key is not None:
+            next_cursor = pagination.encode(pagination.Cursor(*result.next_key, q.filters))
+        meta = {
+            "page": None if q.cursor else q.page,
+            "limit": q.limit,
+            "total": result.total,
+            "total_exact": result.total_exact,
+            "next_cursor": next_cursor,
+        }
+        return ok(result.tasks, meta=meta)
 
     pending = (
         PendingGauge(store.count_pending_upto, settings.api_max_pending)

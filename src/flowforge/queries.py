@@ -6,6 +6,8 @@ server after a few runs on one connection, so hot queries skip parse and plan.
 
 from __future__ import annotations
 
+import functools
+
 from .models import TASK_COLUMNS
 
 COLUMNS = ", ".join(TASK_COLUMNS)
@@ -34,9 +36,15 @@ HEALTH = "SELECT 1"
 GET_TASK = f"SELECT {COLUMNS} FROM tasks WHERE id = %(id)s"
 
 # Newest first, optionally filtered (GET /v1/tasks). One fixed statement per combination
-# of filters (status, type, queue), so each is prepared with a plan of its own; a status
-# filter walks tasks_status_created_idx, the others scan newest first and filter.
+# of filters (status, type, queue), columns and paging style, so each is prepared with a
+# plan of its own; each filter has an index in the newest-first order (tasks_created_idx,
+# tasks_status_created_idx, tasks_type_created_idx, tasks_queue_created_idx).
 LIST_FILTERS: tuple[str, ...] = ("status", "type", "queue")
+# Up to this many matching rows meta.total is counted; above it, PostgreSQL's estimate.
+EXACT_TOTAL_MAX = 10_000
+# Count only when the planner's estimate is below this: a 10x margin over EXACT_TOTAL_MAX,
+# so stale statistics never turn a countable total into an estimate.
+COUNT_WHEN_ESTIMATE_BELOW = 100_000
 
 
 def _where(filters: tuple[str, ...]) -> str:
@@ -46,24 +54,42 @@ def _where(filters: tuple[str, ...]) -> str:
     return " AND ".join(f"{name} = %({name})s" for name in filters) or "true"
 
 
-def list_tasks(filters: tuple[str, ...]) -> str:
-    """Rows of one page of GET /v1/tasks, newest first, with these filters (names)."""
+@functools.cache
+def list_tasks(
+    filters: tuple[str, ...], columns: tuple[str, ...] = TASK_COLUMNS, after: bool = False
+) -> str:
+    """Rows of one page of GET /v1/tasks, newest first, with these filters (names). With
+    ``after``, the page starts below the key (created_at, id) of the previous page's last
+    row (keyset: an index range scan, as cheap at page 5,000 as at page 1); otherwise at
+    ``offset``. The caller asks for one row more than a page to know whether one follows."""
+    unknown = set(columns) - set(TASK_COLUMNS)
+    if unknown:
+        raise ValueError(f"no such task column: {', '.join(sorted(unknown))}")
+    where = _where(filters)
+    if after:
+        where += " AND (created_at, id) < (%(after_created_at)s, %(after_id)s)"
     return f"""
-SELECT {COLUMNS} FROM tasks
-WHERE {_where(filters)}
+SELECT {", ".join(columns)} FROM tasks
+WHERE {where}
 ORDER BY created_at DESC, id DESC
-LIMIT %(limit)s OFFSET %(offset)s
+LIMIT %(limit)s{"" if after else " OFFSET %(offset)s"}
 """
 
 
+@functools.cache
 def count_tasks(filters: tuple[str, ...]) -> str:
-    return f"SELECT count(*) FROM tasks WHERE {_where(filters)}"
+    """Matching tasks, counted up to %(cap)s rows (an index-only walk that stops there)."""
+    return f"SELECT count(*) FROM (SELECT FROM tasks WHERE {_where(filters)} LIMIT %(cap)s) t"
+
+
+@functools.cache
+def estimate_tasks(filters: tuple[str, ...]) -> str:
+    """The planner's row estimate for these filters: planning only, nothing is read."""
+    return f"EXPLAIN (FORMAT JSON) SELECT FROM tasks WHERE {_where(filters)}"
 
 
 LIST_TASKS = list_tasks(())
 LIST_TASKS_BY_STATUS = list_tasks(("status",))
-COUNT_TASKS = count_tasks(())
-COUNT_TASKS_BY_STATUS = count_tasks(("status",))
 
 # One statement, one commit: the row and, while a worker waits for work, its notification.
 # (A busy worker finds the task on its next claim; bench_worker.py measures the cost of an

@@ -76,6 +76,9 @@ tasks = Table(
 # Newest first, whole list and filtered by status (GET /v1/tasks).
 Index("tasks_created_idx", tasks.c.created_at.desc(), tasks.c.id.desc())
 Index("tasks_status_created_idx", tasks.c.status, tasks.c.created_at.desc(), tasks.c.id.desc())
+# ... and by type or queue (revision 0008).
+Index("tasks_type_created_idx", tasks.c.type, tasks.c.created_at.desc(), tasks.c.id.desc())
+Index("tasks_queue_created_idx", tasks.c.queue, tasks.c.created_at.desc(), tasks.c.id.desc())
 # The claim: due pending tasks in run_at order, a small partial index the queue walks.
 Index(
     "tasks_claim_idx",

@@ -12,13 +12,13 @@ from typing import Any, TypeVar
 import orjson
 import psycopg
 from psycopg import pq
-from psycopg.rows import class_row, scalar_row
+from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb, set_json_loads
 from sqlalchemy import Engine, event
 
 from . import queries
 from .db import ConnectionSource, DatabaseUnavailable
-from .models import TERMINAL, Status, Task, transition_allowed
+from .models import TASK_COLUMNS, TERMINAL, Status, Task, transition_allowed
 
 T = TypeVar("T")
 
@@ -74,8 +74,14 @@ class QueueMetrics:
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    tasks: list[Task]
+    """One page of a list: its rows (Task, or dicts of the asked-for fields), the total that
+    matches (exact up to queries.EXACT_TOTAL_MAX, else the planner's estimate) and the
+    sort key (created_at, id) of its last row when another page follows."""
+
+    tasks: list[Any]
     total: int
+    total_exact: bool
+    next_key: tuple[datetime, int] | None
 
 
 def _query_within(conn: psycopg.Connection, sql: str, timeout: float) -> None:
@@ -208,22 +214,62 @@ class TaskStore:
         return self._retry_read(read)
 
     def list(
-        self, *, limit: int, offset: int, filters: dict[str, str | None] | None = None
+        self,
+        *,
+        limit: int,
+        offset: int = 0,
+        filters: dict[str, str | None] | None = None,
+        after: tuple[datetime, int] | None = None,
+        fields: tuple[str, ...] | None = None,
     ) -> Page:
-        """One page, newest first; ``filters`` maps status/type/queue to a value (or None)."""
+        """One page, newest first. ``filters`` maps status/type/queue to a value (or None);
+        ``after`` is the (created_at, id) the page starts below (keyset), else ``offset``;
+        ``fields`` limits the columns (rows are then dicts of those fields, id included)."""
         used = tuple(name for name in queries.LIST_FILTERS if (filters or {}).get(name))
-        params: dict[str, Any] = {"limit": limit, "offset": offset}
-        params.update({name: (filters or {})[name] for name in used})
-        rows_sql = queries.list_tasks(used)
-        count_sql = queries.count_tasks(used)
+        params: dict[str, Any] = {name: (filters or {})[name] for name in used}
+        params.update(limit=limit + 1, offset=offset, cap=queries.EXACT_TOTAL_MAX + 1)
+        if after is not None:
+            params.update(after_created_at=after[0], after_id=after[1])
+        # created_at and id are the cursor's key: selected even when not asked for.
+        columns = TASK_COLUMNS
+        if fields is not None:
+            wanted = {"id", "created_at", *fields}
+            columns = tuple(c for c in TASK_COLUMNS if c in wanted)
+        rows_sql = queries.list_tasks(used, columns, after is not None)
+        row_factory = class_row(Task) if fields is None else dict_row
 
         def read() -> Page:
             with self.source.connection() as conn:
-                # Both statements in one round trip.
+                # The rows and the planner's estimate in one round trip; a count (a second
+                # one) only when the estimate says it is worth it.
                 with conn.pipeline():
-                    rows = conn.cursor(row_factory=class_row(Task)).execute(rows_sql, params)
-                    count = conn.cursor(row_factory=scalar_row).execute(count_sql, params)
-                return Page(tasks=rows.fetchall(), total=count.fetchone() or 0)
+                    rows_cur = conn.cursor(row_factory=row_factory).execute(rows_sql, params)
+                    plan_cur = conn.execute(queries.estimate_tasks(used), params)
+                rows = rows_cur.fetchall()
+                (plan,) = plan_cur.fetchone() or ([{"Plan": {"Plan Rows": 0}}],)
+                estimate = int(plan[0]["Plan"]["Plan Rows"])
+                total, exact = estimate, False
+                if estimate < queries.COUNT_WHEN_ESTIMATE_BELOW:
+                    row = conn.execute(queries.count_tasks(used), params).fetchone()
+                    counted = row[0] if row else 0
+                    if counted <= queries.EXACT_TOTAL_MAX:
+                        total, exact = counted, True
+                    else:
+                        total = max(estimate, counted)  # never below what was counted
+            more = len(rows) > limit
+            rows = rows[:limit]
+            next_key = None
+            if more:
+                last = rows[-1]
+                next_key = (
+                    (last.created_at, last.id)
+                    if fields is None
+                    else (last["created_at"], last["id"])
+                )
+            if fields is not None:
+                shown = [c for c in columns if c in fields or c == "id"]
+                rows = [{c: row[c] for c in shown} for row in rows]
+            return Page(tasks=rows, total=total, total_exact=exact, next_key=next_key)
 
         return self._retry_read(read)
 

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .models import Status
+from . import pagination
+from .models import TASK_COLUMNS, Status
+from .pagination import Cursor
 
 TITLE_MAX = 200
 DESCRIPTION_MAX = 10_000
@@ -27,7 +29,7 @@ POST_FIELDS = frozenset(
 )  # fmt: skip
 PUT_FIELDS = POST_FIELDS | {"status"}
 # The query parameters GET /v1/tasks knows; any other is a 400.
-LIST_PARAMETERS = frozenset({"page", "limit", "status", "type", "queue"})
+LIST_PARAMETERS = frozenset({"page", "limit", "status", "type", "queue", "cursor", "fields"})
 
 
 class ValidationError(Exception):
@@ -195,6 +197,22 @@ class ListQuery:
     status: str | None = None
     type: str | None = None
     queue: str | None = None
+    cursor: Cursor | None = None  # the page starts after this (keyset), instead of `page`
+    fields: tuple[str, ...] | None = None  # only these task fields (id always), else all
+
+    @property
+    def filters(self) -> tuple[str | None, ...]:
+        return (self.status, self.type, self.queue)
+
+
+def _fields(value: str) -> tuple[str, ...]:
+    names = [name.strip() for name in value.split(",")]
+    unknown = [name for name in names if name not in TASK_COLUMNS]
+    if unknown or not value:
+        raise ValueError(
+            f"must be a comma list of task fields (unknown: {', '.join(unknown) or '(empty)'})"
+        )
+    return tuple(dict.fromkeys(["id", *names]))  # id first and always, no repeats
 
 
 def list_query(query: dict[str, str | None]) -> ListQuery:
@@ -233,9 +251,26 @@ def list_query(query: dict[str, str | None]) -> ListQuery:
             filters[name] = check(value)
         except ValueError as exc:
             details[name] = str(exc)
+    cursor = fields = None
+    if query.get("fields") is not None:
+        try:
+            fields = _fields(query["fields"] or "")
+        except ValueError as exc:
+            details["fields"] = str(exc)
+    if "cursor" in query:
+        if "page" in query:
+            details["cursor"] = "cannot be combined with page (a cursor says where to start)"
+        else:
+            try:
+                cursor = pagination.decode(query["cursor"] or "")
+            except pagination.CursorError:
+                details["cursor"] = "is not a cursor this API gave (use meta.next_cursor)"
+            else:
+                if cursor.filters != (filters["status"], filters["type"], filters["queue"]):
+                    details["cursor"] = "was made for other filters (status, type, queue)"
     if details:
         raise ValidationError("the query is not valid", details)
-    return ListQuery(page, limit, **filters)
+    return ListQuery(page, limit, **filters, cursor=cursor, fields=fields)
 
 
 BATCH_MAX = 1000
