@@ -136,7 +136,7 @@ def test_list_filters_by_type_queue_and_status_combined(client: ApiClient, db) -
 
 @pytest.mark.parametrize(
     "query",
-    ["?typ=sleep", "?cursor=abc", "?fields=id", "?page=1&sort=id", "?Status=pending", "?=x"],
+    ["?typ=sleep", "?after=abc", "?select=id", "?page=1&sort=id", "?Status=pending", "?=x"],
 )
 def test_unknown_list_parameters_are_400(client: ApiClient, query: str) -> None:
     error = assert_error(client.get("/v1/tasks" + query), 400, "validation_failed")
