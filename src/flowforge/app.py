@@ -7,15 +7,17 @@ reach a client), and carries ``X-Request-ID``. One access line is logged per req
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import re
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import bottle
 import orjson
+from gunicorn.http.errors import ParseException
 from sqlalchemy import Engine
 
 from . import logs, pagination, tokens
@@ -28,12 +30,18 @@ from .store import NewTask, NotFound, TaskStore, TransitionRefused
 from .validation import ValidationError, batch_body, list_query, task_body
 
 log = logging.getLogger("flowforge.api")
+T = TypeVar("T")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 _BIGINT_MAX = 2**63 - 1
 # How long a client told "queue full" should wait before trying again (seconds).
 QUEUE_FULL_RETRY_AFTER = 5
+# Numbers orjson would change: integers beyond 64 bits (they become floats) and fractions
+# below a double's range (they become 0.0). Only a body with a long run of digits or a
+# three-digit exponent can hold one; only such a body is read a second time to find it.
+_MAYBE_INEXACT = re.compile(rb"[0-9]{19}|[eE][+-]?[0-9]{3}")
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what orjson keeps as an int
 _JSON_TYPES = re.compile(r"^application/(?:[\w.+-]+\+)?json\s*(?:;.*)?$", re.IGNORECASE)
 ERROR_CODES = {
     400: "bad_request",
@@ -74,6 +82,50 @@ def _dumps(body: dict[str, Any]) -> bytes:
 
 def error_body(code: str, message: str, details: Any = None) -> bytes:
     return _dumps({"data": None, "error": {"code": code, "message": message, "details": details}})
+
+
+def _exact_int(token: str) -> int:
+    value = int(token)
+    if not _INT_MIN <= value <= _INT_MAX:
+        raise ApiError(
+            400,
+            f"the number {token[:40]} does not fit in 64 bits; send it as a string",
+            {"number": token[:100]},
+            code="number_out_of_range",
+        )
+    return value
+
+
+def _exact_float(token: str) -> float:
+    value = float(token)
+    if value == 0.0 and any(c in "123456789" for c in token.lower().split("e")[0]):
+        raise ApiError(
+            400,
+            f"the number {token[:40]} is too small for a double (it would become 0); "
+            "send it as a string",
+            {"number": token[:100]},
+            code="number_out_of_range",
+        )
+    return value
+
+
+def check_numbers(raw: bytes) -> None:
+    """Refuse a body whose numbers would not be stored as sent (see ``_MAYBE_INEXACT``):
+    a 400 naming the number, rather than a payload quietly changed."""
+    if _MAYBE_INEXACT.search(raw):
+        # A body deeper than the recursion limit is deeper than any valid task: the
+        # validation refuses it.
+        with contextlib.suppress(RecursionError):
+            json.loads(raw, parse_int=_exact_int, parse_float=_exact_float)
+
+
+def allow_header(allowed: str) -> str:
+    """Bottle's ``Allow`` list, with HEAD wherever GET is served (Bottle answers HEAD
+    with the GET route)."""
+    methods = {m.strip() for m in allowed.split(",") if m.strip()}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ",".join(sorted(methods))
 
 
 def request_id_from(header: str | None) -> str:
@@ -123,6 +175,9 @@ def create_app(
     observe = request_metrics.observe if metrics else None
     queue_gauges = QueueCollector(lambda: store.queue_metrics(QUERY_TIMEOUT_MS))
     metrics_allow = settings.metrics_allow
+    # Task ids are ASCII digits: Bottle's ``int`` filter (``\d``) also takes other
+    # scripts' digits (``/v1/tasks/%D9%A3`` would be task 3).
+    app.router.add_filter("id", lambda _conf: (r"[0-9]+", int, str))
 
     # -- per-request plumbing -------------------------------------------------------------
 
@@ -284,14 +339,20 @@ def create_app(
             message = f"internal server error (request ID {rid})"
         else:
             message = str(error.body or bottle.HTTP_CODES.get(status, "error"))
-        details = {"allow": error.get_header("Allow")} if status == 405 else None
+        details = None
+        if status == 405:
+            allowed = allow_header(error.get_header("Allow") or "")
+            error.set_header("Allow", allowed)
+            details = {"allow": allowed}
         return error_body(ERROR_CODES.get(status, "error"), message, details)
 
     app.default_error_handler = error_page
 
     # -- helpers ------------------------------------------------------------------------
 
-    def read_json() -> Any:
+    def read_json(validate: Callable[[Any], T]) -> T:
+        """The body, parsed and passed through ``validate``; then its numbers are checked
+        (``check_numbers``), so a field's own rule (an integer, a range) speaks first."""
         request = bottle.request
         content_type = request.environ.get("CONTENT_TYPE", "")
         if not _JSON_TYPES.match(content_type):
@@ -303,18 +364,25 @@ def create_app(
         if length > max_body:
             raise ApiError(413, f"the body is larger than {max_body} bytes")
         stream = request.environ["wsgi.input"]
-        if length >= 0:
-            raw = stream.read(length)
-        elif "chunked" in request.environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-            raw = stream.read(max_body + 1)  # gunicorn has already de-chunked it
-            if len(raw) > max_body:
-                raise ApiError(413, f"the body is larger than {max_body} bytes")
-        else:
+        chunked = "chunked" in request.environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if length < 0 and not chunked:
             raise ApiError(411, "a Content-Length header is required")
         try:
-            return orjson.loads(raw)
+            # gunicorn de-chunks while the body is read: a broken chunk size or a client
+            # that stops mid-chunk surfaces here, as gunicorn's parse error or NoMoreData.
+            raw = stream.read(length if length >= 0 else max_body + 1)
+        except (ParseException, OSError, ValueError) as exc:
+            reason = type(exc).__name__ if not str(exc) else f"{type(exc).__name__}: {exc}"
+            raise ApiError(400, f"the body could not be read ({reason[:200]})") from None
+        if len(raw) > max_body:
+            raise ApiError(413, f"the body is larger than {max_body} bytes")
+        try:
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise ApiError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
+        clean = validate(body)
+        check_numbers(raw)
+        return clean
 
     def ok(data: Any, status: int = 200, meta: dict[str, Any] | None = None) -> bytes:
         bottle.response.status = status
@@ -322,6 +390,18 @@ def create_app(
         if meta is not None:
             body["meta"] = meta
         return _dumps(body)
+
+    def query_params() -> dict[str, str | None]:
+        """The query string, each parameter once: a repeated one is a 400 (which of two
+        values would count is a guess a client should not have to make)."""
+        query = bottle.request.query
+        repeated = sorted(name for name in query if len(query.getall(name)) > 1)
+        if repeated:
+            raise ValidationError(
+                "a query parameter is repeated",
+                {name: "must be given at most once" for name in repeated},
+            )
+        return {name: query.getunicode(name) for name in query}
 
     def check_id(task_id: int) -> int:
         if not 1 <= task_id <= _BIGINT_MAX:
@@ -365,8 +445,7 @@ def create_app(
         return openapi
 
     def list_tasks() -> bytes:
-        query = {name: bottle.request.query.getunicode(name) for name in bottle.request.query}
-        q = list_query(query)
+        q = list_query(query_params())
         filters = {"status": q.status, "type": q.type, "queue": q.queue}
         after = (q.cursor.created_at, q.cursor.id) if q.cursor else None
         result = store.list(
@@ -410,7 +489,7 @@ def create_app(
         pending.added(n)
 
     def create_task() -> bytes:
-        fields = task_body(read_json(), partial=False, known_types=known_types)
+        fields = read_json(lambda body: task_body(body, partial=False, known_types=known_types))
         admit()
         rid = bottle.request.environ["flowforge.request_id"]
         task = store.create(NewTask(**fields), request_id=rid)
@@ -419,7 +498,7 @@ def create_app(
         return ok(task, status=201)
 
     def create_batch() -> bytes:
-        items = batch_body(read_json(), known_types=known_types)
+        items = read_json(lambda body: batch_body(body, known_types=known_types))
         admit(len(items))
         rid = bottle.request.environ["flowforge.request_id"]
         tasks = store.create_many([NewTask(**fields) for fields in items], request_id=rid)
@@ -436,7 +515,7 @@ def create_app(
         return ok(task)
 
     def update_task(task_id: int) -> bytes:
-        changes = task_body(read_json(), partial=True, known_types=known_types)
+        changes = read_json(lambda body: task_body(body, partial=True, known_types=known_types))
         task = store.update(check_id(task_id), changes)
         if task is None:
             raise ApiError(404, f"task {task_id} not found")
@@ -464,11 +543,11 @@ def create_app(
         app.route(f"{prefix}/tasks", "GET", list_tasks)
         app.route(f"{prefix}/tasks", "POST", create_task)
         app.route(f"{prefix}/tasks/batch", "POST", create_batch)
-        app.route(f"{prefix}/tasks/<task_id:int>", "GET", get_task)
-        app.route(f"{prefix}/tasks/<task_id:int>", "PUT", update_task)
-        app.route(f"{prefix}/tasks/<task_id:int>", "DELETE", delete_task)
-        app.route(f"{prefix}/tasks/<task_id:int>/cancel", "POST", cancel_task)
-        app.route(f"{prefix}/tasks/<task_id:int>/retry", "POST", retry_task)
+        app.route(f"{prefix}/tasks/<task_id:id>", "GET", get_task)
+        app.route(f"{prefix}/tasks/<task_id:id>", "PUT", update_task)
+        app.route(f"{prefix}/tasks/<task_id:id>", "DELETE", delete_task)
+        app.route(f"{prefix}/tasks/<task_id:id>/cancel", "POST", cancel_task)
+        app.route(f"{prefix}/tasks/<task_id:id>/retry", "POST", retry_task)
 
     app.config["flowforge.store"] = store
     app.config["flowforge.tokens"] = token_cache

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
@@ -575,14 +575,22 @@ def check_api_auth(settings: Settings) -> None:
         )
 
 
+_SECRET_PARAMS = frozenset({"password", "sslpassword"})  # libpq's secret URL parameters
+
+
 def redact_url(url: str) -> str:
-    """``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db``."""
+    """``postgresql://u:secret@h/db?sslpassword=x`` -> ``postgresql://u:***@h/db?sslpassword=***``:
+    the password in the authority and libpq's secret query parameters."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)
+        user = netloc[0].split(":", 1)[0]
+        parts = parts._replace(netloc=f"{user}:***@{netloc[1]}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(name.lower() in _SECRET_PARAMS for name, _ in query):
+        hidden = [(n, "***" if n.lower() in _SECRET_PARAMS else v) for n, v in query]
+        parts = parts._replace(query=urlencode(hidden, safe="*/:,"))
+    return urlunsplit(parts)
 
 
 def load_settings(

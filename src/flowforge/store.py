@@ -374,6 +374,8 @@ class TaskStore:
                 raise TransitionRefused(
                     old, new, f"{', '.join(changed)} can only change while a task is pending"
                 )
+            if new == old and not any(_differs(v, getattr(current, f)) for f, v in changes.items()):
+                return current  # nothing to change: a repeated PUT leaves updated_at alone
             params = {
                 "id": task_id,
                 "title": changes.get("title", current.title),
@@ -443,3 +445,13 @@ _REFUSALS = {
     Status.CANCELLED.value: "a {} task cannot be cancelled: it has already finished",
     Status.PENDING.value: "a {} task cannot be retried: only failed, cancelled or completed ones",
 }
+
+
+def _differs(sent: Any, stored: Any) -> bool:
+    """Whether a PUT's value changes the stored one. JSON is compared as JSON: in Python
+    ``1 == 1.0 == True``, but a payload's ``true`` is not its ``1``."""
+    if isinstance(sent, dict | list):
+        return orjson.dumps(sent, option=orjson.OPT_SORT_KEYS) != orjson.dumps(
+            stored, option=orjson.OPT_SORT_KEYS
+        )
+    return sent != stored

@@ -27,6 +27,7 @@ POST_FIELDS = frozenset(
     {"title", "description", "type", "payload", "max_attempts", "run_at", "queue", "priority",
      "timeout"}
 )  # fmt: skip
+RUN_AT_YEAR_MIN, RUN_AT_YEAR_MAX = 2, 9998
 PUT_FIELDS = POST_FIELDS | {"status"}
 # The query parameters GET /v1/tasks knows; any other is a 400.
 LIST_PARAMETERS = frozenset({"page", "limit", "status", "type", "queue", "cursor", "fields"})
@@ -61,10 +62,12 @@ def _timestamp(value: Any) -> datetime:
         raise ValueError("must be an RFC 3339 timestamp, e.g. 2026-01-31T12:00:00Z") from None
     if parsed.tzinfo is None:
         raise ValueError("must carry a time zone (Z or an offset)")
-    try:
-        return parsed.astimezone(UTC)
-    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is in year 0 in UTC
-        raise ValueError("must be between years 1 and 9999 in UTC") from None
+    # Years 2..9998 as written: an offset can move 0001-01-01 into year 0 and 9999-12-31
+    # into year 10000, which no datetime holds; the bound is simple enough for
+    # openapi.yaml to state it (RunAt's pattern), so a client's validator agrees.
+    if not RUN_AT_YEAR_MIN <= parsed.year <= RUN_AT_YEAR_MAX:
+        raise ValueError(f"must be between years {RUN_AT_YEAR_MIN} and {RUN_AT_YEAR_MAX}")
+    return parsed.astimezone(UTC)
 
 
 def _attempts(value: Any) -> int:
