@@ -227,6 +227,7 @@ def ours_throughput(
     processes: int,
     level: str,
     metrics: bool = True,
+    **extra: str,
 ) -> dict:
     dbname = url.rsplit("/", 1)[1]
     with psycopg.connect(url, autocommit=True) as conn:
@@ -244,6 +245,7 @@ def ours_throughput(
                         LOG_LEVEL=level,
                         # its own /metrics port each (the default), or 0: metrics off
                         WORKER_METRICS_PORT=str(free_port() if metrics else 0),
+                        **extra,
                     )
                 )
             commits0, wal0 = counters(conn, dbname)
@@ -267,11 +269,13 @@ def ours_throughput(
     }
 
 
-def ours_latency(url: str, plugin: str, tmp: Path, samples: int, insert: str) -> dict:
+def ours_latency(url: str, plugin: str, tmp: Path, samples: int, insert: str, **extra: str) -> dict:
     sink = UdpSink()
     with psycopg.connect(url, autocommit=True) as conn:
         reset(conn, "tasks")
-        proc = start_worker(url, plugin, tmp / "worker-latency.log", WORKER_POLL_INTERVAL="5s")
+        proc = start_worker(
+            url, plugin, tmp / "worker-latency.log", WORKER_POLL_INTERVAL="5s", **extra
+        )
         try:
             params = {
                 "title": "ping",
@@ -766,6 +770,102 @@ def metrics_main(a: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def isolation_main(a: argparse.Namespace, argv: list[str]) -> int:
+    """Noop throughput (one process, concurrency 8) and pickup latency of both isolation
+    modes beside a baseline commit's worker (its source, checked out on the side, run
+    against the same database), rounds alternating."""
+    pg = TempPostgres().start()
+    tmp = Path(tempfile.mkdtemp(prefix="flowforge-bench-"))
+    plugin = _plugin_dir(tmp)
+    base_dir = tmp / "baseline"
+    rev = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", a.baseline],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base_dir), rev],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    cases = {
+        f"{rev} (before, threads)": {"PYTHONPATH": f"{base_dir / 'src'}{os.pathsep}{plugin}"},
+        "WORKER_ISOLATION=thread": {"WORKER_ISOLATION": "thread"},
+        "WORKER_ISOLATION=process": {"WORKER_ISOLATION": "process"},
+    }
+    try:
+        url = create_db(pg.url(), "flowforge")
+        migrate.upgrade(settings_for(url))
+        r: dict = {
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "command": "python bench/bench_worker.py " + " ".join(argv),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "load_average_at_start": round(os.getloadavg()[0], 2),
+                "python": platform.python_version(),
+            },
+            "rows": [],
+        }
+        runs: dict[str, list[dict]] = {name: [] for name in cases}
+        lat: dict[str, list[dict]] = {name: [] for name in cases}
+        for round_ in range(a.rounds):
+            for name, env in cases.items():
+                log(f"round {round_ + 1}: {name}")
+                runs[name].append(
+                    ours_throughput(url, str(plugin), tmp, a.tasks, 8, 1, "info", False, **env)
+                )
+                lat[name].append(
+                    ours_latency(url, str(plugin), tmp, a.samples, queries.INSERT_TASK, **env)
+                )
+                log(json.dumps([runs[name][-1], lat[name][-1]]))
+        for name in cases:
+            rates = sorted(x["tasks_per_s"] for x in runs[name])
+            p50s = sorted(x["p50_ms"] for x in lat[name])
+            p99s = sorted(x["p99_ms"] for x in lat[name])
+            r["rows"].append(
+                {
+                    "worker": name,
+                    "median_tasks_per_s": rates[len(rates) // 2],
+                    "rounds_tasks_per_s": [x["tasks_per_s"] for x in runs[name]],
+                    "median_pickup_p50_ms": p50s[len(p50s) // 2],
+                    "median_pickup_p99_ms": p99s[len(p99s) // 2],
+                    "rounds_pickup_p50_ms": [x["p50_ms"] for x in lat[name]],
+                }
+            )
+        r["machine"]["load_average_at_end"] = round(os.getloadavg()[0], 2)
+        base = r["rows"][0]
+        lines = [
+            "# Worker isolation: threads and processes beside the previous commit",
+            "",
+            f"{r['date']}, {r['machine']['cpus']} CPUs (load average "
+            f"{r['machine']['load_average_at_start']} at the start, "
+            f"{r['machine']['load_average_at_end']} at the end: other work shares them), "
+            f"Python {r['machine']['python']}. Command: `{r['command']}`. One `flowforge "
+            f"worker`, {a.tasks} noop tasks, concurrency 8, batch 50, LOG_LEVEL=info, worker "
+            "metrics off; pickup latency: enqueue -> handler start into an idle worker, "
+            f"{a.samples} samples a round. Rounds alternate between the workers.",
+            "",
+            "| worker | tasks/s (median) | rounds | vs before | pickup p50 ms | p99 ms |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in r["rows"]:
+            ratio = row["median_tasks_per_s"] / base["median_tasks_per_s"]
+            lines.append(
+                f"| {row['worker']} | {row['median_tasks_per_s']} | "
+                f"{', '.join(map(str, row['rounds_tasks_per_s']))} | {ratio:.3f} | "
+                f"{row['median_pickup_p50_ms']} | {row['median_pickup_p99_ms']} |"
+            )
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "worker-isolation.json").write_text(json.dumps(r, indent=2) + "\n")
+        (RESULTS / "worker-isolation.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+    finally:
+        pg.destroy()
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base_dir)],
+            capture_output=True,
+        )  # fmt: skip
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["peer"]:
         return peer_main(argv[1:])
@@ -780,9 +880,18 @@ def main(argv: list[str]) -> int:
         help="only FlowForge with worker metrics on and off, side by side "
         "(writes worker-metrics.json/.md)",
     )
+    p.add_argument(
+        "--isolation-only",
+        action="store_true",
+        help="only FlowForge's isolation modes beside the --baseline commit's worker "
+        "(writes worker-isolation.json/.md)",
+    )
+    p.add_argument("--baseline", default="HEAD~1", help="commit to compare with (default HEAD~1)")
     a = p.parse_args(argv)
     if a.metrics_only:
         return metrics_main(a, argv)
+    if a.isolation_only:
+        return isolation_main(a, argv)
 
     pg = TempPostgres().start()
     tmp = Path(tempfile.mkdtemp(prefix="flowforge-bench-"))

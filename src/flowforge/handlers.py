@@ -38,7 +38,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -47,20 +46,69 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "flowforge.handlers"
 
 
-@dataclass(frozen=True, slots=True)
+_EVENT_LOCK = threading.Lock()
+
+
 class TaskContext:
     """What a handler gets: the task's identity and input, and ``cancelled``: set when the
-    task should stop (a cancel request; in thread mode also its timeout)."""
+    task should stop (a cancel request; in thread mode also its timeout).
 
-    id: int
-    type: str
-    payload: dict[str, Any]
-    attempt: int
-    max_attempts: int
-    request_id: str | None
-    queue: str = "default"
-    timeout: int = 900
-    cancelled: threading.Event = field(default_factory=threading.Event, compare=False)
+    ``cancelled`` is made on first use (a ``threading.Event`` costs more to create than
+    a noop task takes to run), by whichever side asks first: the handler or a cancel."""
+
+    __slots__ = (
+        "_cancelled",
+        "attempt",
+        "id",
+        "max_attempts",
+        "payload",
+        "queue",
+        "request_id",
+        "timeout",
+        "type",
+    )
+
+    def __init__(
+        self,
+        id: int,
+        type: str,
+        payload: dict[str, Any],
+        attempt: int,
+        max_attempts: int,
+        request_id: str | None,
+        queue: str = "default",
+        timeout: int = 900,
+    ) -> None:
+        self.id = id
+        self.type = type
+        self.payload = payload
+        self.attempt = attempt
+        self.max_attempts = max_attempts
+        self.request_id = request_id
+        self.queue = queue
+        self.timeout = timeout
+        self._cancelled: threading.Event | None = None
+
+    @property
+    def cancelled(self) -> threading.Event:
+        event = self._cancelled
+        if event is None:
+            with _EVENT_LOCK:
+                event = self._cancelled
+                if event is None:
+                    event = self._cancelled = threading.Event()
+        return event
+
+    def is_cancelled(self) -> bool:
+        """``cancelled.is_set()`` without making the event."""
+        event = self._cancelled
+        return event is not None and event.is_set()
+
+    def __repr__(self) -> str:
+        return (
+            f"TaskContext(id={self.id}, type={self.type!r}, attempt={self.attempt}/"
+            f"{self.max_attempts}, queue={self.queue!r}, timeout={self.timeout})"
+        )
 
 
 Handler = Callable[[TaskContext], object]

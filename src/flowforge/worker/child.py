@@ -148,7 +148,7 @@ def main(inbox: Any, outbox: Any, state: Any, log_level: str, log_format: str, r
         state[1] = time.monotonic()
         with logs.bind(request_id=request_id, task_id=task_id, attempt=attempt):
             error, result, duration_ms = run_handler(HANDLERS, ctx)
-        note = cancelled_note(error) if ctx.cancelled.is_set() else None
+        note = cancelled_note(error) if ctx.is_cancelled() else None
         write_message(
             out_fd, ("done", task_id, error, result, duration_ms, _rss() if rss else 0, note)
         )

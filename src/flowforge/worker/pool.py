@@ -31,11 +31,11 @@ import math
 import multiprocessing
 import os
 import queue as queue_mod
+import selectors
 import signal
 import threading
 from collections import deque
 from collections.abc import Callable
-from multiprocessing.connection import wait
 from time import monotonic
 from typing import Any
 
@@ -97,6 +97,7 @@ class _Child:
         self.retiring = False  # told to stop: takes no more work
         self.kill_at: float | None = None  # terminated: SIGKILL then if still alive
         self.eof = False
+        self.closed = False
 
     @property
     def pid(self) -> int:
@@ -119,6 +120,7 @@ class _Child:
             return False
 
     def close(self) -> None:
+        self.closed = True
         for conn in self._keep:
             with contextlib.suppress(OSError):
                 conn.close()
@@ -147,6 +149,8 @@ class ProcessPool:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._thread = threading.Thread(target=self._run, name="flowforge-pool", daemon=True)
         self.started = threading.Event()
         self.done = threading.Event()
@@ -207,6 +211,8 @@ class ProcessPool:
     def _spawn(self) -> _Child:
         c = _Child(self.ctx, self.settings)
         self.children.append(c)
+        self._selector.register(c.sentinel, selectors.EVENT_READ, (c, True))
+        self._selector.register(c.from_child, selectors.EVENT_READ, (c, False))
         return c
 
     def _run(self) -> None:
@@ -230,6 +236,9 @@ class ProcessPool:
             self.done.set()
 
     def _loop(self) -> None:
+        # One epoll set kept up to date (children come and go), not a new one per wait:
+        # the loop turns once per batch of outcomes, which may be once per task.
+        select = self._selector.select
         while not self.abandoned:
             self._take_incoming()
             if self.stopping:
@@ -238,24 +247,17 @@ class ProcessPool:
                     return
             self._assign()
             timeout = self._enforce(monotonic())
-            watched: dict[int, tuple[_Child, bool]] = {}
-            for c in self.children + self.dying:
-                watched[c.sentinel] = (c, True)
-                if not c.eof:
-                    watched[c.from_child] = (c, False)
-            ready = wait([self._wake_r, *watched], timeout)
-            for fd in ready:
-                if fd == self._wake_r:
+            for key, _ in select(timeout):
+                if key.data is None:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_r, 4096)
                     continue
-                entry = watched.get(fd)  # type: ignore[call-overload]
-                if entry is None:
-                    continue
-                c, is_sentinel = entry
+                c, is_sentinel = key.data
+                if c.closed:
+                    continue  # reaped earlier in this round
                 if is_sentinel:
                     self._reap(c)
-                elif c in self.children or c in self.dying:
+                elif not c.eof:
                     self._read(c)
 
     def _take_incoming(self) -> None:
@@ -311,6 +313,7 @@ class ProcessPool:
             messages = None
         if messages is None:
             c.eof = True
+            self._selector.unregister(c.from_child)
             return
         for message in messages:
             self._handle(c, message)
@@ -458,6 +461,7 @@ class ProcessPool:
                 self._spawn()
         elif c in self.dying:
             self.dying.remove(c)
+        self._selector.unregister(c.sentinel)
         c.close()
 
     def _stop_children(self) -> None:
@@ -583,7 +587,7 @@ class ThreadPool:
             if task.id in self.cancelled:
                 self.cancelled.discard(task.id)
                 note = cancelled_note(error)
-            elif timed_out and ctx.cancelled.is_set():
+            elif timed_out and ctx.is_cancelled():
                 error = f"timed out after {task.timeout} s (thread isolation: asked to stop)"
             self.deliver(task, error, result, duration_ms, note)
 
