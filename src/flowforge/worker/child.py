@@ -4,8 +4,11 @@ one at a time, and reports each outcome. It never touches the database.
 Messages are length-prefixed pickles over two pipes. A reader can parse every message one
 ``os.read`` brought, so a batch of short tasks costs the dispatcher one read, not one per
 message. The dispatcher sends ``("run", [task, ...])``, ``("cancel", id)`` and
-``("stop",)``; the child answers ``("done", id, error, result, duration_ms, rss, note)``
-per task and ``("stopped", [ids not started])`` before it exits on a stop.
+``("stop",)``; the child answers ``("done", [(id, error, result, duration_ms, rss,
+note), ...])`` and ``("stopped", [ids not started])`` before it exits on a stop. While
+more tasks wait in the child, outcomes are sent together: when none is left, every 32,
+and at the latest 5 ms after the first one (a flusher thread sees to that, so a slow task
+never holds back the outcomes of the short ones before it).
 
 Which task is running is kept in shared memory (``state``: task id, start time on the
 monotonic clock, 0 when idle), so the dispatcher can time a task out and knows which
@@ -26,6 +29,8 @@ from typing import Any
 
 _HEADER = struct.Struct("!I")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+FLUSH_AFTER = 0.005  # seconds an outcome may wait for others to share its message
+FLUSH_COUNT = 32
 
 
 def write_message(fd: int, message: Any) -> None:
@@ -119,6 +124,32 @@ def main(inbox: Any, outbox: Any, state: Any, log_level: str, log_format: str, r
                     work.put(None)
 
     threading.Thread(target=read, name="flowforge-child-reader", daemon=True).start()
+    out: list[tuple[Any, ...]] = []  # outcomes not yet sent
+    lock = threading.Condition()
+
+    def flush() -> None:  # with the lock held
+        if out:
+            write_message(out_fd, ("done", out[:]))
+            out.clear()
+
+    def report(outcome: tuple[Any, ...]) -> None:
+        with lock:
+            out.append(outcome)
+            if len(out) >= FLUSH_COUNT or work.empty():
+                flush()
+            elif len(out) == 1:
+                lock.notify()
+
+    def flusher() -> None:
+        while True:
+            with lock:
+                while not out:
+                    lock.wait()
+            time.sleep(FLUSH_AFTER)
+            with lock:
+                flush()
+
+    threading.Thread(target=flusher, name="flowforge-child-flusher", daemon=True).start()
     while True:
         task = work.get()
         if task is None or stopping.is_set():
@@ -130,7 +161,9 @@ def main(inbox: Any, outbox: Any, state: Any, log_level: str, log_format: str, r
                     break
                 if more is not None:
                     left.append(more[0])
-            write_message(out_fd, ("stopped", left))
+            with lock:
+                flush()
+                write_message(out_fd, ("stopped", left))
             return
         task_id, type_, payload, attempt, max_attempts, request_id, queue_name, timeout = task
         ctx = TaskContext(
@@ -141,17 +174,14 @@ def main(inbox: Any, outbox: Any, state: Any, log_level: str, log_format: str, r
         if task_id in cancelled:  # cancelled while it waited here: never started
             cancelled.discard(task_id)
             current[0], current[1] = 0, None
-            note = "cancelled by request before it started"
-            write_message(out_fd, ("done", task_id, None, None, 0.0, 0, note))
+            report((task_id, None, None, 0.0, 0, "cancelled by request before it started"))
             continue
         state[0] = task_id
         state[1] = time.monotonic()
         with logs.bind(request_id=request_id, task_id=task_id, attempt=attempt):
             error, result, duration_ms = run_handler(HANDLERS, ctx)
         note = cancelled_note(error) if ctx.is_cancelled() else None
-        write_message(
-            out_fd, ("done", task_id, error, result, duration_ms, _rss() if rss else 0, note)
-        )
         state[1] = 0.0
+        report((task_id, error, result, duration_ms, _rss() if rss else 0, note))
         current[0], current[1] = 0, None
         cancelled.discard(task_id)

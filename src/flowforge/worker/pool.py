@@ -104,13 +104,26 @@ class _Child:
         return self.proc.pid  # type: ignore[return-value]
 
     def running(self) -> tuple[ClaimedTask | None, float]:
-        """The task the child is running now (its first in-flight one, once started) and
-        when it started. The child writes the id before the start time and clears the
-        start time after reporting: read the start time first, once."""
+        """The task the child is running now and when it started. The child writes the
+        id before the start time and clears the start time when the run ends: read the
+        start time first, once. Tasks before it in ``inflight`` ran, their outcomes not
+        yet received (the child sends several together)."""
         started = self.state[1]
-        if started and self.inflight and self.inflight[0].id == int(self.state[0]):
-            return self.inflight[0], started
+        if started:
+            task_id = int(self.state[0])
+            for task in self.inflight:
+                if task.id == task_id:
+                    return task, started
         return None, 0.0
+
+    def split(self) -> tuple[list[ClaimedTask], list[ClaimedTask]]:
+        """In-flight tasks that have run (up to the last one started), and those not."""
+        last = int(self.state[0])
+        tasks = list(self.inflight)
+        for i, task in enumerate(tasks):
+            if task.id == last:
+                return tasks[: i + 1], tasks[i + 1 :]
+        return [], tasks  # the last one started was reported: none of these started
 
     def send(self, message: Any) -> bool:
         try:
@@ -197,8 +210,7 @@ class ProcessPool:
         self._thread.join(5)
         unstarted = self.take_unstarted()
         for c in self.children + self.dying:
-            running, _ = c.running()
-            unstarted.extend(t for t in c.inflight if t is not running)
+            unstarted.extend(c.split()[1])
             with contextlib.suppress(Exception):
                 c.proc.kill()
         return unstarted
@@ -329,14 +341,16 @@ class ProcessPool:
             else:
                 self.waiting.extendleft(reversed(left))
             return
-        _, task_id, error, result, duration_ms, rss, note = message
-        task = _pop(c.inflight, task_id)
-        if task is None:  # already decided here (timed out, or cancelled and terminated)
-            return
-        task.started = True
-        c.ran += 1
-        self.cancelling.pop(task_id, None)
-        self.deliver(task, error, result, duration_ms, note)
+        rss = 0
+        for task_id, error, result, duration_ms, memory, note in message[1]:
+            rss = max(rss, memory)
+            task = _pop(c.inflight, task_id)
+            if task is None:  # already decided here (timed out, or cancelled and ended)
+                continue
+            task.started = True
+            c.ran += 1
+            self.cancelling.pop(task_id, None)
+            self.deliver(task, error, result, duration_ms, note)
         limits = self.settings
         if c in self.children and not c.retiring and not self.stopping:
             if limits.worker_max_tasks_per_child and c.ran >= limits.worker_max_tasks_per_child:
@@ -386,7 +400,7 @@ class ProcessPool:
             asked = self.cancelling.get(task.id)
             cancel_at = max(asked, started) + grace if asked is not None else math.inf
             if now >= timeout_at or now >= cancel_at:
-                c.inflight.popleft()
+                c.inflight.remove(task)
                 self.cancelling.pop(task.id, None)
                 task.started = True
                 duration_ms = round((now - started) * 1000, 3)
@@ -432,22 +446,23 @@ class ProcessPool:
         exitcode = c.proc.exitcode
         while not c.eof:  # everything it wrote before it went is still in the pipe
             self._read(c)
-        running, _ = c.running()
-        if running is not None:
-            c.inflight.popleft()
-            running.started = True
-            reason = death_reason(exitcode)
-            with logs.bind(
-                request_id=running.request_id, task_id=running.id, attempt=running.attempt
-            ):
-                log.error(reason, extra={"pid": c.pid, "exit_code": exitcode})
-            note = cancelled_note(reason) if running.id in self.cancelling else None
-            self.cancelling.pop(running.id, None)
-            self.deliver(running, reason, None, 0.0, note)
-        elif not c.retiring and exitcode != 0:
-            log.error(
-                "%s while idle", death_reason(exitcode), extra={"pid": c.pid, "exit_code": exitcode}
-            )
+        ran, _ = c.split()
+        running = ran[-1] if ran and c.state[1] else None
+        reason = death_reason(exitcode)
+        for task in ran:
+            c.inflight.remove(task)
+            task.started = True
+            if task is running:
+                error = reason
+                with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
+                    log.error(reason, extra={"pid": c.pid, "exit_code": exitcode})
+            else:  # it ran, and its outcome died with the process before it was sent
+                error = f"{reason}, after this task ran but before it reported its outcome"
+            note = cancelled_note(error) if task.id in self.cancelling else None
+            self.cancelling.pop(task.id, None)
+            self.deliver(task, error, None, 0.0, note)
+        if running is None and not c.retiring and exitcode != 0:
+            log.error("%s while idle", reason, extra={"pid": c.pid, "exit_code": exitcode})
         if c.inflight:  # never started there
             if self.stopping:
                 with self._lock:
