@@ -816,8 +816,15 @@ def isolation_main(a: argparse.Namespace, argv: list[str]) -> int:
                     ours_latency(url, str(plugin), tmp, a.samples, queries.INSERT_TASK, **env)
                 )
                 log(json.dumps([runs[name][-1], lat[name][-1]]))
+        first = next(iter(cases))
         for name in cases:
             rates = sorted(x["tasks_per_s"] for x in runs[name])
+            # Paired with the baseline's run of the same round: the load on these shared
+            # cores drifts between rounds far more than between neighbouring runs.
+            paired = sorted(
+                x["tasks_per_s"] / b["tasks_per_s"]
+                for x, b in zip(runs[name], runs[first], strict=True)
+            )
             p50s = sorted(x["p50_ms"] for x in lat[name])
             p99s = sorted(x["p99_ms"] for x in lat[name])
             r["rows"].append(
@@ -825,6 +832,8 @@ def isolation_main(a: argparse.Namespace, argv: list[str]) -> int:
                     "worker": name,
                     "median_tasks_per_s": rates[len(rates) // 2],
                     "rounds_tasks_per_s": [x["tasks_per_s"] for x in runs[name]],
+                    "median_paired_ratio": round(paired[len(paired) // 2], 3),
+                    "paired_ratios": [round(x, 3) for x in paired],
                     "median_pickup_p50_ms": p50s[len(p50s) // 2],
                     "median_pickup_p99_ms": p99s[len(p99s) // 2],
                     "rounds_pickup_p50_ms": [x["p50_ms"] for x in lat[name]],
@@ -843,14 +852,17 @@ def isolation_main(a: argparse.Namespace, argv: list[str]) -> int:
             "metrics off; pickup latency: enqueue -> handler start into an idle worker, "
             f"{a.samples} samples a round. Rounds alternate between the workers.",
             "",
-            "| worker | tasks/s (median) | rounds | vs before | pickup p50 ms | p99 ms |",
-            "|---|---|---|---|---|---|",
+            "| worker | tasks/s (median) | rounds | median vs before | vs before, paired per "
+            "round (median; all) | pickup p50 ms | p99 ms |",
+            "|---|---|---|---|---|---|---|",
         ]
         for row in r["rows"]:
             ratio = row["median_tasks_per_s"] / base["median_tasks_per_s"]
             lines.append(
                 f"| {row['worker']} | {row['median_tasks_per_s']} | "
                 f"{', '.join(map(str, row['rounds_tasks_per_s']))} | {ratio:.3f} | "
+                f"{row['median_paired_ratio']:.3f}; "
+                f"{', '.join(f'{x:.2f}' for x in row['paired_ratios'])} | "
                 f"{row['median_pickup_p50_ms']} | {row['median_pickup_p99_ms']} |"
             )
         RESULTS.mkdir(parents=True, exist_ok=True)
