@@ -177,7 +177,7 @@ def test_cli_refuses_bad_config_in_one_line(command: str) -> None:
     assert out.stdout == ""
     assert out.stderr.splitlines() == [
         "flowforge: error: configuration: WORKER_POLL_INTERVAL: expected a duration such as "
-        "500ms, 5s or 2m, got 'often'"
+        "500ms, 5s, 2m, 1h or 1d, got 'often'"
     ]
 
 

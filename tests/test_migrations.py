@@ -123,7 +123,7 @@ def test_cli_migrate_up_status_down(empty_db: str) -> None:
     status = _cli(empty_db, "status")
     assert f"current: {HEAD}" in status.stdout and "up to date" in status.stdout
 
-    down = _cli(empty_db, "down", "base")
+    down = _cli(empty_db, "down", "base", "--yes")
     assert down.returncode == 0, down.stderr
     assert _tables(empty_db) == {"alembic_version"}
     assert _cli(empty_db, "up").returncode == 0

@@ -24,14 +24,33 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"flowforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("api", help="serve the HTTP API with gunicorn")
-    sub.add_parser("worker", help="claim and run tasks until SIGTERM")
+    sub.add_parser(
+        "api",
+        help="serve the HTTP API with gunicorn",
+        description="Serve the HTTP API with gunicorn until SIGTERM or Ctrl-C (graceful).",
+        epilog=_variables_epilog("api"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub.add_parser(
+        "worker",
+        help="claim and run tasks until SIGTERM",
+        description="Claim and run tasks until SIGTERM or Ctrl-C: running tasks get "
+        "WORKER_SHUTDOWN_TIMEOUT to finish, the rest are given back.",
+        epilog=_variables_epilog("worker"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     migrate = sub.add_parser("migrate", help="apply or revert database migrations")
     msub = migrate.add_subparsers(dest="action", metavar="ACTION")
     up = msub.add_parser("up", help="upgrade to the newest revision (the default)")
     up.add_argument("revision", nargs="?", default="head")
-    down = msub.add_parser("down", help="downgrade to REVISION (or 'base': drop everything)")
+    down = msub.add_parser(
+        "down",
+        help="downgrade to REVISION (or 'base': drop everything)",
+        description="Downgrade to REVISION, or to 'base' (every table dropped, data lost). "
+        "On a terminal it asks first; elsewhere it needs --yes.",
+    )
     down.add_argument("revision")
+    down.add_argument("-y", "--yes", action="store_true", help="do not ask: downgrade now")
     msub.add_parser("status", help="show the current and newest revision")
     token = sub.add_parser(
         "token",
@@ -72,6 +91,49 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _reads(service: str, name: str) -> bool:
+    """Whether ``flowforge SERVICE`` reads the variable NAME."""
+    if name.startswith(("DATABASE_", "LOG_")):
+        return True
+    if service == "api":
+        return (name.startswith("API_") and name not in ("API_URL", "API_TOKEN")) or name in (
+            "METRICS_ALLOW",
+            "TASK_MAX_ATTEMPTS",
+            "TASK_TIMEOUT",
+            "WORKER_LEASE",
+        )
+    return name.startswith(("WORKER_", "TASK_"))
+
+
+def _variables_epilog(service: str) -> str:
+    """The environment variables SERVICE reads, each with its default and meaning."""
+    lines = ["environment variables (default in brackets; `flowforge config` shows the values):"]
+    for v in VARIABLES:
+        if _reads(service, v.name):
+            lines.append(f"  {v.name} [{'required' if v.default is None else v.default}]")
+            lines.append(textwrap.fill(v.help, 79, initial_indent="      ",
+                                       subsequent_indent="      "))  # fmt: skip
+    return "\n".join(lines)
+
+
+def _confirm_downgrade(revision: str, settings) -> int | None:  # type: ignore[no-untyped-def]
+    """Ask on a terminal before a downgrade; refuse without one. ``None``: go ahead."""
+    from .config import redact_url
+
+    what = "drop every table" if revision == "base" else f"downgrade to {revision}"
+    target = redact_url(settings.database_url)
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return _fail(f"migrate down would {what} in {target}: add --yes to confirm", EXIT_CONFIG)
+    print(f"This will {what} in {target} (data may be lost).", file=sys.stderr)
+    try:
+        answer = input("Type 'yes' to go on: ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() != "yes":
+        return _fail("migrate down: not confirmed, nothing changed", EXIT_FAILURE)
+    return None
+
+
 def _fail(message: str, code: int = EXIT_FAILURE) -> int:
     print(f"flowforge: error: {message}", file=sys.stderr)
     return code
@@ -86,12 +148,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "config":
         shown = settings.redacted()
+        missing = [v.name for v in VARIABLES if v.default is None and not shown.get(v.name)]
         if args.json:
-            print(json.dumps(shown, indent=2))
+            print(json.dumps({k: None if k in missing else v for k, v in shown.items()}, indent=2))
         else:
             width = max(len(v.name) for v in VARIABLES)
             for name, value in shown.items():
-                print(f"{name:<{width}}  {value}")
+                print(f"{name:<{width}}  {'(required, not set)' if name in missing else value}")
+        if missing:
+            return _fail(f"configuration: {', '.join(missing)}: required but not set", EXIT_CONFIG)
         return 0
 
     if args.command == "token":
@@ -191,6 +256,10 @@ def _migrate(args: argparse.Namespace, settings) -> int:  # type: ignore[no-unty
                     f"{', '.join(migrate.known_revisions(settings))})",
                     EXIT_CONFIG,
                 )
+            if not args.yes:
+                refusal = _confirm_downgrade(args.revision, settings)
+                if refusal is not None:
+                    return refusal
             migrate.downgrade(settings, args.revision)
         else:
             state = migrate.status(settings)

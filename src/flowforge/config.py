@@ -17,8 +17,9 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# One duration syntax for every setting and script option: 500ms, 5s, 2m, 1h, 1d, 2w.
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
 class ConfigError(Exception):
@@ -31,11 +32,21 @@ class ConfigError(Exception):
 
 
 def parse_duration(text: str) -> float:
-    """Parse ``500ms``, ``5s``, ``2m`` or ``1h`` into seconds (a float)."""
+    """Parse ``500ms``, ``5s``, ``2m``, ``1h``, ``1d`` or ``2w`` into seconds (a float)."""
     match = _DURATION.match(text)
     if not match:
-        raise ValueError(f"expected a duration such as 500ms, 5s or 2m, got {text!r}")
+        raise ValueError(f"expected a duration such as 500ms, 5s, 2m, 1h or 1d, got {text!r}")
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as a duration setting reads: ``600.0`` -> ``10m``, ``0.5`` -> ``500ms``
+    (the largest unit that holds it whole; ``parse_duration`` reads it back)."""
+    for unit in ("w", "d", "h", "m", "s", "ms"):
+        count = seconds / _UNIT_SECONDS[unit]
+        if count >= 1 and abs(count - round(count)) < 1e-9:
+            return f"{round(count)}{unit}"
+    return f"{seconds:g}s"
 
 
 def _positive_int(text: str) -> int:
@@ -69,6 +80,8 @@ def _task_timeout(text: str) -> int:
         raise ValueError(f"expected whole seconds from 1s to 24h, such as 30s or 15m, got {text!r}")
     return int(value)
 
+
+_DURATION_PARSERS: frozenset[Callable[[str], Any]] = frozenset({_positive_duration, _task_timeout})
 
 _QUEUE_NAME = re.compile(r"^[a-z0-9_-]{1,64}$")
 ISOLATIONS = ("process", "thread")
@@ -560,6 +573,8 @@ class Settings:
                 value = ",".join(str(item) for item in value)
             if var.secret and value and "://" not in value:
                 value = "***"  # a token: nothing of it is shown
+            if var.parse in _DURATION_PARSERS and isinstance(value, int | float):
+                value = format_duration(value)
             out[var.name] = redact_url(value) if var.secret else value
         return out
 

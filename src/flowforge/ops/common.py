@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import sys
 import textwrap
@@ -35,8 +34,6 @@ exit codes:
 """
 
 # Ages for the scripts go beyond the services' durations: "7d", "2w" besides "90m".
-_DAYS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(d|w)\s*$")
-_DAY_SECONDS = {"d": 86400.0, "w": 7 * 86400.0}
 
 
 class Interrupted(Exception):
@@ -92,11 +89,8 @@ class ScriptError(Exception):
 
 def age(text: str) -> float:
     """argparse type: ``500ms``, ``30s``, ``15m``, ``2h``, ``7d`` or ``2w`` in seconds (> 0)."""
-    match = _DAYS.match(text)
     try:
-        seconds = (
-            float(match.group(1)) * _DAY_SECONDS[match.group(2)] if match else parse_duration(text)
-        )
+        seconds = parse_duration(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected a duration such as 30s, 15m, 2h, 7d or 2w, got {text!r}"
