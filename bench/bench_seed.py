@@ -56,7 +56,7 @@ def main() -> None:
                 conn.execute("TRUNCATE tasks RESTART IDENTITY")
                 conn.execute("CHECKPOINT")
             seed_s.append(
-                timed(["scripts/seed-database.py", "-n", str(opts.count), "--seed", "1", "-q"], env)
+                timed(["scripts/seed-database.py", "-c", str(opts.count), "--seed", "1", "-q"], env)
             )
             with psycopg.connect(url, autocommit=True) as conn:
                 assert conn.execute("SELECT count(*) FROM tasks").fetchone()[0] == opts.count

@@ -157,3 +157,23 @@ def test_migrate_down_asks_on_a_terminal(migrated: str) -> None:
     code, output = _on_a_terminal(migrated, "yes")
     assert code == 0, output
     assert _tables(migrated) == {"alembic_version"}
+
+
+def test_short_options_mean_one_thing_across_the_scripts() -> None:
+    """-n is --dry-run wherever it exists, -c --count, -q --quiet, -y --yes."""
+    import re
+    import sys
+
+    from .conftest import ROOT
+
+    meaning: dict[str, set[str]] = {}
+    for name in ("seed-database.py", "healthcheck.py", "cleanup.py"):
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / name), "--help"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        for short, long in re.findall(r"(-\w)(?: \S+)?, (--[\w-]+)", out.stdout):
+            meaning.setdefault(short, set()).add(long)
+    assert all(len(longs) == 1 for longs in meaning.values()), meaning
+    assert meaning["-n"] == {"--dry-run"} and meaning["-c"] == {"--count"}

@@ -148,8 +148,10 @@ def test_without_the_package_one_line_and_exit_2(name: str) -> None:
         [sys.executable, "-S", str(SCRIPTS / name), "--help"], capture_output=True, text=True
     )
     assert proc.returncode == 2
+    venv_python = ROOT / ".venv" / "bin" / "python"
     assert proc.stderr == (
-        f"{name}: error: the flowforge package is not importable (No module named 'flowforge')\n"
+        f"{name}: error: the flowforge package is not importable (No module named 'flowforge'); "
+        f"run it with {venv_python}\n"
     )
 
 
@@ -236,7 +238,7 @@ def test_seed_makes_consistent_rows_of_every_status(
 def test_seed_is_reproducible_with_a_seed(env: dict[str, str], db: psycopg.Connection) -> None:
     def seeded(seed: str) -> list[tuple]:
         db.execute("TRUNCATE tasks RESTART IDENTITY")
-        assert script("seed-database.py", "-n", "300", "--seed", seed, env=env).returncode == 0
+        assert script("seed-database.py", "-c", "300", "--seed", seed, env=env).returncode == 0
         return db.execute(
             "SELECT id, title, description, status, type, payload, attempts, last_error, "
             "worker, request_id FROM tasks ORDER BY id"
@@ -289,7 +291,7 @@ def test_seed_interrupted_keeps_whole_batches_only(
     env: dict[str, str], db: psycopg.Connection
 ) -> None:
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPTS / "seed-database.py"), "-n", "1000000", "--batch-size",
+        [sys.executable, str(SCRIPTS / "seed-database.py"), "-c", "1000000", "--batch-size",
          "1000"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

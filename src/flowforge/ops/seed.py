@@ -80,7 +80,7 @@ def build_parser():  # type: ignore[no-untyped-def]
         failure="the database is unreachable or refused the rows",
     )
     parser.add_argument(
-        "-n", "--count", type=positive_int, default=1000, help="tasks to add (default 1000)"
+        "-c", "--count", type=positive_int, default=1000, help="tasks to add (default 1000)"
     )
     parser.add_argument(
         "--seed",
