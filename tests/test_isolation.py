@@ -417,3 +417,14 @@ def test_handler_processes_are_replaced_after_max_tasks(db, spawn, tmp_path) -> 
     assert str(w.proc.pid) not in pids
     assert w.stop() == 0
     assert os.path.exists(runs)
+
+
+def test_thread_isolation_asks_a_task_to_stop_at_its_timeout(db, spawn) -> None:
+    w = spawn(WORKER_ISOLATION="thread")
+    task_id = _insert(db, "cooperative", timeout=1, max_attempts=1)
+    row = _final(db, task_id, timeout=5)
+    assert (row["status"], row["attempts"]) == ("failed", 1)
+    assert row["last_error"] == "timed out after 1 s (thread isolation: asked to stop)"
+    took = (row["completed_at"] - row["started_at"]).total_seconds()
+    assert 1 <= took < 2
+    assert w.stop() == 0
