@@ -7,6 +7,7 @@ reach a client), and carries ``X-Request-ID``. One access line is logged per req
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import re
@@ -26,13 +27,24 @@ from .config import Settings, address_allowed, check_api_auth
 from .db import DatabaseUnavailable, make_engine
 from .handlers import load_handlers
 from .resources import resource_path
-from .store import NewTask, NotFound, TaskStore, TransitionRefused
+from .schedules import ScheduleExists, ScheduleStore, schedule_body, valid_name
+from .schedules import list_query as schedule_list_query
+from .store import (
+    IdempotencyMismatch,
+    IdempotentTaskGone,
+    NewTask,
+    NotFound,
+    TaskStore,
+    TransitionRefused,
+)
 from .validation import ValidationError, batch_body, list_query, task_body
 
 log = logging.getLogger("flowforge.api")
 T = TypeVar("T")
 
 REQUEST_ID_HEADER = "X-Request-ID"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+_IDEMPOTENCY_KEY = re.compile(r"^[\x20-\x7e]{1,200}$")
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 _BIGINT_MAX = 2**63 - 1
 # How long a client told "queue full" should wait before trying again (seconds).
@@ -293,6 +305,25 @@ def create_app(
             except ValidationError as exc:
                 response.status = 400
                 return error_body("validation_failed", str(exc), exc.details)
+            except IdempotencyMismatch:
+                response.status = 422
+                return error_body(
+                    "idempotency_mismatch",
+                    "this Idempotency-Key was first used with a different body",
+                    {"header": IDEMPOTENCY_HEADER},
+                )
+            except IdempotentTaskGone as exc:
+                response.status = 409
+                return error_body(
+                    "conflict",
+                    f"the task this Idempotency-Key created ({exc.args[0]}) has been deleted",
+                    {"task_id": exc.args[0]},
+                )
+            except ScheduleExists as exc:
+                response.status = 409
+                return error_body(
+                    "conflict", f"a schedule named {exc.args[0]!r} exists", {"name": exc.args[0]}
+                )
             except NotFound as exc:
                 response.status = 404
                 return error_body("not_found", f"task {exc.args[0]} not found")
@@ -488,13 +519,43 @@ def create_app(
             )
         pending.added(n)
 
+    def idempotency_key() -> str | None:
+        # WSGI hands headers over as latin-1 text: a non-ASCII byte fails the pattern too.
+        key = bottle.request.environ.get("HTTP_IDEMPOTENCY_KEY")
+        if key is None:
+            return None
+        if not _IDEMPOTENCY_KEY.match(key):
+            raise ValidationError(
+                "the Idempotency-Key header is not valid",
+                {IDEMPOTENCY_HEADER: "must be 1-200 printable ASCII characters"},
+            )
+        return key
+
     def create_task() -> bytes:
-        fields = read_json(lambda body: task_body(body, partial=False, known_types=known_types))
-        admit()
+        body, fields = read_json(
+            lambda body: (body, task_body(body, partial=False, known_types=known_types))
+        )
+        key = idempotency_key()
         rid = bottle.request.environ["flowforge.request_id"]
-        task = store.create(NewTask(**fields), request_id=rid)
-        log.info("task created", extra={"task_id": task.id, "type": task.type})
+        admit()
+        if key is None:
+            task = store.create(NewTask(**fields), request_id=rid)
+            replayed = False
+        else:
+            digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).digest()
+            task, replayed = store.create_once(
+                NewTask(**fields),
+                request_id=rid,
+                token_id=bottle.request.environ.get("flowforge.token_id") or 0,
+                key=key,
+                request_hash=digest,
+            )
         bottle.response.set_header("Location", f"/v1/tasks/{task.id}")
+        if replayed:
+            log.info("task creation replayed (Idempotency-Key)", extra={"task_id": task.id})
+            bottle.response.set_header("Idempotent-Replayed", "true")
+            return ok(task, status=200)
+        log.info("task created", extra={"task_id": task.id, "type": task.type})
         return ok(task, status=201)
 
     def create_batch() -> bytes:
@@ -538,6 +599,60 @@ def create_app(
         task = store.retry(check_id(task_id))
         log.info("task retried: pending again, attempts 0", extra={"task_id": task_id})
         return ok(task)
+
+    # -- schedules ----------------------------------------------------------------------
+
+    schedules = ScheduleStore(
+        store.source,
+        default_max_attempts=settings.task_max_attempts,
+        default_timeout=settings.task_timeout,
+    )
+
+    def schedule_or_404(name: str):  # type: ignore[no-untyped-def]
+        found = schedules.get(name) if valid_name(name) else None
+        if found is None:
+            raise ApiError(404, f"schedule {name!r} not found")
+        return found
+
+    def list_schedules() -> bytes:
+        page, limit = schedule_list_query(query_params())
+        rows, total = schedules.list(limit=limit, offset=(page - 1) * limit)
+        return ok(rows, meta={"page": page, "limit": limit, "total": total})
+
+    def create_schedule() -> bytes:
+        fields = read_json(lambda body: schedule_body(body, partial=False, known_types=known_types))
+        created = schedules.create(fields)
+        log.info("schedule created", extra={"schedule": created.name, "cron": created.cron})
+        bottle.response.set_header("Location", f"/v1/schedules/{created.name}")
+        return ok(created, status=201)
+
+    def get_schedule(name: str) -> bytes:
+        return ok(schedule_or_404(name))
+
+    def update_schedule(name: str) -> bytes:
+        changes = read_json(lambda body: schedule_body(body, partial=True, known_types=known_types))
+        if changes.get("name", name) != name:
+            raise ValidationError(
+                "the schedule is not valid", {"name": "cannot change (it names the schedule)"}
+            )
+        updated = schedules.update(name, changes) if valid_name(name) else None
+        if updated is None:
+            raise ApiError(404, f"schedule {name!r} not found")
+        log.info("schedule changed", extra={"schedule": name})
+        return ok(updated)
+
+    def delete_schedule(name: str) -> bytes:
+        if not (valid_name(name) and schedules.delete(name)):
+            raise ApiError(404, f"schedule {name!r} not found")
+        log.info("schedule deleted", extra={"schedule": name})
+        bottle.response.status = 204
+        return b""
+
+    app.route("/v1/schedules", "GET", list_schedules)
+    app.route("/v1/schedules", "POST", create_schedule)
+    app.route("/v1/schedules/<name>", "GET", get_schedule)
+    app.route("/v1/schedules/<name>", "PUT", update_schedule)
+    app.route("/v1/schedules/<name>", "DELETE", delete_schedule)
 
     for prefix in ("/v1", ""):
         app.route(f"{prefix}/tasks", "GET", list_tasks)

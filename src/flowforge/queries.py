@@ -107,6 +107,48 @@ SELECT t.* FROM t LEFT JOIN LATERAL (
 ) AS n ON true
 """
 
+# POST /v1/tasks with an Idempotency-Key, one statement: the key row is claimed first (its
+# task id drawn from the tasks sequence), and the task is inserted only if the claim
+# succeeded. A concurrent request with the same key waits on the key's unique index until
+# the first commits, then inserts nothing (the store then reads the key: a replay or a
+# mismatch). A key older than 24 hours is taken over as if new. Each new key also deletes
+# up to 10 expired ones (created_at index): the table stays bounded without a job.
+IDEMPOTENCY_TTL = "interval '24 hours'"
+INSERT_TASK_WITH_KEY = f"""
+WITH k AS (
+    INSERT INTO idempotency_keys (token_id, key, request_hash, task_id)
+    VALUES (%(token_id)s, %(key)s, %(hash)s, nextval(pg_get_serial_sequence('tasks', 'id')))
+    ON CONFLICT (token_id, key) DO UPDATE SET
+        request_hash = excluded.request_hash,
+        task_id = excluded.task_id,
+        created_at = now()
+    WHERE idempotency_keys.created_at <= now() - {IDEMPOTENCY_TTL}
+    RETURNING task_id
+), t AS (
+    INSERT INTO tasks (id, title, description, type, payload, max_attempts, run_at,
+                       request_id, queue, priority, timeout)
+    SELECT k.task_id, %(title)s, %(description)s, %(type)s, %(payload)s, %(max_attempts)s,
+           coalesce(%(run_at)s, now()), %(request_id)s, %(queue)s, %(priority)s, %(timeout)s
+    FROM k
+    RETURNING {COLUMNS}
+), expired AS (
+    DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM idempotency_keys
+        WHERE created_at <= now() - {IDEMPOTENCY_TTL}
+          AND NOT (token_id = %(token_id)s AND key = %(key)s)
+        ORDER BY created_at LIMIT 10
+        FOR UPDATE SKIP LOCKED))
+)
+SELECT t.* FROM t LEFT JOIN LATERAL (
+    SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE {WORKER_WAITING}
+) AS n ON true
+"""
+# The key's first request, while the key is live: its body's hash and the task it made.
+GET_IDEMPOTENCY_KEY = f"""
+SELECT request_hash, task_id FROM idempotency_keys
+WHERE token_id = %(token_id)s AND key = %(key)s AND created_at > now() - {IDEMPOTENCY_TTL}
+"""
+
 # POST /v1/tasks/batch: every task of the batch in one statement and one commit, from one
 # JSON array (PostgreSQL parses it; no per-row round trip or bind), in the batch's order
 # (ids are drawn in that order; the store sorts by id). Only the id and the time come
@@ -661,4 +703,74 @@ RETURNING t.id, t.name, t.scope, t.created_at, t.revoked_at, old.revoked_at IS N
 # index tasks_claim_idx holds exactly the pending rows, so this is a short index-only walk.
 COUNT_PENDING_UPTO = """
 SELECT count(*) FROM (SELECT 1 FROM tasks WHERE status = 'pending' LIMIT %(limit)s) AS p
+"""
+
+# --- schedules ---
+# /v1/schedules (flowforge.schedules.ScheduleStore) and the firing that workers run
+# (flowforge.schedules.fire_due).
+SCHEDULE_COLUMNS = (
+    "name, cron, timezone, title, type, payload, queue, priority, max_attempts, timeout, "
+    "next_run_at, last_run_at, created_at, updated_at"
+)
+INSERT_SCHEDULE = f"""
+INSERT INTO schedules (name, cron, timezone, title, type, payload, queue, priority,
+                       max_attempts, timeout, next_run_at)
+VALUES (%(name)s, %(cron)s, %(timezone)s, %(title)s, %(type)s, %(payload)s, %(queue)s,
+        %(priority)s, %(max_attempts)s, %(timeout)s, %(next_run_at)s)
+ON CONFLICT (name) DO NOTHING
+RETURNING {SCHEDULE_COLUMNS}
+"""
+GET_SCHEDULE = f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name = %(name)s"
+GET_SCHEDULE_FOR_UPDATE = GET_SCHEDULE + " FOR UPDATE"
+LIST_SCHEDULES = f"""
+SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY name LIMIT %(limit)s OFFSET %(offset)s
+"""
+COUNT_SCHEDULES = "SELECT count(*) FROM schedules"
+UPDATE_SCHEDULE = f"""
+UPDATE schedules SET
+    cron = %(cron)s, timezone = %(timezone)s, title = %(title)s, type = %(type)s,
+    payload = %(payload)s, queue = %(queue)s, priority = %(priority)s,
+    max_attempts = %(max_attempts)s, timeout = %(timeout)s, next_run_at = %(next_run_at)s,
+    updated_at = now()
+WHERE name = %(name)s
+RETURNING {SCHEDULE_COLUMNS}
+"""
+DELETE_SCHEDULE = "DELETE FROM schedules WHERE name = %(name)s RETURNING name"
+
+# Due schedules (schedules_next_run_idx); read without a lock: FIRE_SCHEDULES decides.
+DUE_SCHEDULES = """
+SELECT name, cron, timezone, next_run_at FROM schedules
+WHERE next_run_at <= %(now)s
+ORDER BY next_run_at
+LIMIT %(limit)s
+"""
+# Fire: move each schedule's next_run_at from the due time read to the next one, only if
+# it still holds that due time (compare-and-set: a concurrent firer that got there first
+# changed it, and this UPDATE, after waiting for its row lock, matches nothing), and
+# insert one task per schedule moved, in the same statement (one commit). One
+# notification while a worker waits.
+FIRE_SCHEDULES = f"""
+WITH d AS (
+    SELECT * FROM unnest(%(names)s::text[], %(due)s::timestamptz[], %(next)s::timestamptz[])
+        AS d(name, due, next)
+), fired AS (
+    UPDATE schedules s SET next_run_at = d.next, last_run_at = d.due, updated_at = now()
+    FROM d
+    WHERE s.name = d.name AND s.next_run_at = d.due
+    RETURNING s.name, s.title, s.type, s.payload, s.queue, s.priority, s.max_attempts,
+              s.timeout, d.due
+), created AS (
+    INSERT INTO tasks (title, type, payload, queue, priority, max_attempts, timeout, run_at,
+                       schedule, request_id)
+    SELECT title, type, payload, queue, priority, max_attempts, timeout, due, name,
+           'schedule:' || name || '@' || to_char(due AT TIME ZONE 'UTC',
+                                                 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+    FROM fired
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM created)
+FROM (SELECT 1) AS one LEFT JOIN LATERAL (
+    SELECT pg_notify('{NOTIFY_CHANNEL}', '')
+    WHERE EXISTS (SELECT 1 FROM created) AND {WORKER_WAITING}
+) AS n ON true
 """

@@ -49,6 +49,14 @@ class NotFound(Exception):
     """No task with that id."""
 
 
+class IdempotencyMismatch(Exception):
+    """The Idempotency-Key was first used with another body (422)."""
+
+
+class IdempotentTaskGone(Exception):
+    """The task the Idempotency-Key created has been deleted since (409)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Cancelled:
     """What a cancel did: ``task`` as it is now; ``immediate`` False means the worker that
@@ -301,6 +309,49 @@ class TaskStore:
             task = cur.execute(queries.INSERT_TASK, params).fetchone()
         assert task is not None
         return task
+
+    def create_once(
+        self,
+        new: NewTask,
+        *,
+        request_id: str | None,
+        token_id: int,
+        key: str,
+        request_hash: bytes,
+    ) -> tuple[Task, bool]:
+        """Create a task unless this token's ``key`` already made one within 24 hours:
+        (task, replayed). ``IdempotencyMismatch`` if that was for another body."""
+        params = {
+            "title": new.title,
+            "description": new.description,
+            "type": new.type,
+            "payload": Jsonb(new.payload or {}),
+            "max_attempts": new.max_attempts or self.default_max_attempts,
+            "run_at": new.run_at,
+            "request_id": request_id,
+            "queue": new.queue,
+            "priority": new.priority,
+            "timeout": new.timeout or self.default_timeout,
+            "token_id": token_id,
+            "key": key,
+            "hash": request_hash,
+        }
+        with self.source.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(Task))
+            for _ in range(3):
+                task = cur.execute(queries.INSERT_TASK_WITH_KEY, params).fetchone()
+                if task is not None:
+                    return task, False
+                first = conn.execute(queries.GET_IDEMPOTENCY_KEY, params).fetchone()
+                if first is None:  # expired and taken over meanwhile: try again
+                    continue
+                if bytes(first[0]) != request_hash:
+                    raise IdempotencyMismatch(key)
+                task = cur.execute(queries.GET_TASK, {"id": first[1]}).fetchone()
+                if task is None:
+                    raise IdempotentTaskGone(first[1])
+                return task, True
+        raise DatabaseUnavailable("the idempotency key kept changing")
 
     def create_many(self, news: Sequence[NewTask], *, request_id: str | None) -> list[Task]:
         """Create every task of a batch in one statement (all or nothing), in order."""

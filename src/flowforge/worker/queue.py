@@ -14,13 +14,14 @@ import socket
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
 import psycopg
 from psycopg.types.json import set_json_loads
 
-from .. import __version__, queries
+from .. import __version__, queries, schedules
 from ..config import Settings
 from ..db import DatabaseUnavailable
 
@@ -267,6 +268,10 @@ class TaskQueue:
             },
         )
         return set(given or ()), set(failed or ())
+
+    def fire_schedules(self, now: datetime) -> int:
+        """Create the tasks of due schedules (``flowforge.schedules``); any worker may."""
+        return schedules.fire_due(self._execute, now)
 
     def reap_expired(self, limit: int = 500) -> list[ReapedTask]:
         rows = self._execute(

@@ -23,9 +23,10 @@ import socket
 import threading
 import time
 from collections import deque
+from datetime import UTC, datetime
 from time import monotonic
 
-from .. import logs
+from .. import logs, schedules
 from ..config import Settings
 from ..db import DatabaseUnavailable
 from ..handlers import Handler, load_handlers
@@ -308,6 +309,7 @@ class Worker:
         now = monotonic()
         next_heartbeat = now + self.heartbeat_interval
         next_reap = now
+        next_schedules = now
         next_poll = now + self.settings.worker_poll_interval
         flush_at: float | None = None
         self.drained = False
@@ -326,6 +328,9 @@ class Worker:
                 if now >= next_reap:
                     self._reap()
                     next_reap = now + self.reap_interval * random.uniform(0.8, 1.2)
+                if now >= next_schedules:  # periodic tasks (flowforge.schedules)
+                    self.notified |= self.queue.fire_schedules(datetime.now(UTC)) > 0
+                    next_schedules = now + schedules.CHECK_INTERVAL
                 if now >= next_heartbeat:
                     self._heartbeat()
                     next_heartbeat = now + self.heartbeat_interval
@@ -355,7 +360,7 @@ class Worker:
                         if self.drained:
                             next_poll = self._next_due(now, next_poll)
                     continue
-                deadlines = [next_heartbeat, next_reap, next_poll]
+                deadlines = [next_heartbeat, next_reap, next_poll, next_schedules]
                 if flush_at is not None:
                     deadlines.append(flush_at)
                 if next_ping is not None:
