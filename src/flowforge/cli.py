@@ -1,4 +1,4 @@
-"""The ``flowforge`` command: api, worker, migrate, token, config."""
+"""The ``flowforge`` command: api, worker, migrate, token, tasks, config."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import textwrap
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, tasks_cli
 from .config import VARIABLES, ConfigError, check_api_auth, load_settings
 from .logs import configure_logging
 
@@ -74,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     tsub.add_parser("list", help="names, scopes and dates of every token (never a token)")
     revoke = tsub.add_parser("revoke", help="revoke the token NAME (its name stays taken)")
     revoke.add_argument("name", metavar="NAME")
+    tasks_cli.add_parser(sub)
     config = sub.add_parser(
         "config",
         help="print the effective configuration (secrets hidden)",
@@ -161,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "token":
         return _token(args, settings)
+    if args.command == "tasks":
+        return tasks_cli.run(args, settings)
 
     service = "worker" if args.command == "worker" else "api"
     configure_logging(

@@ -774,3 +774,12 @@ FROM (SELECT 1) AS one LEFT JOIN LATERAL (
     WHERE EXISTS (SELECT 1 FROM created) AND {WORKER_WAITING}
 ) AS n ON true
 """
+
+# flowforge tasks stats: counts by queue and status, and how long the oldest due pending
+# task of each queue has waited.
+TASK_STATS = """
+SELECT queue, status, count(*),
+       extract(epoch FROM now() - min(run_at) FILTER (WHERE status = 'pending'
+                                                      AND run_at <= now()))
+FROM tasks GROUP BY queue, status ORDER BY queue, status
+"""

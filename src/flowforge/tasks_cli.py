@@ -1,0 +1,195 @@
+"""``flowforge tasks list|show|cancel|retry|stats``: the queue for operators on a host.
+
+Straight over the database (DATABASE_URL, the services' own environment), through the
+same store as the API: a cancel or retry here is the API's conditional statement, with
+its notifications. Human output by default, ``--json`` for scripts; errors are one line
+on stderr and a non-zero exit (1: refused or failed, 2: usage or configuration).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from . import queries
+from .models import Status
+from .validation import QUEUE_PATTERN, QUEUE_RULE
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def add_parser(sub: Any) -> None:
+    tasks = sub.add_parser(
+        "tasks",
+        help="list, show, cancel, retry tasks and see queue stats (over the database)",
+        description="Operate the queue straight over DATABASE_URL: `flowforge tasks list "
+        "--status failed`, `flowforge tasks retry 42`, `flowforge tasks stats --json`.",
+    )
+    tsub = tasks.add_subparsers(dest="action", metavar="ACTION", required=True)
+    lst = tsub.add_parser("list", help="tasks, newest first")
+    lst.add_argument("--status", choices=[s.value for s in Status])
+    lst.add_argument("--queue", help="a queue name")
+    lst.add_argument("--type", help="a task type (handler name)")
+    lst.add_argument("--limit", type=_limit, default=20, help="at most this many (1-1000)")
+    show = tsub.add_parser("show", help="one task, every field")
+    cancel = tsub.add_parser("cancel", help="cancel a task (a running one is told to stop)")
+    retry = tsub.add_parser("retry", help="run a failed, cancelled or completed task again")
+    for action in (show, cancel, retry):
+        action.add_argument("id", type=_task_id, metavar="ID")
+    tsub.add_parser("stats", help="counts by queue and status, oldest pending age")
+    for parser in (lst, show, cancel, retry, tsub.choices["stats"]):
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _limit(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 1000, got {text!r}")
+    return int(text)
+
+
+def _task_id(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 2**63 - 1:
+        raise argparse.ArgumentTypeError(f"expected a task id (a positive integer), got {text!r}")
+    return int(text)
+
+
+def _fail(message: str, code: int = EXIT_FAILURE) -> int:
+    print(f"flowforge: error: {message}", file=sys.stderr)
+    return code
+
+
+def _json(value: Any) -> str:
+    def default(obj: Any) -> Any:
+        if isinstance(obj, datetime):
+            return obj.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        raise TypeError(type(obj).__name__)
+
+    return json.dumps(value, default=default, indent=2)
+
+
+def _when(value: datetime | None) -> str:
+    return "-" if value is None else f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.1f}s"
+
+
+def run(args: argparse.Namespace, settings: Any) -> int:
+    import psycopg
+
+    from .db import DatabaseUnavailable, make_engine
+    from .store import NotFound, TaskStore, TransitionRefused
+
+    if args.action == "list" and args.queue is not None and not QUEUE_PATTERN.match(args.queue):
+        return _fail(f"--queue {QUEUE_RULE}", EXIT_USAGE)
+    engine = make_engine(settings, pool_size=1)
+    store = TaskStore(
+        engine,
+        default_max_attempts=settings.task_max_attempts,
+        lease_seconds=settings.worker_lease,
+        default_timeout=settings.task_timeout,
+    )
+    try:
+        return _run(args, store)
+    except NotFound as exc:
+        return _fail(f"task {exc.args[0]} not found")
+    except TransitionRefused as exc:
+        return _fail(str(exc))
+    except DatabaseUnavailable as exc:
+        return _fail(f"cannot reach the database: {exc}")
+    except psycopg.errors.UndefinedTable:
+        return _fail("the database has no tasks table: run `flowforge migrate` first")
+    except psycopg.Error as exc:
+        return _fail(f"database error: {str(exc).strip().splitlines()[0]}")
+    finally:
+        engine.dispose()
+
+
+def _run(args: argparse.Namespace, store: Any) -> int:
+    from .store import NotFound
+
+    if args.action == "list":
+        filters = {"status": args.status, "type": args.type, "queue": args.queue}
+        page = store.list(limit=args.limit, offset=0, filters=filters)
+        if args.json:
+            print(_json({"tasks": [asdict(t) for t in page.tasks], "total": page.total}))
+            return 0
+        if not page.tasks:
+            print("no tasks match")
+            return 0
+        print(f"{'ID':>8}  {'STATUS':<10} {'QUEUE':<12} {'PRI':>4}  {'TYPE':<12} "
+              f"{'TRIES':<5}  {'CREATED (UTC)':<19}  TITLE")  # fmt: skip
+        for t in page.tasks:
+            print(
+                f"{t.id:>8}  {t.status:<10} {t.queue[:12]:<12} {t.priority:>4}  "
+                f"{t.type[:12]:<12} {t.attempts}/{t.max_attempts:<3}  {_when(t.created_at)}  "
+                f"{t.title[:60]}"
+            )
+        print(f"({len(page.tasks)} of {page.total})")
+        return 0
+    if args.action == "show":
+        task = store.get(args.id)
+        if task is None:
+            raise NotFound(args.id)
+        if args.json:
+            print(_json(asdict(task)))
+        else:
+            for name, value in asdict(task).items():
+                shown = _when(value) if isinstance(value, datetime) else value
+                if isinstance(value, dict | list):
+                    shown = json.dumps(value)
+                print(f"{name:<17} {'-' if shown is None else shown}")
+        return 0
+    if args.action == "cancel":
+        outcome = store.cancel(args.id)
+        if args.json:
+            print(_json({"task": asdict(outcome.task), "immediate": outcome.immediate}))
+        elif outcome.immediate:
+            print(f"task {args.id} cancelled")
+        else:
+            print(f"task {args.id} is running: its worker was told to stop it")
+        return 0
+    if args.action == "retry":
+        task = store.retry(args.id)
+        if args.json:
+            print(_json(asdict(task)))
+        else:
+            print(f"task {args.id} is pending again (attempts 0)")
+        return 0
+    return _stats(args, store)
+
+
+def _stats(args: argparse.Namespace, store: Any) -> int:
+    with store.source.connection() as conn:
+        rows = conn.execute(queries.TASK_STATS).fetchall()
+    queues: dict[str, dict[str, Any]] = {}
+    for queue, status, count, oldest in rows:
+        entry = queues.setdefault(queue, {"counts": {}, "oldest_pending_seconds": None})
+        entry["counts"][status] = count
+        if oldest is not None:
+            entry["oldest_pending_seconds"] = round(float(oldest), 3)
+    if args.json:
+        print(_json({"queues": queues}))
+        return 0
+    if not queues:
+        print("no tasks")
+        return 0
+    statuses = [s.value for s in Status]
+    width = max(5, *(len(q) for q in queues))
+    print(f"{'QUEUE':<{width}}  " + "  ".join(f"{s:>10}" for s in statuses) + "  OLDEST PENDING")
+    for queue, entry in sorted(queues.items()):
+        counts = "  ".join(f"{entry['counts'].get(s, 0):>10}" for s in statuses)
+        print(f"{queue:<{width}}  {counts}  {_age(entry['oldest_pending_seconds'])}")
+    return 0
