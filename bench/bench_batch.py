@@ -5,7 +5,8 @@ beside one-task POST /v1/tasks, and the batch's SQL alone (psycopg, no HTTP) as 
     .venv/bin/python bench/bench_batch.py [--duration 10] [--rounds 3] [--connections 4]
 
 Starts its own PostgreSQL (durable commits: fsync and synchronous_commit on), runs
-`flowforge api` (gunicorn, API_WORKERS=4 sync workers, every production feature on) and
+`flowforge api` (gunicorn, API_WORKERS=4 sync workers, every production feature on,
+bearer token included) and
 loads it with wrk. The tasks table is emptied before each run so every run starts alike.
 Rounds alternate between the cases; medians are reported. Writes bench/results/batch.json
 and batch.md. The contract: at least 30,000 tasks/s with batches of 1,000.
@@ -121,10 +122,13 @@ def main() -> int:
             "API_HOST": "127.0.0.1",
             "API_PORT": str(port),
             "API_WORKERS": "4",
-            "API_AUTH": "off",
             "LOG_LEVEL": "info",
         }
         env.pop("JOURNAL_STREAM", None)
+        token = subprocess.run(
+            [str(BIN / "flowforge"), "token", "create", "bench", "--scope", "write"],
+            env=env, check=True, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
         proc = start_server([str(BIN / "flowforge"), "api"], env, port, work / "api.log")
         base = f"http://127.0.0.1:{port}"
         batch = lua_batch(batch_body())
@@ -143,7 +147,7 @@ def main() -> int:
         for rnd in range(args.rounds):
             for name, (target, script, per_request) in cases.items():
                 empty()
-                result = wrk(target, args.duration, args.connections, script)
+                result = wrk(target, args.duration, args.connections, script, token)
                 result["tasks_per_s"] = result["rps"] * per_request
                 runs[name].append(result)
                 print(f"round {rnd + 1} {name}: {result}", flush=True)
