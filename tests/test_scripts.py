@@ -661,3 +661,17 @@ def test_cleanup_refuses_bad_options(
 ) -> None:
     assert_one_line_error(script("cleanup.py", *args, env=env), 2, *words)
     assert titles(aged) == EVERY
+
+
+def test_cleanup_takes_cancelled_tasks_as_finished(
+    env: dict[str, str], db: psycopg.Connection
+) -> None:
+    db.execute(
+        "INSERT INTO tasks (title, status, updated_at, completed_at) VALUES "
+        "('old cancelled', 'cancelled', now() - interval '10 days', now() - interval '10 days'),"
+        "('new cancelled', 'cancelled', now(), now())"
+    )
+    proc = script("cleanup.py", "--older-than", "7d", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "(cancelled 1)" in proc.stdout
+    assert titles(db) == {"new cancelled"}

@@ -1,8 +1,8 @@
 """scripts/cleanup.py: delete finished tasks older than an age, or reset the table.
 
 Deletes in batches, each its own short transaction walking the primary key, so no lock is
-held for long and workers keep claiming meanwhile. Only completed and failed tasks go
-unless --status names others: pending and processing tasks are work not yet done.
+held for long and workers keep claiming meanwhile. Only completed, failed and cancelled
+tasks go unless --status names others: pending and processing tasks are work not yet done.
 """
 
 from __future__ import annotations
@@ -32,12 +32,13 @@ from .common import (
 )
 
 PROG = "cleanup.py"
-FINISHED = (Status.COMPLETED.value, Status.FAILED.value)
+FINISHED = (Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value)
 ALL_STATUSES = tuple(status.value for status in Status)
 
 EXAMPLES = """\
   cleanup.py --older-than 7d --dry-run       what would go: counts by status
-  cleanup.py --older-than 30d --yes          completed and failed tasks older than 30 days
+  cleanup.py --older-than 30d --yes          finished tasks (completed, failed, cancelled)
+                                             older than 30 days
   cleanup.py --older-than 2d --status failed only dead letters
   cleanup.py --all --yes                     every task, whatever its status (a reset)
   0 3 * * * cleanup.py --older-than 7d --quiet   (cron: no terminal, so no question)
@@ -47,8 +48,8 @@ EXAMPLES = """\
 def build_parser():  # type: ignore[no-untyped-def]
     parser = make_parser(
         PROG,
-        "Delete FlowForge tasks from DATABASE_URL in batches: completed and failed tasks "
-        "older than an age, or everything with --all. Pending and processing tasks are "
+        "Delete FlowForge tasks from DATABASE_URL in batches: completed, failed and cancelled "
+        "tasks older than an age, or everything with --all. Pending and processing tasks are "
         "never touched unless --status or --all says so.\nOn a terminal it asks before "
         "deleting (--yes skips the question); from cron it does not ask.",
         EXAMPLES,
@@ -59,7 +60,7 @@ def build_parser():  # type: ignore[no-untyped-def]
         "--older-than",
         type=age,
         metavar="AGE",
-        help="tasks that last changed (finished, for completed and failed) longer ago than "
+        help="tasks that last changed (finished, for finished ones) longer ago than "
         "AGE: 90m, 12h, 7d, 2w",
     )
     which.add_argument(
@@ -71,7 +72,8 @@ def build_parser():  # type: ignore[no-untyped-def]
         "--status",
         action="append",
         choices=ALL_STATUSES,
-        help="a status to delete, repeatable (default: completed and failed; with --all: all)",
+        help="a status to delete, repeatable (default: completed, failed and cancelled; "
+        "with --all: all)",
     )
     parser.add_argument(
         "--batch-size",
