@@ -13,7 +13,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # (debootstrap, nspawn, NAT), the load generator, Vagrant to validate the Vagrantfile, and
 # Prometheus for promtool (checks and unit-tests the alert rules in deploy/prometheus/).
 APT_PACKAGES := postgresql-15 python3-venv debootstrap systemd-container iptables iproute2 \
-	openssh-client rsync wrk curl vagrant prometheus
+	openssh-client rsync wrk curl vagrant prometheus chromium chromium-driver
 # `vagrant up --provider=lxc` (make vagrant-box, and the Vagrant test in make test / deploy-test):
 # Debian's vagrant-lxc provider, LXC (lxc-net: bridge, dnsmasq, NAT) and bridge-utils (the
 # plugin calls brctl for its private-network bridge but does not depend on it). Only the

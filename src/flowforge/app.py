@@ -21,8 +21,9 @@ import orjson
 from gunicorn.http.errors import ParseException
 from sqlalchemy import Engine
 
-from . import logs, pagination, tokens
+from . import logs, pagination, tokens, web
 from .auth import PendingGauge, TokenCache, protected
+from .caching import TimedCache
 from .config import Settings, address_allowed, check_api_auth
 from .db import DatabaseUnavailable, make_engine
 from .handlers import load_handlers
@@ -86,6 +87,10 @@ class ApiError(Exception):
         self.code = code or ERROR_CODES.get(status, "error")
         self.message = message
         self.details = details
+
+
+# /v1/stats is read at most this often per process, however many dashboards poll it.
+STATS_CACHE_SECONDS = 2.0
 
 
 def _dumps(body: dict[str, Any]) -> bytes:
@@ -653,6 +658,16 @@ def create_app(
     app.route("/v1/schedules/<name>", "GET", get_schedule)
     app.route("/v1/schedules/<name>", "PUT", update_schedule)
     app.route("/v1/schedules/<name>", "DELETE", delete_schedule)
+
+    stats_cache = TimedCache(lambda: store.stats(QUERY_TIMEOUT_MS), ttl=STATS_CACHE_SECONDS)
+
+    @app.get("/v1/stats")
+    def stats() -> bytes:
+        """The dashboard's numbers (read scope), cached a couple of seconds per process so
+        any number of open dashboards cost the database the same."""
+        return ok(stats_cache.get())
+
+    web.add_routes(app)
 
     for prefix in ("/v1", ""):
         app.route(f"{prefix}/tasks", "GET", list_tasks)

@@ -783,3 +783,27 @@ SELECT queue, status, count(*),
                                                       AND run_at <= now()))
 FROM tasks GROUP BY queue, status ORDER BY queue, status
 """
+
+# --- /v1/stats (the dashboard) -------------------------------------------------------------
+# Tasks finished per minute over the last %(minutes)s minutes, by outcome; walks the partial
+# index on completed_at (tasks_finished_idx), however large the table.
+STATS_THROUGHPUT = """
+SELECT date_trunc('minute', completed_at) AS minute, status, count(*)
+FROM tasks
+WHERE completed_at >= date_trunc('minute', now()) - make_interval(mins => %(minutes)s - 1)
+GROUP BY 1, 2
+ORDER BY 1
+"""
+# The newest failures (tasks_status_created_idx, newest first), with why they failed.
+STATS_RECENT_FAILURES = """
+SELECT id, title, type, queue, attempts, max_attempts, last_error, completed_at
+FROM tasks WHERE status = 'failed'
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s
+"""
+# Workers whose heartbeat is fresh (the registry, revision 0007).
+STATS_LIVE_WORKERS = """
+SELECT id, host, pid, version, queues, capacity, busy, isolation, started_at, heartbeat_at
+FROM workers WHERE expires_at > now()
+ORDER BY host, pid
+"""

@@ -6,7 +6,7 @@ import select
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import orjson
@@ -212,6 +212,49 @@ class TaskStore:
             float(xact),
             estimated,
         )
+
+    def stats(self, timeout_ms: int, *, minutes: int = 15, failures: int = 10) -> dict[str, Any]:
+        """What GET /v1/stats shows (the dashboard): tasks by status and queue (exact up to
+        10,000 per status, as /metrics), the oldest due pending task's age per queue,
+        tasks finished per minute over ``minutes``, the newest ``failures`` and the live
+        workers. Each statement is cut off after ``timeout_ms``."""
+        metrics = self.queue_metrics(timeout_ms)
+        with self.source.connection() as conn, conn.transaction():
+            conn.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+            per_minute = conn.execute(queries.STATS_THROUGHPUT, {"minutes": minutes}).fetchall()
+            cur = conn.cursor(row_factory=dict_row)
+            recent = cur.execute(queries.STATS_RECENT_FAILURES, {"limit": failures}).fetchall()
+            workers = cur.execute(queries.STATS_LIVE_WORKERS).fetchall()
+            (now,) = conn.execute("SELECT date_trunc('minute', now())").fetchone() or (None,)
+        by_status = dict.fromkeys(METRIC_STATUSES, 0)
+        by_queue: dict[str, dict[str, int]] = {}
+        for queue, status, n in metrics.counts:
+            by_status[status] = by_status.get(status, 0) + n
+            by_queue.setdefault(queue, dict.fromkeys(METRIC_STATUSES, 0))[status] = n
+        finished: dict[datetime, dict[str, int]] = {}
+        for minute, status, n in per_minute:
+            finished.setdefault(minute, {})[status] = n
+        throughput = []
+        for back in range(minutes - 1, -1, -1):
+            minute = now - timedelta(minutes=back)
+            row = finished.get(minute, {})
+            throughput.append(
+                {
+                    "minute": minute,
+                    **{s: row.get(s, 0) for s in ("completed", "failed", "cancelled")},
+                }
+            )
+        return {
+            "tasks": {
+                "by_status": by_status,
+                "by_queue": by_queue,
+                "exact": not metrics.estimated,
+            },
+            "oldest_pending_age_seconds": dict(metrics.oldest_pending),
+            "throughput_per_minute": throughput,
+            "recent_failures": recent,
+            "workers": workers,
+        }
 
     def get(self, task_id: int) -> Task | None:
         def read() -> Task | None:

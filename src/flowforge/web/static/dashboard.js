@@ -1,0 +1,328 @@
+// FlowForge operator dashboard: plain JavaScript over the JSON API, no build step.
+// The token lives in sessionStorage (this tab only) and goes in an Authorization header
+// to this origin only. Text from the API is always set as textContent, never as HTML.
+"use strict";
+
+const TOKEN_KEY = "flowforge.token";
+const REFRESH_MS = 5000;
+const STATUSES = ["pending", "processing", "completed", "failed", "cancelled"];
+const $ = (id) => document.getElementById(id);
+let timer = null;
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function api(method, path) {
+  const response = await fetch(path, {
+    method,
+    headers: { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}` },
+    cache: "no-store",
+  });
+  let body = null;
+  try {
+    body = await response.json();
+  } catch (_) {
+    throw new ApiError(response.status, "bad_response", `HTTP ${response.status}`);
+  }
+  if (!response.ok || body.error) {
+    const error = body.error || {};
+    throw new ApiError(response.status, error.code, error.message || `HTTP ${response.status}`);
+  }
+  return body.data;
+}
+
+// --- formatting ---------------------------------------------------------------------------
+function count(n) {
+  return Number(n).toLocaleString("en-US");
+}
+
+function age(seconds) {
+  if (seconds === null || seconds === undefined) return "—";
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
+}
+
+function el(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (className) node.className = className;
+  return node;
+}
+
+function setState(kind, text) {
+  const pill = $("state");
+  pill.className = `pill pill-${kind}`;
+  pill.textContent = text;
+}
+
+function showBanner(message) {
+  const banner = $("banner");
+  banner.textContent = message;
+  banner.hidden = !message;
+}
+
+// --- sign in and out ----------------------------------------------------------------------
+function signedIn() {
+  return Boolean(sessionStorage.getItem(TOKEN_KEY));
+}
+
+function showSignIn(message) {
+  clearTimeout(timer);
+  $("board").hidden = true;
+  $("signin").hidden = false;
+  $("signout").hidden = true;
+  $("updated").textContent = "";
+  setState("idle", "signed out");
+  const error = $("signin-error");
+  error.textContent = message || "";
+  error.hidden = !message;
+}
+
+function showBoard() {
+  $("signin").hidden = true;
+  $("board").hidden = false;
+  $("signout").hidden = false;
+}
+
+$("signin-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+  $("token").value = "";
+  showBoard();
+  refresh();
+});
+
+$("signout").addEventListener("click", () => {
+  sessionStorage.removeItem(TOKEN_KEY);
+  showSignIn();
+});
+
+// --- the board ----------------------------------------------------------------------------
+function renderCounts(stats) {
+  const approx = stats.tasks.exact ? "" : "≈ ";
+  for (const status of STATUSES) {
+    $(`count-${status}`).textContent = approx + count(stats.tasks.by_status[status] || 0);
+  }
+  const ages = Object.values(stats.oldest_pending_age_seconds);
+  $("oldest-pending").textContent = ages.length ? age(Math.max(...ages)) : "—";
+  const busy = stats.workers.reduce((sum, w) => sum + w.busy, 0);
+  const capacity = stats.workers.reduce((sum, w) => sum + w.capacity, 0);
+  $("workers-live").textContent = String(stats.workers.length);
+  $("workers-live").title = `${busy} of ${capacity} slots busy`;
+}
+
+function renderChart(points) {
+  const svg = $("chart");
+  svg.replaceChildren();
+  const ns = "http://www.w3.org/2000/svg";
+  const max = Math.max(1, ...points.map((p) => p.completed + p.failed + p.cancelled));
+  const width = 600 / points.length;
+  points.forEach((p, i) => {
+    let y = 120;
+    for (const [key, cls] of [["completed", "ok"], ["failed", "bad"], ["cancelled", "cancel"]]) {
+      const h = (p[key] / max) * 112;
+      if (h <= 0) continue;
+      y -= h;
+      const bar = document.createElementNS(ns, "rect");
+      bar.setAttribute("x", String(i * width + 2));
+      bar.setAttribute("y", String(y));
+      bar.setAttribute("width", String(width - 4));
+      bar.setAttribute("height", String(h));
+      bar.setAttribute("class", cls);
+      const title = document.createElementNS(ns, "title");
+      title.textContent = `${new Date(p.minute).toLocaleTimeString()}: ${p[key]} ${key}`;
+      bar.appendChild(title);
+      svg.appendChild(bar);
+    }
+  });
+  // the last full minute, as tasks a second
+  const last = points.length > 1 ? points[points.length - 2] : null;
+  $("rate").textContent = last
+    ? `— ${((last.completed + last.failed + last.cancelled) / 60).toFixed(1)} tasks/s in the last full minute`
+    : "";
+}
+
+function renderQueues(stats) {
+  const body = $("queues").tBodies[0];
+  body.replaceChildren();
+  const names = Object.keys(stats.tasks.by_queue).sort();
+  for (const name of names) {
+    const c = stats.tasks.by_queue[name];
+    const row = el("tr");
+    row.dataset.queue = name;
+    row.append(
+      el("td", name),
+      el("td", count(c.pending)),
+      el("td", count(c.processing)),
+      el("td", count(c.failed)),
+      el("td", age(stats.oldest_pending_age_seconds[name])),
+    );
+    body.appendChild(row);
+  }
+  $("queues-empty").hidden = names.length > 0;
+}
+
+function actionButton(label, cls, run) {
+  const button = el("button", label, cls);
+  button.type = "button";
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      await run();
+      await refresh();
+    } catch (error) {
+      button.disabled = false;
+      showBanner(
+        error.status === 403
+          ? `${label}: this token is read-only; it needs a write token.`
+          : `${label} failed: ${error.message}`,
+      );
+    }
+  });
+  return button;
+}
+
+function renderFailures(failures) {
+  const body = $("failures").tBodies[0];
+  body.replaceChildren();
+  for (const task of failures) {
+    const row = el("tr");
+    row.dataset.taskId = String(task.id);
+    const id = el("td");
+    const link = el("button", `#${task.id}`, "link");
+    link.type = "button";
+    link.addEventListener("click", () => lookUp(task.id));
+    id.appendChild(link);
+    const error = el("td", task.last_error || "", "error-text");
+    error.title = task.last_error || "";
+    const actions = el("td");
+    actions.appendChild(
+      actionButton("Retry", "secondary retry", () => api("POST", `/v1/tasks/${task.id}/retry`)),
+    );
+    row.append(
+      id,
+      el("td", task.title),
+      el("td", task.type),
+      el("td", task.queue),
+      el("td", `${task.attempts}/${task.max_attempts}`),
+      error,
+      actions,
+    );
+    body.appendChild(row);
+  }
+  $("failures-empty").hidden = failures.length > 0;
+}
+
+function renderWorkers(workers) {
+  const body = $("workers").tBodies[0];
+  body.replaceChildren();
+  const now = Date.now();
+  for (const w of workers) {
+    body.appendChild(el("tr")).append(
+      el("td", w.host),
+      el("td", w.pid),
+      el("td", w.queues.join(", ")),
+      el("td", `${w.busy}/${w.capacity}`),
+      el("td", w.version),
+      el("td", w.isolation),
+      el("td", `${age((now - Date.parse(w.heartbeat_at)) / 1000)} ago`),
+    );
+  }
+  $("workers-empty").hidden = workers.length > 0;
+}
+
+async function refresh() {
+  clearTimeout(timer);
+  if (!signedIn()) return showSignIn();
+  setState("loading", "refreshing");
+  try {
+    const stats = await api("GET", "/v1/stats");
+    renderCounts(stats);
+    renderChart(stats.throughput_per_minute);
+    renderQueues(stats);
+    renderFailures(stats.recent_failures);
+    renderWorkers(stats.workers);
+    showBanner("");
+    setState("live", "live");
+    $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  } catch (error) {
+    if (error.status === 401) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      return showSignIn("That token was refused (unknown or revoked).");
+    }
+    setState("error", "error");
+    showBanner(`Cannot load the numbers: ${error.message}. Retrying every ${REFRESH_MS / 1000} s.`);
+  }
+  if (!document.hidden) timer = setTimeout(refresh, REFRESH_MS);
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden && signedIn()) refresh();
+});
+
+// --- look-up by id ------------------------------------------------------------------------
+async function lookUp(id) {
+  const box = $("lookup");
+  $("lookup-id").value = String(id);
+  box.replaceChildren(el("p", "Loading…", "muted"));
+  let task;
+  try {
+    task = await api("GET", `/v1/tasks/${id}`);
+  } catch (error) {
+    box.replaceChildren(el("p", error.status === 404 ? `No task ${id}.` : error.message, "error"));
+    return;
+  }
+  const details = el("dl", null, "task");
+  const fields = [
+    ["status", task.status + (task.cancel_requested ? " (cancel requested)" : "")],
+    ["title", task.title], ["type", task.type], ["queue", task.queue],
+    ["priority", task.priority], ["attempts", `${task.attempts}/${task.max_attempts}`],
+    ["created", task.created_at], ["started", task.started_at], ["finished", task.completed_at],
+    ["worker", task.worker], ["request id", task.request_id], ["last error", task.last_error],
+  ];
+  for (const [name, value] of fields) {
+    if (value === null || value === undefined || value === "") continue;
+    details.append(el("dt", name), el("dd", value, name === "status" ? `status status-${task.status}` : ""));
+  }
+  const parts = [el("h3", `#${task.id}`), details];
+  if (task.result !== null && task.result !== undefined) {
+    parts.push(el("p", "result", "muted"), el("pre", JSON.stringify(task.result, null, 2)));
+  }
+  const actions = el("div", null, "actions");
+  if (["failed", "cancelled", "completed"].includes(task.status)) {
+    actions.appendChild(actionButton("Retry", "secondary retry", async () => {
+      await api("POST", `/v1/tasks/${task.id}/retry`);
+      await lookUp(task.id);
+    }));
+  }
+  if (["pending", "processing"].includes(task.status) && !task.cancel_requested) {
+    actions.appendChild(actionButton("Cancel", "danger cancel", async () => {
+      await api("POST", `/v1/tasks/${task.id}/cancel`);
+      await lookUp(task.id);
+    }));
+  }
+  parts.push(actions);
+  box.replaceChildren(...parts);
+}
+
+$("lookup-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const id = $("lookup-id").value.trim();
+  if (/^[0-9]+$/.test(id)) lookUp(id);
+});
+
+// --- start --------------------------------------------------------------------------------
+if (signedIn()) {
+  showBoard();
+  refresh();
+} else {
+  showSignIn();
+}
