@@ -68,7 +68,9 @@ def _text(driver: webdriver.Chrome, element_id: str) -> str:
 
 
 def _seed(db: psycopg.Connection) -> dict[str, int]:
-    """Tasks in every state the dashboard shows; returns the ids of the failed ones."""
+    """Tasks in every state the dashboard shows (and no live worker); returns the ids of
+    the failed ones."""
+    db.execute("DELETE FROM workers")
     db.execute(
         "INSERT INTO tasks (title, queue, type) SELECT 'queued ' || g, "
         "CASE WHEN g <= 3 THEN 'default' ELSE 'mail' END, 'noop' FROM generate_series(1, 5) g"
@@ -103,6 +105,10 @@ def test_dashboard_shows_the_apis_numbers_and_retries_a_failure(
 ) -> None:
     failed = _seed(db)
     _sign_in(browser, api_url, api_tokens.write)
+    # /v1/stats is cached 2 s per process: an earlier test's numbers may show first, and
+    # the page refreshes every 5 s.
+    _wait(browser, ec.text_to_be_present_in_element((By.ID, "count-failed"), "2"))
+    _wait(browser, ec.text_to_be_present_in_element((By.ID, "count-pending"), "5"))
     stats = requests.get(
         f"{api_url}/v1/stats", headers=api_tokens.headers("read"), timeout=10
     ).json()["data"]
@@ -167,6 +173,10 @@ def test_dashboard_refuses_a_bad_token_and_a_read_token_cannot_retry(
 
     _sign_in(browser, api_url, api_tokens.read)
     target = failed["send"]
+    _wait(
+        browser,
+        ec.presence_of_element_located((By.CSS_SELECTOR, f'#failures tr[data-task-id="{target}"]')),
+    )
     browser.find_element(
         By.CSS_SELECTOR, f'#failures tr[data-task-id="{target}"] button.retry'
     ).click()

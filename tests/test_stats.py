@@ -43,6 +43,7 @@ def test_stats_counts_finishes_failures_and_live_workers(
     assert sum(p["failed"] for p in per_minute) == 2
     assert [f["last_error"] for f in stats["recent_failures"]] == ["boom 6", "boom 5"]
     assert [(w["id"], w["busy"]) for w in stats["workers"]] == [("h:1", 3)]  # h:2 expired
+    db.execute("DELETE FROM workers")  # made-up workers: gone for the tests after this one
 
 
 def test_stats_needs_a_token(api_url: str, api_tokens: Tokens) -> None:
