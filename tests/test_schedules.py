@@ -256,3 +256,19 @@ def test_two_worker_processes_fire_a_due_schedule_once_and_run_its_task(sched_db
     nxt = sched_db.execute("SELECT DISTINCT next_run_at > now() FROM schedules").fetchall()
     assert nxt == [(True,)]  # moved on to next year
     assert [w.stop() for w in workers] == [0, 0]
+
+
+def test_a_schema_without_schedules_does_not_stop_the_worker(admin_url: str, caplog) -> None:
+    """Refused (no schedules table): logged, nothing fired, the worker's loop goes on."""
+    from flowforge.worker.queue import TaskQueue
+
+    from .conftest import create_database, make_settings
+
+    url = create_database(admin_url, "flowforge_no_schedules")
+    queue = TaskQueue(make_settings(url), "w")
+    try:
+        assert queue.fire_schedules(T0) == 0
+        assert queue.fire_schedules(T0 + timedelta(seconds=1)) == 0
+    finally:
+        queue.close()
+    assert caplog.text.count("schedules not fired") == 1

@@ -270,8 +270,16 @@ class TaskQueue:
         return set(given or ()), set(failed or ())
 
     def fire_schedules(self, now: datetime) -> int:
-        """Create the tasks of due schedules (``flowforge.schedules``); any worker may."""
-        return schedules.fire_due(self._execute, now)
+        """Create the tasks of due schedules (``flowforge.schedules``); any worker may. A
+        refusal (a schema without schedules yet) is logged hourly and must not stop the
+        worker's own work; an outage is raised as for any statement."""
+        try:
+            return schedules.fire_due(self._execute, now)
+        except DatabaseRefused as exc:
+            if now.timestamp() - getattr(self, "_schedules_warned", 0.0) >= 3600:
+                self._schedules_warned = now.timestamp()
+                schedules.log.warning("schedules not fired: %s (is the schema migrated?)", exc)
+            return 0
 
     def reap_expired(self, limit: int = 500) -> list[ReapedTask]:
         rows = self._execute(
