@@ -1,5 +1,6 @@
 # FlowForge developer commands. Each target does its own set-up on a fresh Debian/Ubuntu.
-#   make dev    run the API and a worker against a throwaway PostgreSQL (Ctrl-C stops all)
+#   make dev    run the API and a worker against a PostgreSQL kept in .dev/ (Ctrl-C stops
+#               all; make dev-reset wipes the database)
 #   make test   lint + every test (unit, integration on real PostgreSQL, deploy on a real
 #               systemd host) with coverage
 #   make vm     a local Debian 12 systemd host (nspawn) deployed with deploy.yml
@@ -9,11 +10,17 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the commands need: PostgreSQL server binaries, the systemd host
-# (debootstrap, nspawn, NAT), the load generator, Vagrant to validate the Vagrantfile, and
-# Prometheus for promtool (checks and unit-tests the alert rules in deploy/prometheus/).
-APT_PACKAGES := postgresql-15 python3-venv debootstrap systemd-container iptables iproute2 \
+# Debian packages. `make dev` needs only the first set (PostgreSQL's server binaries and
+# venv); the tests, the systemd host (debootstrap, nspawn, NAT), the load generator,
+# Vagrant (validates the Vagrantfile), Prometheus (promtool checks the alert rules in
+# deploy/prometheus/) and chromium (the browser tests) are the test set: add test-time
+# packages there.
+DEV_APT_PACKAGES := postgresql-15 python3-venv
+TEST_APT_PACKAGES := debootstrap systemd-container iptables iproute2 \
 	openssh-client rsync wrk curl vagrant prometheus chromium chromium-driver
+APT_PACKAGES := $(DEV_APT_PACKAGES) $(TEST_APT_PACKAGES)
+# Wait for another apt/dpkg (unattended-upgrades, a second terminal) instead of failing.
+APT_GET := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=600
 # `vagrant up --provider=lxc` (make vagrant-box, and the Vagrant test in make test / deploy-test):
 # Debian's vagrant-lxc provider, LXC (lxc-net: bridge, dnsmasq, NAT) and bridge-utils (the
 # plugin calls brctl for its private-network bridge but does not depend on it). Only the
@@ -22,16 +29,23 @@ APT_PACKAGES := postgresql-15 python3-venv debootstrap systemd-container iptable
 VAGRANT_LXC_PACKAGES := vagrant vagrant-lxc lxc bridge-utils
 
 .PHONY: dev test lint unit deploy-test vm vm-destroy vagrant-box vagrant-net-down bench \
-	system-deps venv clean
+	system-deps dev-deps dev-reset venv clean
 
-system-deps:
-	@missing=$$(for p in $(APT_PACKAGES) $(EXTRA_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+# Installs the packages of $(1) that are missing (and says which).
+define apt_install
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 		| grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-		echo "installing:" $$missing; \
-		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+		echo "installing:" $$missing "(waiting for the dpkg lock if another apt holds it)"; \
+		$(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends $$missing; \
 	fi
+endef
+
+system-deps:
+	$(call apt_install,$(APT_PACKAGES) $(EXTRA_PACKAGES))
+
+dev-deps:
+	$(call apt_install,$(DEV_APT_PACKAGES))
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -40,6 +54,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+# What running needs, no more (make dev): the package with its runtime dependencies.
+$(VENV)/.runtime: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -60,8 +81,14 @@ deploy-test: EXTRA_PACKAGES := $(VAGRANT_LXC_PACKAGES)
 deploy-test: system-deps venv
 	$(VENV)/bin/pytest tests/deploy $(PYTEST_ARGS)
 
-dev: system-deps venv
+dev: dev-deps $(VENV)/.runtime
 	$(PY) tools/devstack.py
+
+# Wipe make dev's database (stop make dev first).
+dev-reset:
+	@if [ -f .dev/pg/data/postmaster.pid ]; then \
+		echo "make dev-reset: make dev is still running (stop it with Ctrl-C first)"; exit 2; fi
+	rm -rf .dev
 
 vm: system-deps venv
 	deploy/testhost/up.sh

@@ -432,3 +432,22 @@ def test_a_nul_byte_in_an_error_message_is_recorded(db, spawn) -> None:
     assert error == "ValueError: before\\0after"
     assert w.proc.poll() is None
     assert w.stop() == 0
+
+
+def test_a_second_stop_signal_says_so_in_last_error(db, spawn) -> None:
+    """SIGINT then SIGTERM (a terminal's Ctrl-C plus a supervisor's stop) cut the drain
+    short; last_error says that, not that WORKER_SHUTDOWN_TIMEOUT ran out."""
+    w = spawn(WORKER_SHUTDOWN_TIMEOUT="60s")
+    w.wait_for("worker ready")
+    _add(db, 1, "sleep", {"seconds": 60})
+    _wait_until(lambda: _statuses(db) == {"processing": 1}, 10, "the task to be claimed")
+    w.proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    w.proc.send_signal(signal.SIGTERM)
+    assert w.proc.wait(timeout=15) == 0
+    row = db.execute("SELECT status, last_error FROM tasks").fetchone()
+    assert row[0] == "pending"
+    assert "second stop signal" in row[1] and "WORKER_SHUTDOWN_TIMEOUT" not in row[1]
+    messages = [line["message"] for line in w.lines()]
+    assert "task still running when told to stop at once: given back" in messages
+    assert not any("at the shutdown timeout" in m for m in messages)

@@ -38,9 +38,17 @@ def free_port() -> int:
 class TempPostgres:
     """initdb + pg_ctl start on a fresh directory; ``stop()`` removes everything."""
 
-    def __init__(self, *, port: int | None = None, base: str | None = None) -> None:
+    def __init__(
+        self, *, port: int | None = None, base: str | None = None, directory: Path | None = None
+    ) -> None:
+        """``directory``: keep the cluster there between runs (``start`` reuses it;
+        ``make dev``) instead of a fresh temporary one."""
         self.port = port or free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="flowforge-pg-", dir=base))
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            self.dir = directory.resolve()
+        else:
+            self.dir = Path(tempfile.mkdtemp(prefix="flowforge-pg-", dir=base))
         self.data = self.dir / "data"
         self.bindir = _bindir()
         self.password = "flowforge"
@@ -53,6 +61,9 @@ class TempPostgres:
         return subprocess.run(cmd, check=check, capture_output=True, text=True)
 
     def start(self) -> TempPostgres:
+        if (self.data / "PG_VERSION").exists():  # kept from an earlier run
+            self.start_server()
+            return self
         if self._user:
             pw = pwd.getpwnam(self._user)
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
@@ -92,8 +103,9 @@ class TempPostgres:
     def start_server(self) -> None:
         """Start the (already initialised) cluster and wait until it accepts connections."""
         log = str(self.dir / "log")
+        # -p: a kept cluster listens on this run's port, whatever its file says.
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", log, "-w", "-t", "60",
-                  "start")  # fmt: skip
+                  "-o", f"-p {self.port}", "start")  # fmt: skip
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/{dbname}"

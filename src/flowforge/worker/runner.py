@@ -450,14 +450,20 @@ class Worker:
             self._try(lambda: self._write(0), monotonic() + 5)
         left = list(self.held.values())
         if left:
+            # Say which it was: the timeout ran out, or a second stop signal cut it short.
+            if self.force.is_set():
+                why = "told to stop at once (a second stop signal)"
+                event = "task still running when told to stop at once: given back"
+            else:
+                why = f"WORKER_SHUTDOWN_TIMEOUT {timeout:g}s ran out"
+                event = "task still running at the shutdown timeout: given back"
             reason = (
-                f"interrupted by shutdown: worker {self.name} stopped while the task ran "
-                f"(WORKER_SHUTDOWN_TIMEOUT {timeout:g}s)"
+                f"interrupted by shutdown: worker {self.name} stopped while the task ran ({why})"
             )
             for task in left:
                 task.started = True
                 with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
-                    log.warning("task still running at the shutdown timeout: given back")
+                    log.warning(event)
             self._give_back(left, reason, monotonic() + 5)
 
     def _give_back(self, tasks: list[ClaimedTask], reason: str, deadline: float) -> None:
