@@ -23,6 +23,8 @@ adds GET by id served by the same API with its per-request Prometheus metrics of
 adds the GET by id case served by another source tree (a checkout of an older commit: its
 src/ first on PYTHONPATH, this venv otherwise), side by side in the same rounds, to see
 what a change costs; that run writes bench/results/api-baseline.json and .md instead.
+`--tree SRC` serves the main case from another tree too (the change on its own, applied
+to the baseline's commit).
 """
 
 from __future__ import annotations
@@ -184,6 +186,13 @@ def main() -> int:
         metavar="SRC",
         help="also serve GET by id from this source tree (an older commit)",
     )
+    parser.add_argument(
+        "--tree",
+        type=Path,
+        metavar="SRC",
+        help="serve FlowForge from this source tree instead of the installed one (with "
+        "--baseline: two commits side by side, e.g. a change applied to its parent)",
+    )
     parser.add_argument("--get-only", action="store_true", help="only the GET by id cases")
     parser.add_argument(
         "--metrics-off-case",
@@ -216,7 +225,12 @@ def main() -> int:
             [str(BIN / "flowforge"), "token", "create", "bench", "--scope", "write"],
             env=env, check=True, capture_output=True, text=True,
         ).stdout.strip()  # fmt: skip
-        procs.append(start_server([str(BIN / "flowforge"), "api"], env, ff_port, work / "ff.log"))
+        if args.tree:
+            ff_env = {**env, "PYTHONPATH": str(args.tree.resolve() / "src")}
+            ff_cmd = [sys.executable, "-m", "flowforge", "api"]
+        else:
+            ff_env, ff_cmd = env, [str(BIN / "flowforge"), "api"]
+        procs.append(start_server(ff_cmd, ff_env, ff_port, work / "ff.log"))
         bare_cmd = [
             str(BIN / "gunicorn"), "-w", "4", "-b", f"127.0.0.1:{bare_port}",
             "--chdir", str(ROOT / "bench"), "bare_app:app",
@@ -276,21 +290,22 @@ def main() -> int:
                 print(f"round {rnd + 1} {name}: {result}", flush=True)
 
         deep_offset = (DEEP_PAGE - 1) * LIMIT
-        pg_sql = {
-            "GET /v1/tasks/{id}": _pg_sql(queries.GET_TASK),
-            "POST /v1/tasks": "INSERT INTO tasks (title, description, payload) VALUES "
-            "('benchmark task', 'load test', '{\"n\": 1}') RETURNING *",
-            "GET /v1/tasks?limit=20 (page 1)": _pg_sql(queries.LIST_TASKS).replace(
-                "%(offset)s", "0"
-            )
-            + ";\n"
-            + queries.COUNT_TASKS,
-            f"GET /v1/tasks?limit=20 (page {DEEP_PAGE})": _pg_sql(queries.LIST_TASKS).replace(
-                "%(offset)s", str(deep_offset)
-            )
-            + ";\n"
-            + queries.COUNT_TASKS,
-        }
+        pg_sql = {"GET /v1/tasks/{id}": _pg_sql(queries.GET_TASK)}
+        if not args.get_only:  # (built only when asked: a list query may have changed shape)
+            pg_sql |= {
+                "POST /v1/tasks": "INSERT INTO tasks (title, description, payload) VALUES "
+                "('benchmark task', 'load test', '{\"n\": 1}') RETURNING *",
+                "GET /v1/tasks?limit=20 (page 1)": _pg_sql(queries.LIST_TASKS).replace(
+                    "%(offset)s", "0"
+                )
+                + ";\n"
+                + queries.COUNT_TASKS,
+                f"GET /v1/tasks?limit=20 (page {DEEP_PAGE})": _pg_sql(queries.LIST_TASKS).replace(
+                    "%(offset)s", str(deep_offset)
+                )
+                + ";\n"
+                + queries.COUNT_TASKS,
+            }
         ceilings = {
             name: pgbench(pg, url, sql, args.duration, args.connections)
             for name, sql in pg_sql.items()
@@ -341,6 +356,7 @@ def main() -> int:
             for new, old in zip(runs["GET /v1/tasks/{id}"], runs[BASELINE_GET], strict=True)
         ]
         report["baseline"] = str(args.baseline)
+        report["tree"] = str(args.tree or ROOT)
         report["ratio_new_to_baseline_get_paired_median"] = round(statistics.median(paired), 3)
         report["ratio_new_to_baseline_get_paired"] = [round(r, 3) for r in paired]
         cpu_paired = [
@@ -384,7 +400,7 @@ def main() -> int:
     lines += ["", f"FlowForge / bare GET by id: {report['ratio_flowforge_to_bare_get']:.2f}"]
     if args.baseline:
         lines += [
-            f"This tree / baseline ({args.baseline}) GET by id, per round: "
+            f"{args.tree or 'This tree'} / baseline ({args.baseline}) GET by id, per round: "
             f"{', '.join(f'{r:.3f}' for r in report['ratio_new_to_baseline_get_paired'])}; "
             f"median {report['ratio_new_to_baseline_get_paired_median']:.3f} (req/s)",
             f"Server CPU per GET by id, this tree / baseline, per round: "
