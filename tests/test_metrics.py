@@ -298,16 +298,15 @@ def test_gunicorn_workers_are_summed_dead_and_reloaded_ones_included(
 def test_without_api_metrics_dir_a_private_directory_is_made_and_removed(
     database_url, db, tmp_path
 ) -> None:
-    import tempfile
-
-    mine = set(Path(tempfile.gettempdir()).glob("flowforge-api-metrics-*"))
-    proc, base = start_api(database_url, tmp_path / "api.log", API_WORKERS="2")
+    temp = tmp_path / "tmp"  # the API's TMPDIR: other processes' directories stay out of it
+    temp.mkdir()
+    proc, base = start_api(database_url, tmp_path / "api.log", API_WORKERS="2", TMPDIR=str(temp))
     try:
         for _ in range(10):
             assert requests.get(f"{base}/health", timeout=5, headers={"Connection": "close"}).ok
         assert requests_total(scrape(base), "GET", "/health", 200) >= 10
-        made = set(Path(tempfile.gettempdir()).glob("flowforge-api-metrics-*")) - mine
-        assert len(made) == 1
+        made = list(temp.glob("flowforge-api-metrics-*"))
+        assert len(made) == 1 and list(made[0].glob("counter_*.db"))
     finally:
         stop_api(proc)
-    assert not made.pop().exists()
+    assert not made[0].exists()
