@@ -17,6 +17,7 @@ from wsgiref.simple_server import make_server
 import pytest
 import requests
 
+import flowforge
 from flowforge.app import create_app, request_id_from
 from flowforge.config import Settings
 from flowforge.devdb import free_port
@@ -101,7 +102,10 @@ def real_api(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def test_health_is_ok_with_the_database_up(client: ApiClient) -> None:
     response = client.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"data": {"status": "ok", "database": "ok"}, "error": None}
+    assert response.json() == {
+        "data": {"status": "ok", "database": "ok", "version": flowforge.__version__},
+        "error": None,
+    }
 
 
 def test_openapi_is_served(client: ApiClient) -> None:

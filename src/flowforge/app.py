@@ -21,7 +21,7 @@ import orjson
 from gunicorn.http.errors import ParseException
 from sqlalchemy import Engine
 
-from . import logs, pagination, tokens, web
+from . import __version__, logs, pagination, tokens, web
 from .auth import PendingGauge, TokenCache, protected
 from .caching import TimedCache
 from .config import Settings, address_allowed, check_api_auth
@@ -456,7 +456,7 @@ def create_app(
             return error_body(
                 "service_unavailable", "the database is unreachable", {"database": "unreachable"}
             )
-        return ok({"status": "ok", "database": "ok"})
+        return ok({"status": "ok", "database": "ok", "version": __version__})
 
     @app.get("/metrics", skip=True)
     def metrics_page() -> bytes:

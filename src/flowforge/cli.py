@@ -7,6 +7,7 @@ import json
 import sys
 import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__, tasks_cli
 from .config import VARIABLES, ConfigError, check_api_auth, load_settings
@@ -24,12 +25,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"flowforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser(
+    api = sub.add_parser(
         "api",
         help="serve the HTTP API with gunicorn",
         description="Serve the HTTP API with gunicorn until SIGTERM or Ctrl-C (graceful).",
         epilog=_variables_epilog("api"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    api.add_argument(
+        "--env-file",
+        metavar="PATH",
+        help="re-read this systemd EnvironmentFile on reload (SIGHUP)",
+    )
+    api.add_argument(
+        "--reload",
+        metavar="PID",
+        type=int,
+        help="reload the API whose gunicorn arbiter is PID (new workers with the installed "
+        "code and the env file) and wait until no old worker is left; exit 1 if it fails",
     )
     sub.add_parser(
         "worker",
@@ -142,6 +155,8 @@ def _fail(message: str, code: int = EXIT_FAILURE) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "api" and args.reload is not None:
+        return _reload_api(args.reload)
     try:
         settings = load_settings(require=() if args.command == "config" else ("DATABASE_URL",))
     except ConfigError as exc:
@@ -180,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail(f"configuration: {exc}", EXIT_CONFIG)
         from .server import serve
 
-        serve(settings)
+        serve(settings, Path(args.env_file) if args.env_file else None)
         return 0
     if args.command == "worker":
         from .worker import run_worker
@@ -240,6 +255,17 @@ def _print_tokens(rows) -> None:  # type: ignore[no-untyped-def]
     for r in rows:
         revoked = f"{r.revoked_at:%Y-%m-%d %H:%M:%S}" if r.revoked_at else "-"
         print(f"{r.name:<{width}}  {r.scope:<5}  {r.created_at:%Y-%m-%d %H:%M:%S}  {revoked}")
+
+
+def _reload_api(pid: int) -> int:
+    from .server import ReloadError, reload
+
+    try:
+        seconds = reload(pid)
+    except ReloadError as exc:
+        return _fail(f"reload: {exc}")
+    print(f"flowforge: API reloaded in {seconds:.1f}s (arbiter {pid})", file=sys.stderr)
+    return 0
 
 
 def _migrate(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]

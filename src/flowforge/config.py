@@ -632,3 +632,28 @@ def load_settings(
         except ValueError as exc:
             raise ConfigError(var.name, str(exc)) from None
     return Settings(**values)
+
+
+def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The variables of a systemd ``EnvironmentFile=`` (``NAME=value`` lines; ``#`` and ``;``
+    start comments; a value may be quoted), as systemd would set them.
+
+    ``flowforge api --env-file`` re-reads it on reload: systemd read it once at start, and a
+    reload must pick up what the deploy wrote since. Raises ``OSError`` if unreadable and
+    ``ValueError`` naming the line number of a line that is not ``NAME=value``.
+    """
+    values: dict[str, str] = {}
+    with open(path, encoding="utf-8") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = raw.strip()
+            if not line or line[0] in "#;":
+                continue
+            name, sep, value = line.partition("=")
+            name = name.strip()
+            if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{path}, line {number}: expected NAME=value")
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            values[name] = value
+    return values

@@ -1,19 +1,31 @@
-"""``flowforge api``: gunicorn serving the app, configured from the environment."""
+"""``flowforge api``: gunicorn serving the app, configured from the environment.
+
+Reload (``systemctl reload flowforge-api`` = ``flowforge api --reload MAINPID``): SIGHUP to
+gunicorn's arbiter, which re-reads the env file (``--env-file``), starts new workers and lets
+the old ones finish their requests. Each worker imports FlowForge afresh after the fork, so
+new workers run the installed code and the current settings; the listening socket never
+closes, so no request fails.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import shutil
+import signal
 import socket
+import sys
 import tempfile
+import time
+from pathlib import Path
 from typing import Any
 
 from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
 
-from .config import Settings
+from .config import ConfigError, Settings, load_settings, read_env_file
 
 log = logging.getLogger("flowforge.api")
 
@@ -72,11 +84,40 @@ class JsonGunicornLogger(GunicornLogger):
 
 
 class ApiServer(BaseApplication):
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, env_file: Path | None = None) -> None:
         self.settings = settings
+        self.env_file = env_file
+        self._file_keys: set[str] = set()
+        if env_file is not None:
+            try:  # systemd set these from the file at start; a reload may drop some
+                self._file_keys = set(read_env_file(env_file))
+            except (OSError, ValueError) as exc:
+                log.warning("env file %s unreadable at start: %s", env_file, exc)
+        self._configured = False
         super().__init__()
 
+    def _reread_env_file(self) -> None:
+        """On reload: take the env file's current variables, if they make a valid
+        configuration; otherwise keep the running one and say why."""
+        assert self.env_file is not None
+        try:
+            values = read_env_file(self.env_file)
+            environ = {k: v for k, v in os.environ.items() if k not in self._file_keys}
+            settings = load_settings(environ | values)
+        except (OSError, ValueError, ConfigError) as exc:
+            log.error("reload: keeping the running configuration: %s", exc)
+            return
+        for key in self._file_keys - values.keys():
+            os.environ.pop(key, None)
+        os.environ.update(values)
+        self._file_keys = set(values)
+        self.settings = settings
+        log.info("reload: configuration re-read from %s", self.env_file)
+
     def load_config(self) -> None:
+        if self._configured and self.env_file is not None:  # SIGHUP: gunicorn reloads
+            self._reread_env_file()
+        self._configured = True
         s = self.settings
         options = {
             "bind": [f"{s.api_host}:{s.api_port}"],
@@ -104,14 +145,24 @@ class ApiServer(BaseApplication):
         gunicorn_util.write_error = write_json_error
 
     def load(self) -> Any:
-        from .app import create_app
-
+        """In each worker after the fork: FlowForge imported afresh from disk (the arbiter
+        holds the modules of the version it started with), configured from the current
+        environment, which the arbiter updated on reload."""
+        for name in [n for n in sys.modules if n == "flowforge" or n.startswith("flowforge.")]:
+            del sys.modules[name]
+        importlib.invalidate_caches()
+        config = importlib.import_module("flowforge.config")
+        logs = importlib.import_module("flowforge.logs")
+        app = importlib.import_module("flowforge.app")
+        settings = config.load_settings()
+        logs.configure_logging("api", settings.log_level, log_format=settings.log_format)
         # A sync worker runs one request at a time: it keeps its database connection.
-        return create_app(self.settings, keep_connection=True)
+        return app.create_app(settings, keep_connection=True)
 
 
-def serve(settings: Settings) -> None:
-    """Run gunicorn in the foreground until SIGTERM/SIGINT (graceful) or SIGQUIT."""
+def serve(settings: Settings, env_file: Path | None = None) -> None:
+    """Run gunicorn in the foreground until SIGTERM/SIGINT (graceful) or SIGQUIT;
+    SIGHUP reloads (``env_file`` re-read, workers replaced)."""
     own_dir = None
     arbiter = os.getpid()
     if settings.api_metrics_dir:
@@ -120,9 +171,50 @@ def serve(settings: Settings) -> None:
         own_dir = tempfile.mkdtemp(prefix="flowforge-api-metrics-")
         prepare_metrics_dir(own_dir)
     try:
-        ApiServer(settings).run()
+        ApiServer(settings, env_file).run()
     finally:
         # gunicorn's workers leave run() through here too (SystemExit): only the arbiter
         # removes the directory, once every worker has gone.
         if own_dir is not None and os.getpid() == arbiter:
             shutil.rmtree(own_dir, ignore_errors=True)
+
+
+class ReloadError(Exception):
+    """The reload did not complete; the message says what happened."""
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path("/proc", entry.name, "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:  # ppid follows "(comm) state"
+            found.add(int(entry.name))
+    return found
+
+
+def reload(pid: int, timeout: float = 55.0) -> float:
+    """SIGHUP to the arbiter ``pid``, then wait until every worker that ran before is gone
+    (they finish their requests first) and new ones run. Returns the seconds it took.
+
+    This is ExecReload: ``systemctl reload`` returns once the new code serves, which a rolling
+    upgrade needs before it puts the host back behind the balancer.
+    """
+    started = time.monotonic()
+    old = _children(pid)
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        raise ReloadError(f"no process {pid}") from None
+    while time.monotonic() - started < timeout:
+        time.sleep(0.1)
+        if not Path("/proc", str(pid)).exists():
+            raise ReloadError(f"the API's main process {pid} exited during the reload")
+        now = _children(pid)
+        if now and not now & old:
+            return time.monotonic() - started
+    raise ReloadError(f"workers from before the reload still run after {timeout:.0f}s")
