@@ -172,7 +172,7 @@ def test_give_back_returns_unstarted_attempts_and_explains_interrupted_ones(
     running.started = True
     with psycopg.connect(database_url, autocommit=True) as listener:
         listener.execute("LISTEN flowforge_tasks")
-        assert q.give_back([running, waiting], "interrupted: stopping") == (set(ids), set())
+        assert q.give_back([running, waiting], "interrupted: stopping") == (set(ids), set(), set())
         assert len(list(listener.notifies(timeout=2, stop_after=1))) == 1
     row = _row(db, running.id)
     assert (row["status"], row["attempts"], row["last_error"]) == (
@@ -209,7 +209,11 @@ def test_give_back_of_a_run_on_its_last_attempt_fails_it(database_url, db) -> No
     q = _queue(database_url, "host-a:1")
     running, waiting = q.claim(2)
     running.started = True
-    assert q.give_back([running, waiting], "interrupted by shutdown") == (set(ids), {running.id})
+    assert q.give_back([running, waiting], "interrupted by shutdown") == (
+        set(ids),
+        {running.id},
+        set(),
+    )
     row = _row(db, running.id)
     assert (row["status"], row["attempts"]) == ("failed", 1)
     assert row["last_error"] == "interrupted by shutdown; that was the last attempt (1 of 1)"
@@ -289,4 +293,20 @@ def test_requeue_notify_is_sent_only_while_a_worker_waits(database_url, db) -> N
         q.set_waiting(True)
         db.execute(queries.NOTIFY_IF_WAITING)
         assert len(list(listener.notifies(timeout=2, stop_after=1))) == 1
+    q.close()
+
+
+def test_give_back_of_a_task_whose_cancel_was_requested_cancels_it(database_url, db) -> None:
+    (task_id,) = _add(db)
+    q = _queue(database_url, "host-a:1")
+    (running,) = q.claim(1)
+    running.started = True
+    db.execute("UPDATE tasks SET cancel_requested = true WHERE id = %s", (task_id,))
+    assert q.give_back([running], "interrupted by shutdown") == ({task_id}, set(), {task_id})
+    row = _row(db, task_id)
+    assert (row["status"], row["last_error"]) == (
+        "cancelled",
+        "cancelled by request; the worker was stopping",
+    )
+    assert row["completed_at"] is not None and row["lease_token"] is None
     q.close()

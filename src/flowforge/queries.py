@@ -475,8 +475,8 @@ WITH given AS (
     WHERE t.id = d.id AND t.lease_token = d.token AND t.status = 'processing'
     RETURNING t.id, t.status
 )
-SELECT array_agg(id), array_agg(id) FILTER (WHERE status <> 'pending'),
-       pg_notify('{NOTIFY_CHANNEL}', '')
+SELECT array_agg(id), array_agg(id) FILTER (WHERE status = 'failed'),
+       array_agg(id) FILTER (WHERE status = 'cancelled'), pg_notify('{NOTIFY_CHANNEL}', '')
 FROM given
 """
 

@@ -253,12 +253,14 @@ class TaskQueue:
         )
         return {r[0]: Refusal(r[0], r[1], r[2], bool(r[3])) for r in rows}
 
-    def give_back(self, tasks: Sequence[ClaimedTask], reason: str) -> tuple[set[int], set[int]]:
+    def give_back(
+        self, tasks: Sequence[ClaimedTask], reason: str
+    ) -> tuple[set[int], set[int], set[int]]:
         """Return tasks to pending (unstarted ones get their attempt back); notifies.
 
         Returns the ids given back and, among them, those that ended instead: ``failed``
-        (started on their last attempt) or ``cancelled`` (a cancel was requested)."""
-        ((given, failed, _),) = self._execute(
+        (started on their last attempt) and ``cancelled`` (a cancel was requested)."""
+        ((given, failed, cancelled, _),) = self._execute(
             queries.GIVE_BACK,
             {
                 "ids": [t.id for t in tasks],
@@ -267,7 +269,7 @@ class TaskQueue:
                 "reason": reason,
             },
         )
-        return set(given or ()), set(failed or ())
+        return set(given or ()), set(failed or ()), set(cancelled or ())
 
     def fire_schedules(self, now: datetime) -> int:
         """Create the tasks of due schedules (``flowforge.schedules``); any worker may. A

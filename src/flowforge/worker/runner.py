@@ -471,14 +471,23 @@ class Worker:
             return
 
         def give() -> None:
-            _, ended = self.queue.give_back(tasks, reason)
+            _, failed, cancelled = self.queue.give_back(tasks, reason)
             for task in tasks:
                 self.held.pop(task.id, None)
-                if task.id in ended:
+                if task.id in failed or task.id in cancelled:
                     with logs.bind(
                         request_id=task.request_id, task_id=task.id, attempt=task.attempt
                     ):
-                        log.error("task failed: interrupted by shutdown on its last attempt")
+                        if task.id in failed:
+                            log.error("task failed: interrupted by shutdown on its last attempt")
+                        else:
+                            log.info(
+                                "task cancelled",
+                                extra={
+                                    "outcome": "cancelled",
+                                    "cause": "cancelled by request; the worker was stopping",
+                                },
+                            )
 
         self._try(give, deadline)
 
