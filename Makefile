@@ -113,6 +113,7 @@ bench: system-deps venv
 	$(PY) bench/bench_worker.py
 	$(PY) bench/bench_seed.py
 	$(PY) bench/bench_batch.py
+	$(PY) bench/bench_soak.py
 
 clean:
 	rm -rf $(VENV) .coverage .coverage.* .pytest_cache .ruff_cache dist build

@@ -1,8 +1,15 @@
 #!/usr/bin/env python3
-"""API benchmark (not a test): FlowForge over HTTP on a 100,000-task table, beside a bare
-Bottle handler and pgbench running the same SQL on the same server.
+"""API benchmark (not a test): FlowForge over HTTP on a 100,000-task table (--rows), beside a
+bare Bottle handler and pgbench running the same SQL on the same server.
 
-    .venv/bin/python bench/bench_api.py [--duration 10] [--rounds 3] [--connections 32]
+    .venv/bin/python bench/bench_api.py [--rows 100000] [--duration 10] [--rounds 3]
+
+List cases: page 1, an OFFSET page 4,000 deep, and a cursor (keyset) page about 5,000 pages
+deep (its cursor built with flowforge.pagination.encode from the key of the row above it).
+pgbench runs the statements the store sends for each (the rows and the planner's estimate;
+the capped count too when the estimate is under queries.COUNT_WHEN_ESTIMATE_BELOW). The
+results (bench/results/api.json, .md, .png) carry the commit, the load average and
+EXPLAIN (ANALYZE, BUFFERS) of the list statements.
 
 Starts its own PostgreSQL (durable commits: fsync and synchronous_commit on), seeds it,
 runs `flowforge api` (gunicorn, API_WORKERS=4 sync workers, every production feature on:
@@ -44,23 +51,28 @@ from pathlib import Path
 import psycopg
 import requests
 
-from flowforge import migrate, queries
+from flowforge import migrate, pagination, queries
 from flowforge.config import load_settings
 from flowforge.devdb import TempPostgres, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent
-ROWS = 100_000
+ROWS = 100_000  # --rows
 LIMIT = 20
-DEEP_PAGE = 4000  # offset 79,980 of 100,000
+DEEP_PAGE = 4000  # offset 79,980
+CURSOR_PAGE = 5000  # keyset; at most the last page of the table
 
-LUA_GET = f"""
+
+def lua_get() -> str:
+    return f"""
 math.randomseed(os.time())
 request = function()
   return wrk.format("GET", "/v1/tasks/" .. math.random(1, {ROWS}))
 end
 """
+
+
 BASELINE_GET = "GET /v1/tasks/{id} (baseline tree)"
 NOMETRICS_GET = "GET /v1/tasks/{id} (request metrics off)"
 LUA_POST = """
@@ -85,6 +97,32 @@ def seed(url: str) -> None:
             {"rows": ROWS},
         )
         conn.execute("VACUUM ANALYZE tasks")
+
+
+def cursor_at(url: str, page: int) -> tuple[str, tuple]:
+    """The cursor a client walking the list would hold to fetch this page (unfiltered):
+    the key of the last row of the page before it."""
+    with psycopg.connect(url) as conn:
+        key = conn.execute(
+            "SELECT created_at, id FROM tasks ORDER BY created_at DESC, id DESC LIMIT 1 OFFSET %s",
+            ((page - 1) * LIMIT - 1,),
+        ).fetchone()
+    assert key is not None
+    return pagination.encode(pagination.Cursor(key[0], key[1], (None, None, None))), key
+
+
+def explain(url: str, sql: str, params: dict) -> str:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params).fetchall()
+    return "\n".join(r[0] for r in rows)
+
+
+def commit() -> str:
+    out = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    dirty = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", "HEAD"]).returncode
+    return out.stdout.strip() + ("+dirty" if dirty else "")
 
 
 def start_server(argv: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
@@ -169,15 +207,37 @@ def pgbench(pg: TempPostgres, url: str, sql: str, duration: int, connections: in
     return float(re.search(r"tps = ([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
 
-def _pg_sql(sql: str) -> str:
-    """queries.py's psycopg placeholders as pgbench variables."""
-    sql = sql.replace("%(id)s", ":id").replace("%(limit)s", str(LIMIT))
+def _pg_sql(sql: str, **literals: object) -> str:
+    """queries.py's psycopg placeholders as pgbench variables (id) or literals."""
+    sql = sql.replace("%(id)s", ":id").replace("%(limit)s", str(LIMIT + 1))
+    for name, value in literals.items():
+        sql = sql.replace(f"%({name})s", str(value))
     return " ".join(sql.split())
+
+
+def list_statements(offset: int | None, key: tuple | None) -> list[str]:
+    """What the store sends for one unfiltered page: the rows (one more than a page), the
+    planner's estimate, and the capped count when the estimate is small enough."""
+    if key is None:
+        stmts = [_pg_sql(queries.list_tasks(()), offset=offset)]
+    else:
+        stmts = [
+            _pg_sql(
+                queries.list_tasks((), after=True),
+                after_created_at=f"'{key[0].isoformat()}'::timestamptz",
+                after_id=key[1],
+            )
+        ]
+    stmts.append(queries.estimate_tasks(()))
+    if ROWS < queries.COUNT_WHEN_ESTIMATE_BELOW:
+        stmts.append(_pg_sql(queries.count_tasks(()), cap=queries.EXACT_TOTAL_MAX + 1))
+    return stmts
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--rows", type=int, default=100_000, help="tasks in the table")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument(
@@ -201,6 +261,11 @@ def main() -> int:
         "(bench/api_nometrics.py), side by side",
     )
     args = parser.parse_args()
+    global ROWS
+    ROWS = args.rows
+    cursor_page = min(CURSOR_PAGE, ROWS // LIMIT)
+    load_start = os.getloadavg()
+    explains: dict[str, str] = {}
 
     pg = TempPostgres().start()
     work = Path(tempfile.mkdtemp(prefix="flowforge-bench-"))
@@ -239,29 +304,31 @@ def main() -> int:
 
         ff = f"http://127.0.0.1:{ff_port}"
         ff_proc, bare_proc = procs
-        cases = {"GET /v1/tasks/{id}": (ff + "/v1/tasks/1", LUA_GET)}
+        cases = {"GET /v1/tasks/{id}": (ff + "/v1/tasks/1", lua_get())}
         if args.baseline:
             base_port = free_port()
             base_env = {**env, "API_PORT": str(base_port),
                         "PYTHONPATH": str(args.baseline.resolve() / "src")}  # fmt: skip
             procs.append(start_server([sys.executable, "-m", "flowforge", "api"], base_env,
                                       base_port, work / "baseline.log"))  # fmt: skip
-            cases[BASELINE_GET] = (f"http://127.0.0.1:{base_port}/v1/tasks/1", LUA_GET)
+            cases[BASELINE_GET] = (f"http://127.0.0.1:{base_port}/v1/tasks/1", lua_get())
             base_proc = procs[-1]
         if args.metrics_off_case:
             off_port = free_port()
             procs.append(start_server([sys.executable, str(ROOT / "bench" / "api_nometrics.py")],
                                       {**env, "API_PORT": str(off_port)}, off_port,
                                       work / "nometrics.log"))  # fmt: skip
-            cases[NOMETRICS_GET] = (f"http://127.0.0.1:{off_port}/v1/tasks/1", LUA_GET)
+            cases[NOMETRICS_GET] = (f"http://127.0.0.1:{off_port}/v1/tasks/1", lua_get())
             off_proc = procs[-1]
         cases |= {
             "GET /v1/tasks/{id} (bare Bottle+psycopg)": (
                 f"http://127.0.0.1:{bare_port}/v1/tasks/1",
-                LUA_GET,
+                lua_get(),
             ),
         }
         if not args.get_only:
+            cursor, key = cursor_at(url, cursor_page)
+            page_cursor = f"GET /v1/tasks?limit=20&cursor= (page {cursor_page})"
             cases |= {
                 "POST /v1/tasks": (ff + "/v1/tasks", LUA_POST),
                 "GET /v1/tasks?limit=20 (page 1)": (ff + f"/v1/tasks?limit={LIMIT}", None),
@@ -269,7 +336,22 @@ def main() -> int:
                     ff + f"/v1/tasks?limit={LIMIT}&page={DEEP_PAGE}",
                     None,
                 ),
+                page_cursor: (ff + f"/v1/tasks?limit={LIMIT}&cursor={cursor}", None),
             }
+            check = requests.get(
+                cases[page_cursor][0], headers={"Authorization": f"Bearer {token}"}, timeout=60
+            )
+            check.raise_for_status()  # a cursor the API refuses would measure only a 400
+            list_params = {"limit": LIMIT + 1, "offset": 0}
+            explains["page 1"] = explain(url, queries.list_tasks(()), list_params)
+            explains[f"OFFSET page {DEEP_PAGE}"] = explain(
+                url, queries.list_tasks(()), {**list_params, "offset": (DEEP_PAGE - 1) * LIMIT}
+            )
+            explains[f"cursor page {cursor_page}"] = explain(
+                url,
+                queries.list_tasks((), after=True),
+                {"limit": LIMIT + 1, "after_created_at": key[0], "after_id": key[1]},
+            )
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in cases}
         for rnd in range(args.rounds):
             order = list(cases.items())
@@ -295,16 +377,11 @@ def main() -> int:
             pg_sql |= {
                 "POST /v1/tasks": "INSERT INTO tasks (title, description, payload) VALUES "
                 "('benchmark task', 'load test', '{\"n\": 1}') RETURNING *",
-                "GET /v1/tasks?limit=20 (page 1)": _pg_sql(queries.LIST_TASKS).replace(
-                    "%(offset)s", "0"
-                )
-                + ";\n"
-                + queries.COUNT_TASKS,
-                f"GET /v1/tasks?limit=20 (page {DEEP_PAGE})": _pg_sql(queries.LIST_TASKS).replace(
-                    "%(offset)s", str(deep_offset)
-                )
-                + ";\n"
-                + queries.COUNT_TASKS,
+                "GET /v1/tasks?limit=20 (page 1)": ";\n".join(list_statements(0, None)),
+                f"GET /v1/tasks?limit=20 (page {DEEP_PAGE})": ";\n".join(
+                    list_statements(deep_offset, None)
+                ),
+                page_cursor: ";\n".join(list_statements(None, key)),
             }
         ceilings = {
             name: pgbench(pg, url, sql, args.duration, args.connections)
@@ -335,7 +412,13 @@ def main() -> int:
     bare_get = summary["GET /v1/tasks/{id} (bare Bottle+psycopg)"]["rps_median"]
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "commit": commit(),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_at_start": [round(x, 2) for x in load_start],
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
         "setup": {
             "rows": ROWS,
             "connections": args.connections,
@@ -346,6 +429,7 @@ def main() -> int:
         },
         "ratio_flowforge_to_bare_get": round(ff_get / bare_get, 3),
         "results": summary,
+        "explain_analyze": explains,
     }
     stem = "api"
     if args.baseline:
@@ -386,6 +470,12 @@ def main() -> int:
         f"# API benchmark ({report['when']}, {os.cpu_count()} cores, wrk -c{args.connections}, "
         f"{ROWS:,} rows, median of {args.rounds} x {args.duration}s)",
         "",
+        f"Commit {report['commit']}; load average (1, 5, 15 min) at start "
+        f"{report['machine']['load_average_at_start']}, at end "
+        f"{report['machine']['load_average_at_end']} on {os.cpu_count()} cores: absolute "
+        "figures are depressed by other work on the machine; the ratios, measured side by "
+        "side in alternating rounds, are what count.",
+        "",
         "| case | req/s | p50 ms | p99 ms | server CPU us/request | non-2xx "
         "| pgbench same SQL (tps) |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -398,6 +488,12 @@ def main() -> int:
             f"{s['non_2xx']} | {tps} |"
         )
     lines += ["", f"FlowForge / bare GET by id: {report['ratio_flowforge_to_bare_get']:.2f}"]
+    for name, s in summary.items():
+        if s["pgbench_tps"]:
+            lines.append(f"{name} / pgbench same SQL: {s['rps_median'] / s['pgbench_tps']:.2f}")
+    for name, plan in explains.items():
+        lines += ["", f"## EXPLAIN (ANALYZE, BUFFERS), list {name}, {ROWS:,} rows", "", "```"]
+        lines += [plan, "```"]
     if args.baseline:
         lines += [
             f"{args.tree or 'This tree'} / baseline ({args.baseline}) GET by id, per round: "
@@ -418,6 +514,11 @@ def main() -> int:
             f"{statistics.median(cpu) if cpu else float('nan'):.3f}",
         ]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    if stem == "api":
+        sys.path.insert(0, str(ROOT / "bench"))
+        from plots import plot_api
+
+        plot_api(report, RESULTS / "api.png")
     print("\n".join(lines))
     return 0
 
