@@ -51,7 +51,7 @@ def plot_api(result: dict, out: Path) -> None:
         values.append(r["rps_median"])
         ours.append("bare" not in name)
         if r.get("pgbench_tps"):
-            labels.append(f"  pgbench, same SQL ({name.split(' (')[0]})")
+            labels.append(f"  pgbench, same SQL ({name})")
             values.append(r["pgbench_tps"])
             ours.append(False)
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(labels) + 1.2))
