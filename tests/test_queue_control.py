@@ -379,3 +379,19 @@ def test_concurrent_retries_requeue_once(client: ApiClient, db) -> None:
             )
         )
     assert sorted(codes) == [200] + [409] * 7
+
+
+def test_lowering_max_attempts_below_the_attempts_made_is_409(
+    client: ApiClient, db: psycopg.Connection
+) -> None:
+    """A pending task that already ran twice (waiting out its backoff) needs an attempt
+    left; a PUT taking it away is refused, never a 500 from the CHECK constraint."""
+    task = create(client, max_attempts=5)
+    db.execute("UPDATE tasks SET attempts = 2 WHERE id = %s", (task["id"],))
+    for lower in (2, 1):
+        error = assert_error(
+            client.put(f"/v1/tasks/{task['id']}", json={"max_attempts": lower}), 409, "conflict"
+        )
+        assert "max_attempts" in error["message"]
+    ok = client.put(f"/v1/tasks/{task['id']}", json={"max_attempts": 3})
+    assert ok.status_code == 200 and ok.json()["data"]["max_attempts"] == 3

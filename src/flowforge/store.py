@@ -470,6 +470,16 @@ class TaskStore:
                 )
             if new == old and not any(_differs(v, getattr(current, f)) for f, v in changes.items()):
                 return current  # nothing to change: a repeated PUT leaves updated_at alone
+            max_attempts = changes.get("max_attempts", current.max_attempts)
+            if new == old == Status.PENDING and max_attempts <= current.attempts:
+                # It keeps its attempts (a retry waiting out its backoff): with no attempt
+                # left it could never run again (and attempts <= max_attempts is a CHECK).
+                raise TransitionRefused(
+                    old,
+                    new,
+                    f"max_attempts must stay above the {current.attempts} attempts this task "
+                    "has made (retry it to start again from 0)",
+                )
             params = {
                 "id": task_id,
                 "title": changes.get("title", current.title),
