@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool, text
 
+from flowforge.queries import REVOKE_VERSION_TABLE_WRITES
 from flowforge.schema import metadata
 
 config = context.config
@@ -41,6 +42,9 @@ def run_migrations_online() -> None:
             # then finds nothing left to do. Released at commit.
             connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('flowforge-migrate'))"))
             context.run_migrations()
+            # Only the owner (who migrates) writes the version table, whatever the default
+            # privileges gave the runtime role when the table was made.
+            connection.execute(text(REVOKE_VERSION_TABLE_WRITES))
     engine.dispose()
 
 

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -51,6 +52,26 @@ def clean_env() -> dict[str, str]:
     return env
 
 
+def controller_path() -> str:
+    """This machine's PATH without rsync: one directory of links to every other command
+    on PATH (the first of each name), so the playbook runs as on a controller that never
+    installed rsync (the test machine has it for its own use: the source snapshot)."""
+    bin_dir = STATE / "controller-bin"
+    if bin_dir.exists():
+        shutil.rmtree(bin_dir)
+    bin_dir.mkdir(parents=True)
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        if not directory or not os.path.isdir(directory):
+            continue
+        for entry in os.scandir(directory):
+            link = bin_dir / entry.name
+            if entry.name == "rsync" or link.exists() or link.is_symlink():
+                continue
+            if os.access(entry.path, os.X_OK) and not entry.is_dir():
+                link.symlink_to(entry.path)
+    return str(bin_dir)
+
+
 @dataclass
 class PlaybookRun:
     returncode: int
@@ -82,11 +103,14 @@ class TestHost:
         return f"https://{self.ip}"
 
     def run_playbook(self) -> PlaybookRun:
+        """deploy.yml as an operator runs it, from a controller without rsync (deploy/README
+        names only Ansible and a Python with pip): PATH is ``controller_path()``."""
         started = time.monotonic()
+        env = {**clean_env(), "PATH": controller_path()}
         proc = subprocess.run(
             [str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", str(self.inventory),
              "-e", f"@{STATE / 'extra-vars.json'}", str(ANSIBLE_DIR / "deploy.yml")],
-            cwd=ANSIBLE_DIR, env=clean_env(), capture_output=True, text=True, timeout=900,
+            cwd=ANSIBLE_DIR, env=env, capture_output=True, text=True, timeout=900,
         )  # fmt: skip
         run = PlaybookRun(proc.returncode, proc.stdout + proc.stderr, time.monotonic() - started)
         self.runs.append(run)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
 import time
 import uuid
@@ -15,7 +16,7 @@ import uuid
 import pytest
 import requests
 
-from .conftest import CA_CERT, RAM_MB, TestHost
+from .conftest import CA_CERT, RAM_MB, TestHost, controller_path
 
 pytestmark = pytest.mark.deploy
 
@@ -43,6 +44,15 @@ def test_playbook_succeeds_on_a_fresh_host(testhost: TestHost) -> None:
     recap = first.recap()
     assert recap["failed"] == 0 and recap["unreachable"] == 0
     assert recap["changed"] > 0
+
+
+def test_the_controller_needed_no_rsync(testhost: TestHost) -> None:
+    """Every playbook run here had a PATH without rsync (``controller_path``), the
+    wheelhouse built and mirrored by Python alone."""
+    assert shutil.which("rsync", path=controller_path()) is None
+    first = testhost.runs[0]
+    assert first.returncode == 0, first.output[-3000:]
+    assert "rsync" not in first.output
 
 
 def test_services_are_active_and_enabled(testhost: TestHost) -> None:
@@ -144,6 +154,12 @@ def test_runtime_role_reads_and_writes_tasks_but_cannot_change_the_schema(
         ("DROP TABLE tasks", "must be owner of table tasks"),
         ("ALTER TABLE tasks ADD COLUMN x int", "must be owner of table tasks"),
         ("TRUNCATE tasks", "permission denied for table tasks"),
+        # the migration history is the owner's alone
+        (
+            "UPDATE alembic_version SET version_num = 'x'",
+            "permission denied for table alembic_version",
+        ),
+        ("DELETE FROM alembic_version", "permission denied for table alembic_version"),
     ):
         rc, out = _psql_as(testhost, env, ddl)
         assert rc != 0 and refusal in out, (ddl, out)

@@ -24,6 +24,23 @@ for minor in $(seq "$glibc_minor" -1 17); do platforms+=(--platform "manylinux_2
 	--dest "$work/wheels" "$work"/build/*.whl 2>&1 | grep -v 'is ignored' >&2 || true
 ls "$work"/wheels/flowforge-*.whl >/dev/null # the download step above must have succeeded
 
-mkdir -p "$out_dir"
-changes=$(rsync -rc --delete --itemize-changes "$work/wheels/" "$out_dir/")
+# Mirror the new wheels into OUT_DIR by content (the controller needs no rsync: only the
+# Python it already has): copy what is new or different, remove what is gone.
+changes=$("$python" - "$work/wheels" "$out_dir" <<'PY'
+import filecmp, os, shutil, sys
+src, dst = sys.argv[1], sys.argv[2]
+os.makedirs(dst, exist_ok=True)
+new = set(os.listdir(src))
+for name in sorted(new):
+    target = os.path.join(dst, name)
+    if not os.path.isfile(target) or not filecmp.cmp(os.path.join(src, name), target, shallow=False):
+        shutil.copyfile(os.path.join(src, name), target + ".part")
+        os.replace(target + ".part", target)
+        print("copied", name)
+for name in sorted(set(os.listdir(dst)) - new):
+    path = os.path.join(dst, name)
+    shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    print("deleted", name)
+PY
+)
 [[ -z $changes ]] || { echo changed; echo "$changes" >&2; }
