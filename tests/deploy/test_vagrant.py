@@ -31,7 +31,6 @@ STATE = VAGRANT_LXC / "state" / "pytest"  # git-ignored
 MACHINE = "flowforge-vm"
 PRIVATE_IP = "10.213.79.10"  # the Vagrantfile's private network under lxc
 PRIVATE_BRIDGE = "ffvagrant0"
-API_PORT = 8080
 
 http = requests.Session()
 http.trust_env = False  # straight to the container, whatever proxy the environment names
@@ -157,13 +156,11 @@ def test_units_are_active_through_vagrant_ssh(vagrant: Vagrant) -> None:
 
 
 def test_health_answers_from_the_host_at_the_private_address(vagrant: Vagrant) -> None:
-    if (vagrant.cwd / "deploy" / "ansible" / "roles" / "nginx").is_dir():
-        # The TLS edge: nginx on 443 with a certificate from the private CA the play made in
-        # the copy (its SAN holds every address of the host, the private one included).
-        ca = vagrant.cwd / "deploy" / "ansible" / "credentials" / "ca.crt"
-        response = http.get(f"https://{PRIVATE_IP}/health", timeout=10, verify=str(ca))
-    else:
-        response = http.get(f"http://{PRIVATE_IP}:{API_PORT}/health", timeout=10)
+    # Through nginx on 443 with the certificate from the private CA the play made in the
+    # copy (its SAN holds every address of the host, the private one included). /health
+    # needs no token.
+    ca = vagrant.cwd / "deploy" / "ansible" / "credentials" / "ca.crt"
+    response = http.get(f"https://{PRIVATE_IP}/health", timeout=10, verify=str(ca))
     assert response.status_code == 200, response.text
     assert response.json()["error"] is None
 
