@@ -334,19 +334,26 @@ class TaskStore:
 
         return self._retry_read(read)
 
-    def create(self, new: NewTask, *, request_id: str | None) -> Task:
-        params = {
+    def _row(self, new: NewTask) -> dict[str, Any]:
+        """The columns of a new task, this store's defaults filled in (payload as is)."""
+        return {
             "title": new.title,
             "description": new.description,
             "type": new.type,
-            "payload": Jsonb(new.payload or {}),
+            "payload": new.payload or {},
             "max_attempts": new.max_attempts or self.default_max_attempts,
             "run_at": new.run_at,
-            "request_id": request_id,
             "queue": new.queue,
             "priority": new.priority,
             "timeout": new.timeout or self.default_timeout,
         }
+
+    def _insert_params(self, new: NewTask, request_id: str | None) -> dict[str, Any]:
+        row = self._row(new)
+        return {**row, "payload": Jsonb(row["payload"]), "request_id": request_id}
+
+    def create(self, new: NewTask, *, request_id: str | None) -> Task:
+        params = self._insert_params(new, request_id)
         with self.source.connection() as conn:
             cur = conn.cursor(row_factory=class_row(Task))
             task = cur.execute(queries.INSERT_TASK, params).fetchone()
@@ -365,16 +372,7 @@ class TaskStore:
         """Create a task unless this token's ``key`` already made one within 24 hours:
         (task, replayed). ``IdempotencyMismatch`` if that was for another body."""
         params = {
-            "title": new.title,
-            "description": new.description,
-            "type": new.type,
-            "payload": Jsonb(new.payload or {}),
-            "max_attempts": new.max_attempts or self.default_max_attempts,
-            "run_at": new.run_at,
-            "request_id": request_id,
-            "queue": new.queue,
-            "priority": new.priority,
-            "timeout": new.timeout or self.default_timeout,
+            **self._insert_params(new, request_id),
             "token_id": token_id,
             "key": key,
             "hash": request_hash,
@@ -398,20 +396,7 @@ class TaskStore:
 
     def create_many(self, news: Sequence[NewTask], *, request_id: str | None) -> list[Task]:
         """Create every task of a batch in one statement (all or nothing), in order."""
-        rows = [
-            {
-                "title": new.title,
-                "description": new.description,
-                "type": new.type,
-                "payload": new.payload or {},
-                "max_attempts": new.max_attempts or self.default_max_attempts,
-                "run_at": new.run_at,
-                "queue": new.queue,
-                "priority": new.priority,
-                "timeout": new.timeout or self.default_timeout,
-            }
-            for new in news
-        ]
+        rows = [self._row(new) for new in news]
         params = {
             "tasks": orjson.dumps(rows, option=orjson.OPT_UTC_Z).decode(),
             "request_id": request_id,
