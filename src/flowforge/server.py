@@ -139,6 +139,11 @@ class ApiServer(BaseApplication):
             "forwarded_allow_ips": "127.0.0.1",
             "child_exit": child_exit,
         }
+        # gunicorn >= 25 opens a control socket under $HOME (or $XDG_RUNTIME_DIR) for its
+        # gunicornc tool by default. FlowForge is driven by signals and systemd, and the
+        # hardened unit's home is read-only: no socket, no stray file, no boot log line.
+        if "control_socket_disable" in self.cfg.settings:
+            options["control_socket_disable"] = True
         for key, value in options.items():
             self.cfg.set(key, value)
         # gunicorn's workers call util.write_error for requests they cannot parse.
