@@ -218,6 +218,7 @@ def test_sigterm_lets_the_running_task_finish_and_claims_nothing_more(db, spawn,
     assert len(_runs(runs)) == 1
     messages = [line["message"] for line in w.lines()]
     assert "worker stopped" in messages
+    assert "stopping: running tasks get 20s to finish" in messages  # as written, not 20.0s
 
 
 def test_sigterm_gives_back_a_task_still_running_at_the_shutdown_timeout(db, spawn) -> None:
@@ -231,7 +232,7 @@ def test_sigterm_gives_back_a_task_still_running_at_the_shutdown_timeout(db, spa
     assert time.monotonic() - started < 5
     row = db.execute("SELECT status, attempts, last_error, lease_token FROM tasks").fetchone()
     assert row[:2] == ("pending", 1) and row[3] is None
-    assert "WORKER_SHUTDOWN_TIMEOUT" in row[2]
+    assert "WORKER_SHUTDOWN_TIMEOUT 500ms ran out" in row[2]
 
 
 def test_sigterm_on_the_last_attempt_fails_the_task_never_attempt_2(db, spawn) -> None:

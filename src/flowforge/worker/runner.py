@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from time import monotonic
 
 from .. import logs, schedules
-from ..config import Settings
+from ..config import Settings, format_duration
 from ..db import DatabaseUnavailable
 from ..handlers import Handler, load_handlers
 from .listener import Listener
@@ -425,8 +425,8 @@ class Worker:
         unstarted = self.pool.take_unstarted()
         running = self.pool.busy()
         log.info(
-            "stopping: running tasks get %.1fs to finish",
-            timeout,
+            "stopping: running tasks get %s to finish",
+            format_duration(timeout),
             extra={"running": running, "given_back": len(unstarted)},
         )
         self.notifier.stopping(f"draining {running} running task(s)")
@@ -455,7 +455,7 @@ class Worker:
                 why = "told to stop at once (a second stop signal)"
                 event = "task still running when told to stop at once: given back"
             else:
-                why = f"WORKER_SHUTDOWN_TIMEOUT {timeout:g}s ran out"
+                why = f"WORKER_SHUTDOWN_TIMEOUT {format_duration(timeout)} ran out"
                 event = "task still running at the shutdown timeout: given back"
             reason = (
                 f"interrupted by shutdown: worker {self.name} stopped while the task ran ({why})"
