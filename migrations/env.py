@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool, text
 
-from flowforge.queries import REVOKE_VERSION_TABLE_WRITES
+from flowforge.queries import MIGRATION_LOCK, REVOKE_VERSION_TABLE_WRITES
 from flowforge.schema import metadata
 
 config = context.config
@@ -38,9 +38,8 @@ def run_migrations_online() -> None:
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=metadata)
         with context.begin_transaction():
-            # Two hosts running `flowforge migrate` at once take turns: the second waits,
-            # then finds nothing left to do. Released at commit.
-            connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('flowforge-migrate'))"))
+            # Two hosts migrating at once take turns (queries.MIGRATION_LOCK).
+            connection.execute(text(MIGRATION_LOCK))
             context.run_migrations()
             # Only the owner (who migrates) writes the version table, whatever the default
             # privileges gave the runtime role when the table was made.

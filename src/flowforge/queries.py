@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 
+from psycopg import sql
+
 from .models import TASK_COLUMNS
 
 COLUMNS = ", ".join(TASK_COLUMNS)
@@ -32,6 +34,18 @@ WORKER_WAITING = (
 )
 
 HEALTH = "SELECT 1"
+
+
+def local_statement_timeout(ms: int) -> str:
+    """``SET LOCAL statement_timeout`` for the rest of a transaction (SET takes no
+    parameters: ``ms`` is an int, formatted here)."""
+    return f"SET LOCAL statement_timeout = {int(ms)}"
+
+
+def listen(channel: str) -> sql.Composed:
+    """``LISTEN channel``, the channel quoted as an identifier."""
+    return sql.SQL("LISTEN {}").format(sql.Identifier(channel))
+
 
 GET_TASK = f"SELECT {COLUMNS} FROM tasks WHERE id = %(id)s"
 
@@ -656,7 +670,9 @@ ORDER BY p.queue
 """
 
 # Cleanup selects tasks by status and by age: the time since they last changed (finished
-# ones by completed_at). %(cutoff)s NULL means any age (--all).
+# ones by completed_at). %(cutoff)s NULL means any age (--all). The cutoff is taken from the
+# server's clock (a client's may be off), %(seconds)s before now.
+CLEANUP_CUTOFF = "SELECT now() - make_interval(secs => %(seconds)s)"
 _CLEANUP_WHERE = """
 status = ANY(%(statuses)s)
 AND (%(cutoff)s::timestamptz IS NULL
@@ -785,6 +801,8 @@ FROM tasks GROUP BY queue, status ORDER BY queue, status
 """
 
 # --- /v1/stats (the dashboard) -------------------------------------------------------------
+# The minute now is in, on the server's clock: the throughput's minutes count back from it.
+STATS_THIS_MINUTE = "SELECT date_trunc('minute', now())"
 # Tasks finished per minute over the last %(minutes)s minutes, by outcome; walks the partial
 # index on completed_at (tasks_finished_idx), however large the table.
 STATS_THROUGHPUT = """
@@ -807,6 +825,11 @@ SELECT id, host, pid, version, queues, capacity, busy, isolation, started_at, he
 FROM workers WHERE expires_at > now()
 ORDER BY host, pid
 """
+
+# --- migrations (migrations/env.py) ----------------------------------------------------------
+# Two hosts running `flowforge migrate` at once take turns: the second waits, then finds
+# nothing left to do. Transaction level: released at commit.
+MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(hashtext('flowforge-migrate'))"
 
 # Run by `flowforge migrate` as the owner: nobody else may write alembic_version (the
 # deploy's default privileges give the runtime role writes on every table the owner makes).

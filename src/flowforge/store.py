@@ -180,7 +180,7 @@ class TaskStore:
         counts: dict[tuple[str, str], int] = {}
         estimated: list[str] = []
         with self.source.connection() as conn, conn.transaction():
-            conn.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+            conn.execute(queries.local_statement_timeout(timeout_ms))
             capped = conn.execute(
                 queries.METRICS_STATUS_CAPPED, {"cap": cap, "statuses": statuses}
             ).fetchall()
@@ -220,12 +220,12 @@ class TaskStore:
         workers. Each statement is cut off after ``timeout_ms``."""
         metrics = self.queue_metrics(timeout_ms)
         with self.source.connection() as conn, conn.transaction():
-            conn.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+            conn.execute(queries.local_statement_timeout(timeout_ms))
             per_minute = conn.execute(queries.STATS_THROUGHPUT, {"minutes": minutes}).fetchall()
             cur = conn.cursor(row_factory=dict_row)
             recent = cur.execute(queries.STATS_RECENT_FAILURES, {"limit": failures}).fetchall()
             workers = cur.execute(queries.STATS_LIVE_WORKERS).fetchall()
-            (now,) = conn.execute("SELECT date_trunc('minute', now())").fetchone() or (None,)
+            (now,) = conn.execute(queries.STATS_THIS_MINUTE).fetchone() or (None,)
         by_status = dict.fromkeys(METRIC_STATUSES, 0)
         by_queue: dict[str, dict[str, int]] = {}
         for queue, status, n in metrics.counts:

@@ -16,7 +16,7 @@ from datetime import datetime
 import psycopg
 
 from ..models import Status
-from ..queries import CLEANUP_COUNT, CLEANUP_DELETE_BATCH
+from ..queries import CLEANUP_COUNT, CLEANUP_CUTOFF, CLEANUP_DELETE_BATCH
 from .common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -146,9 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with database(settings) as conn:
         cutoff = None
         if not args.all:
-            cutoff = conn.execute(
-                "SELECT now() - make_interval(secs => %s)", (args.older_than,)
-            ).fetchone()[0]  # type: ignore[index]
+            cutoff = conn.execute(CLEANUP_CUTOFF, {"seconds": args.older_than}).fetchone()[0]  # type: ignore[index]
         if args.dry_run or (interactive and not args.yes):
             matching = count(conn, statuses, cutoff)
             if args.dry_run:

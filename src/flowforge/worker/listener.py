@@ -14,7 +14,6 @@ import threading
 from collections.abc import Callable
 
 import psycopg
-from psycopg import sql
 
 from .. import queries
 from ..config import Settings
@@ -50,7 +49,7 @@ class Listener(threading.Thread):
             try:
                 with connect(self.settings, "flowforge-worker-listen") as conn:
                     for channel in (CHANNEL, CANCEL_CHANNEL):
-                        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                        conn.execute(queries.listen(channel))
                     self.listening.set()
                     delay = 0.1
                     self.on_notify()  # whatever was sent while not listening
