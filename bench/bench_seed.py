@@ -7,7 +7,7 @@ Starts its own PostgreSQL, migrates it, then per round: empties the table, times
 `scripts/seed-database.py --count N --seed 1 --quiet` as a process (interpreter start
 included, as an operator sees it), then times `scripts/cleanup.py --all --yes --quiet`
 deleting them again in batches of 1,000. Medians reported. Writes bench/results/seed.json
-and seed.md. Target (issue 5): 100,000 tasks seeded in under 10 s.
+and seed.md. Target: 100,000 tasks seeded in under 10 s.
 """
 
 from __future__ import annotations

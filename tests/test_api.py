@@ -1,5 +1,5 @@
-"""The HTTP contract of DESIGN, over real HTTP against a real PostgreSQL: every route, its
-statuses and its errors, all in the JSON envelope with X-Request-ID."""
+"""The HTTP contract (README, openapi.yaml), over real HTTP against a real PostgreSQL:
+every route, its statuses and its errors, all in the JSON envelope with X-Request-ID."""
 
 from __future__ import annotations
 
