@@ -274,3 +274,43 @@ def test_journal_is_chosen_only_when_stdout_is_the_journal(
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
         out.close()
+
+
+def test_json_formatter_writes_what_the_library_formatter_writes() -> None:
+    """The one-pass formatter (logs.JsonFormatter) loses no field: key for key, value for
+    value, what python-json-logger's OrjsonFormatter configured the same way writes."""
+    from pythonjsonlogger.orjson import OrjsonFormatter
+
+    library = OrjsonFormatter(
+        "{message}{levelname}{name}",
+        style="{",
+        rename_fields={"levelname": "level", "name": "logger"},
+        static_fields={"service": "api"},
+        timestamp=True,
+    )
+    ours = logs.json_formatter("api")
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        failed = sys.exc_info()
+    records = [
+        _record(
+            request_id="r",
+            method="GET",
+            path="/v1/tasks/1",
+            status=200,
+            duration_ms=1.5,
+            remote_addr=None,
+        ),
+        _record(task_id=3, error=ValueError("x"), raw=b"\x00b", kind=logging.Logger, n={1: 2}),
+        _record(_private=1),
+    ]
+    with_exc = _record(task_id=9)
+    with_exc.exc_info = failed
+    with_stack = _record()
+    with_stack.stack_info = "Stack (most recent call last):\n  here"
+    as_dict = _record()
+    as_dict.msg, as_dict.args = {"event": "x", "n": 1}, ()
+    for record in [*records, with_exc, with_stack, as_dict]:
+        assert json.loads(ours.format(record)) == json.loads(library.format(record))
+    assert "exc_info" in json.loads(ours.format(with_exc))
