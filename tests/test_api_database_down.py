@@ -129,10 +129,10 @@ def test_health_answers_quickly_when_the_database_hangs(
 
 
 def test_the_health_query_reports_errors_and_leaves_the_connection_usable(db) -> None:
-    from flowforge.store import _query_within
+    from flowforge.db import query_within
 
-    _query_within(db, "SELECT 1", 2.0)
+    query_within(db, "SELECT 1", 2.0)
     assert db.execute("SELECT 41 + 1").fetchone() == (42,)  # psycopg carries on as usual
     with pytest.raises(psycopg.OperationalError, match="division by zero"):
-        _query_within(db, "SELECT 1/0", 2.0)
+        query_within(db, "SELECT 1/0", 2.0)
     assert db.execute("SELECT 'still fine'").fetchone() == ("still fine",)

@@ -205,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _token(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]
-    from .db import ConnectionSource, DatabaseUnavailable, make_engine
+    from .db import ConnectionSource, DatabaseUnavailable, first_line, make_engine
     from .tokens import TokenError, TokenStore, check_name, check_scope
 
     try:  # judged before the database is asked
@@ -239,7 +239,7 @@ def _token(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untype
         if isinstance(exc, psycopg.errors.UndefinedTable):
             return _fail("the database has no api_tokens table: run `flowforge migrate` first")
         if isinstance(exc, psycopg.Error):
-            return _fail(f"database error: {str(exc).strip().splitlines()[0]}")
+            return _fail(f"database error: {first_line(exc)}")
         raise
     finally:
         engine.dispose()
@@ -273,6 +273,7 @@ def _migrate(args: argparse.Namespace, settings) -> int:  # type: ignore[no-unty
     from sqlalchemy.exc import OperationalError
 
     from . import migrate
+    from .db import first_line
 
     action = args.action or "up"
     try:
@@ -297,7 +298,7 @@ def _migrate(args: argparse.Namespace, settings) -> int:  # type: ignore[no-unty
             pending = state["pending"]
             print(f"pending: {', '.join(pending) if pending else 'none (up to date)'}")  # type: ignore[arg-type]
     except OperationalError as exc:
-        return _fail(f"cannot reach the database: {str(exc.orig).strip().splitlines()[0]}")
+        return _fail(f"cannot reach the database: {first_line(exc.orig)}")
     except CommandError as exc:
         return _fail(str(exc), EXIT_CONFIG)
     return 0

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import select
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import orjson
-import psycopg
-from psycopg import pq
 from psycopg.rows import class_row, dict_row
-from psycopg.types.json import Jsonb, set_json_loads
-from sqlalchemy import Engine, event
+from psycopg.types.json import Jsonb
+from sqlalchemy import Engine
 
 from . import queries
-from .db import ConnectionSource, DatabaseUnavailable
+from .db import ConnectionSource, DatabaseUnavailable, ping
 from .models import TASK_COLUMNS, TERMINAL, Status, Task, transition_allowed
 
 T = TypeVar("T")
@@ -92,41 +88,6 @@ class Page:
     next_key: tuple[datetime, int] | None
 
 
-def _query_within(conn: psycopg.Connection, sql: str, timeout: float) -> None:
-    """Run ``sql`` (no parameters, result ignored) or raise ``psycopg.OperationalError``
-    after ``timeout`` seconds. psycopg has no client-side timeout, so this drives libpq
-    directly; the caller's connection source throws the connection away on that error."""
-    pgconn = conn.pgconn
-    deadline = time.monotonic() + timeout
-
-    def wait(read: bool) -> None:
-        remaining = max(0.0, deadline - time.monotonic())
-        fds = [pgconn.socket]
-        readable, writable, _ = select.select(fds if read else [], [] if read else fds, [],
-                                              remaining)  # fmt: skip
-        if not (readable or writable):
-            raise psycopg.OperationalError(f"no answer from the database within {timeout:g}s")
-
-    pgconn.send_query(sql.encode())
-    while pgconn.flush():
-        wait(read=False)
-    while True:
-        pgconn.consume_input()
-        if not pgconn.is_busy():
-            break
-        wait(read=True)
-    error = None
-    while (result := pgconn.get_result()) is not None:  # drain them all: the conn is idle again
-        if result.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
-            error = (result.error_message or b"").decode(errors="replace").strip()
-    if error is not None:
-        raise psycopg.OperationalError(error or "the health query failed")
-
-
-def _orjson_json_loads(dbapi_connection: Any, _record: Any) -> None:
-    set_json_loads(orjson.loads, dbapi_connection)
-
-
 class TaskStore:
     """The API's reads and writes. ``keep_connection``: see ``db.ConnectionSource``."""
 
@@ -142,11 +103,6 @@ class TaskStore:
     ) -> None:
         self.engine = engine
         self.health_timeout = health_timeout
-        # jsonb comes back through orjson (also faster): PostgreSQL writes 1.5e300 as 301
-        # digits, which the json module reads as an int that no encoder takes; orjson reads
-        # it as the float it was, so every stored payload can be served again.
-        if not event.contains(engine, "connect", _orjson_json_loads):
-            event.listen(engine, "connect", _orjson_json_loads)
         self.source = ConnectionSource(engine, keep=keep_connection)
         self.default_max_attempts = default_max_attempts
         self.default_timeout = default_timeout
@@ -162,13 +118,8 @@ class TaskStore:
 
     def ping(self) -> None:
         """Raise ``DatabaseUnavailable`` unless PostgreSQL answers within ``health_timeout``
-        (a hung server accepts TCP and never answers; the health check must not hang too)."""
-
-        def read() -> None:
-            with self.source.connection() as conn:
-                _query_within(conn, queries.HEALTH, self.health_timeout)
-
-        self._retry_read(read)
+        (``db.ping``: a hung server must not hang the health check too)."""
+        ping(self.source, self.health_timeout)
 
     def queue_metrics(
         self, timeout_ms: int, *, cap: int = 10_000, sample: int = 1_000

@@ -89,7 +89,7 @@ def _age(seconds: float | None) -> str:
 def run(args: argparse.Namespace, settings: Any) -> int:
     import psycopg
 
-    from .db import DatabaseUnavailable, make_engine
+    from .db import DatabaseUnavailable, first_line, make_engine
     from .store import NotFound, TaskStore, TransitionRefused
 
     if args.action == "list" and args.queue is not None and not QUEUE_PATTERN.match(args.queue):
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace, settings: Any) -> int:
     except psycopg.errors.UndefinedTable:
         return _fail("the database has no tasks table: run `flowforge migrate` first")
     except psycopg.Error as exc:
-        return _fail(f"database error: {str(exc).strip().splitlines()[0]}")
+        return _fail(f"database error: {first_line(exc)}")
     finally:
         engine.dispose()
 

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import psycopg
 
 from ..config import ConfigError, Settings, load_settings, parse_duration, redact_url
-from ..db import DatabaseUnavailable, connection, make_engine
+from ..db import DatabaseUnavailable, connection, first_line, make_engine
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # unhealthy, database unreachable or refusing, declined confirmation
@@ -184,8 +184,7 @@ def database_error(exc: BaseException, url: str) -> ScriptError:
 
 def _first_line(exc: BaseException) -> str:
     # SQLAlchemy appends "(Background on this error at ...)" lines; libpq repeats the host.
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
+    line = first_line(exc)
     return redact_url(line) if "://" in line else line
 
 

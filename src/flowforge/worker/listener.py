@@ -17,8 +17,7 @@ import psycopg
 
 from .. import queries
 from ..config import Settings
-from ..db import DatabaseUnavailable
-from .queue import connect
+from ..db import DatabaseUnavailable, connect
 
 log = logging.getLogger(__name__)
 

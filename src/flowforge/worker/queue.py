@@ -17,17 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import orjson
 import psycopg
-from psycopg.types.json import set_json_loads
 
 from .. import __version__, queries, schedules
 from ..config import Settings
-from ..db import DatabaseUnavailable
-
-
-class DatabaseRefused(DatabaseUnavailable):
-    """The server answered with an error (not migrated, permissions): retried like an outage."""
+from ..db import DatabaseRefused, connect, refused
 
 
 @dataclass(slots=True)
@@ -112,35 +106,6 @@ def retry_delay(attempt: int, base: float, cap: float, rng: random.Random | None
     return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
 
 
-def connect(settings: Settings, application_name: str = "flowforge-worker") -> psycopg.Connection:
-    """An autocommit connection in UTC with the configured statement timeout."""
-    statement_ms = int(settings.database_statement_timeout * 1000)
-    try:
-        conn = psycopg.connect(
-            settings.database_url,
-            autocommit=True,
-            connect_timeout=max(1, round(settings.database_connect_timeout)),
-            application_name=application_name,
-            options=f"-c timezone=UTC -c statement_timeout={statement_ms}",
-            # A server that vanished without closing the connection (host down, network
-            # cut) is noticed within seconds, not after the kernel's TCP timeouts.
-            keepalives=1,
-            keepalives_idle=5,
-            keepalives_interval=2,
-            keepalives_count=3,
-            tcp_user_timeout=15000,
-        )
-    except psycopg.Error as exc:
-        raise DatabaseUnavailable(_first_line(exc)) from exc
-    set_json_loads(orjson.loads, conn)
-    return conn
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 class TaskQueue:
     """Claims and outcome writes for one worker identity, over one connection."""
 
@@ -160,11 +125,10 @@ class TaskQueue:
             self.conn = connect(self.settings)
         try:
             return self.conn.execute(sql, params).fetchall()
-        except psycopg.OperationalError as exc:
-            self.close()
-            raise DatabaseUnavailable(_first_line(exc)) from exc
         except psycopg.Error as exc:  # e.g. no tasks table yet: the worker waits, not dies
-            raise DatabaseRefused(_first_line(exc)) from exc
+            if isinstance(exc, psycopg.OperationalError):
+                self.close()  # broken: the next statement reconnects
+            raise refused(exc) from exc
 
     def ensure_connected(self) -> None:
         self._execute(queries.HEALTH, {})

@@ -28,12 +28,12 @@ from time import monotonic
 
 from .. import logs, schedules
 from ..config import Settings, format_duration
-from ..db import DatabaseUnavailable
+from ..db import DatabaseRefused, DatabaseUnavailable
 from ..handlers import Handler, load_handlers
 from .listener import Listener
 from .metrics import make_metrics
 from .pool import ProcessPool, ThreadPool
-from .queue import ClaimedTask, DatabaseRefused, Outcome, TaskQueue, retry_delay
+from .queue import ClaimedTask, Outcome, TaskQueue, retry_delay
 from .sdnotify import Notifier
 
 log = logging.getLogger("flowforge.worker")
