@@ -152,3 +152,41 @@ def test_total_is_exact_up_to_the_cap_then_an_estimate(
     db.execute("ANALYZE tasks")
     at_cap = client.get("/v1/tasks", params={"limit": 1}).json()["meta"]
     assert (at_cap["total"], at_cap["total_exact"]) == (cap, True)
+
+
+def test_a_large_estimate_is_kept_a_moment_a_small_one_never(
+    settings, db: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A list whose estimate is large (no count follows) keeps it store.ESTIMATE_SECONDS, so
+    the lists after it are one statement; below the threshold every list counts again."""
+    from flowforge import store as store_module
+    from flowforge.db import make_engine
+    from flowforge.store import TaskStore
+
+    store = TaskStore(make_engine(settings), default_max_attempts=3, lease_seconds=30)
+    now = [1000.0]
+    store.clock = lambda: now[0]
+    db.execute("INSERT INTO tasks (title) SELECT 't' || g FROM generate_series(1, 300) g")
+    db.execute("ANALYZE tasks")
+    # Small (the default threshold): counted, exact, and nothing kept.
+    page = store.list(limit=5)
+    assert (page.total, page.total_exact) == (300, True) and store._estimates == {}
+    db.execute("INSERT INTO tasks (title) SELECT 'u' || g FROM generate_series(1, 100) g")
+    assert store.list(limit=5).total == 400  # no estimate stood in the way
+    # Large: the threshold lowered so 400 rows count as many.
+    monkeypatch.setattr(queries, "COUNT_WHEN_ESTIMATE_BELOW", 50)
+    db.execute("ANALYZE tasks")
+    first = store.list(limit=5)
+    assert first.total_exact is False and first.total > 50
+    assert [t.title for t in first.tasks] == [f"u{g}" for g in range(100, 95, -1)]
+    db.execute("INSERT INTO tasks (title) SELECT 'v' || g FROM generate_series(1, 400) g")
+    db.execute("ANALYZE tasks")
+    now[0] += store_module.ESTIMATE_SECONDS / 2
+    kept = store.list(limit=5)
+    assert kept.total == first.total  # the kept estimate
+    assert kept.tasks[0].title == "v400"  # the rows are always read
+    now[0] += store_module.ESTIMATE_SECONDS
+    assert store.list(limit=5).total > first.total  # asked again: 800 rows now
+    # Another filter value is another estimate.
+    assert store.list(limit=5, filters={"status": "completed"}).total == 0
+    store.engine.dispose()

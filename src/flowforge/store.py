@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import orjson
-from psycopg.rows import class_row, dict_row
+from psycopg.rows import args_row, dict_row
 from psycopg.types.json import Jsonb
 from sqlalchemy import Engine
 
@@ -62,6 +63,20 @@ class Cancelled:
     immediate: bool
 
 
+# Rows as Task, built positionally: every task query here selects queries.COLUMNS, which
+# is TASK_COLUMNS in order. ``Task(*row)`` costs a quarter of class_row's
+# ``Task(**dict(zip(names, row)))``, which was a tenth of a list page's CPU.
+task_row = args_row(Task)
+
+
+# A list whose estimate is large (no count follows: COUNT_WHEN_ESTIMATE_BELOW) keeps that
+# estimate this long, per process and per filter values: the lists that follow are one
+# statement (the rows), not a pipeline with an EXPLAIN (planning, its JSON parsed) each,
+# which made a list cost three times a GET by id in CPU. A small estimate is never kept,
+# so a total up to EXACT_TOTAL_MAX is counted on every request and stays exact.
+ESTIMATE_SECONDS = 2.0
+ESTIMATES_KEPT = 256  # filter value combinations kept at most (then forgotten at once)
+
 # Every status a task can have (the schema's CHECK), counted whether present or not.
 METRIC_STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
 
@@ -104,6 +119,9 @@ class TaskStore:
         self.engine = engine
         self.health_timeout = health_timeout
         self.source = ConnectionSource(engine, keep=keep_connection)
+        # (filters, their values) -> (the planner's estimate, kept until): see ESTIMATE_SECONDS
+        self._estimates: dict[tuple[Any, ...], tuple[int, float]] = {}
+        self.clock: Callable[[], float] = time.monotonic
         self.default_max_attempts = default_max_attempts
         self.default_timeout = default_timeout
         self.lease_seconds = lease_seconds
@@ -210,7 +228,7 @@ class TaskStore:
     def get(self, task_id: int) -> Task | None:
         def read() -> Task | None:
             with self.source.connection() as conn:
-                cur = conn.cursor(row_factory=class_row(Task))
+                cur = conn.cursor(row_factory=task_row)
                 return cur.execute(queries.GET_TASK, {"id": task_id}).fetchone()
 
         return self._retry_read(read)
@@ -238,20 +256,32 @@ class TaskStore:
             wanted = {"id", "created_at", *fields}
             columns = tuple(c for c in TASK_COLUMNS if c in wanted)
         rows_sql = queries.list_tasks(used, columns, after is not None)
-        row_factory = class_row(Task) if fields is None else dict_row
+        row_factory = task_row if fields is None else dict_row
+
+        estimate_key = (used, *(params[name] for name in used))
 
         def read() -> Page:
+            now = self.clock()
+            kept = self._estimates.get(estimate_key)
             with self.source.connection() as conn:
-                # The rows and the planner's estimate in one round trip; a count (a second
-                # one) only when the estimate says it is worth it.
-                with conn.pipeline():
-                    rows_cur = conn.cursor(row_factory=row_factory).execute(rows_sql, params)
-                    plan_cur = conn.execute(queries.estimate_tasks(used), params)
-                rows = rows_cur.fetchall()
-                (plan,) = plan_cur.fetchone() or ([{"Plan": {"Plan Rows": 0}}],)
-                estimate = int(plan[0]["Plan"]["Plan Rows"])
+                if kept is not None and now < kept[1]:
+                    # A large estimate read a moment ago: the rows alone, one statement.
+                    rows = conn.cursor(row_factory=row_factory).execute(rows_sql, params).fetchall()
+                    estimate = kept[0]
+                else:
+                    # The rows and the planner's estimate in one round trip.
+                    with conn.pipeline():
+                        rows_cur = conn.cursor(row_factory=row_factory).execute(rows_sql, params)
+                        plan_cur = conn.execute(queries.estimate_tasks(used), params)
+                    rows = rows_cur.fetchall()
+                    (plan,) = plan_cur.fetchone() or ([{"Plan": {"Plan Rows": 0}}],)
+                    estimate = int(plan[0]["Plan"]["Plan Rows"])
+                    if estimate >= queries.COUNT_WHEN_ESTIMATE_BELOW:
+                        if len(self._estimates) >= ESTIMATES_KEPT:
+                            self._estimates.clear()
+                        self._estimates[estimate_key] = (estimate, now + ESTIMATE_SECONDS)
                 total, exact = estimate, False
-                if estimate < queries.COUNT_WHEN_ESTIMATE_BELOW:
+                if estimate < queries.COUNT_WHEN_ESTIMATE_BELOW:  # a count, a second trip
                     row = conn.execute(queries.count_tasks(used), params).fetchone()
                     counted = row[0] if row else 0
                     if counted <= queries.EXACT_TOTAL_MAX:
@@ -306,7 +336,7 @@ class TaskStore:
     def create(self, new: NewTask, *, request_id: str | None) -> Task:
         params = self._insert_params(new, request_id)
         with self.source.connection() as conn:
-            cur = conn.cursor(row_factory=class_row(Task))
+            cur = conn.cursor(row_factory=task_row)
             task = cur.execute(queries.INSERT_TASK, params).fetchone()
         assert task is not None
         return task
@@ -329,7 +359,7 @@ class TaskStore:
             "hash": request_hash,
         }
         with self.source.connection() as conn:
-            cur = conn.cursor(row_factory=class_row(Task))
+            cur = conn.cursor(row_factory=task_row)
             for _ in range(3):
                 task = cur.execute(queries.INSERT_TASK_WITH_KEY, params).fetchone()
                 if task is not None:
@@ -387,7 +417,7 @@ class TaskStore:
     def update(self, task_id: int, changes: dict[str, Any]) -> Task | None:
         """Apply a PUT. ``None`` if there is no such task; ``TransitionRefused`` on 409."""
         with self.source.connection() as conn, conn.transaction():
-            cur = conn.cursor(row_factory=class_row(Task))
+            cur = conn.cursor(row_factory=task_row)
             current = cur.execute(queries.GET_TASK_FOR_UPDATE, {"id": task_id}).fetchone()
             if current is None:
                 return None
@@ -441,7 +471,7 @@ class TaskStore:
         ``TransitionRefused`` with the status that refused it. A status that allows it
         again by then (another client moved the task meanwhile) is tried once more."""
         with self.source.connection() as conn:
-            cur = conn.cursor(row_factory=class_row(Task))
+            cur = conn.cursor(row_factory=task_row)
             for _ in range(3):
                 task = cur.execute(sql, {"id": task_id}).fetchone()
                 if task is not None:
