@@ -62,6 +62,7 @@ ROWS = 100_000  # --rows
 LIMIT = 20
 DEEP_PAGE = 4000  # offset 79,980
 CURSOR_PAGE = 5000  # keyset; at most the last page of the table
+BARE_GET = "GET /v1/tasks/{id} (bare Bottle+psycopg)"
 
 
 def lua_get() -> str:
@@ -234,6 +235,27 @@ def list_statements(offset: int | None, key: tuple | None) -> list[str]:
     return stmts
 
 
+def paired_to_bare(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Each case's req/s and server CPU per request over the bare GET's in the same round,
+    median over rounds (rounds alternate, so each pair met the same load)."""
+    bare = runs.get(BARE_GET, [])
+    out = {}
+    for name, results in runs.items():
+        if name == BARE_GET or len(results) != len(bare):
+            continue
+        rps = [r["rps"] / b["rps"] for r, b in zip(results, bare, strict=True) if b["rps"]]
+        cpu = [
+            r["server_cpu_us_per_request"] / b["server_cpu_us_per_request"]
+            for r, b in zip(results, bare, strict=True)
+            if b["server_cpu_us_per_request"]
+        ]
+        out[name] = {
+            "rps_ratio_median": round(statistics.median(rps), 3) if rps else 0.0,
+            "cpu_ratio_median": round(statistics.median(cpu), 3) if cpu else 0.0,
+        }
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
@@ -321,7 +343,7 @@ def main() -> int:
             cases[NOMETRICS_GET] = (f"http://127.0.0.1:{off_port}/v1/tasks/1", lua_get())
             off_proc = procs[-1]
         cases |= {
-            "GET /v1/tasks/{id} (bare Bottle+psycopg)": (
+            BARE_GET: (
                 f"http://127.0.0.1:{bare_port}/v1/tasks/1",
                 lua_get(),
             ),
@@ -409,7 +431,7 @@ def main() -> int:
             "runs": results,
         }
     ff_get = summary["GET /v1/tasks/{id}"]["rps_median"]
-    bare_get = summary["GET /v1/tasks/{id} (bare Bottle+psycopg)"]["rps_median"]
+    bare_get = summary[BARE_GET]["rps_median"]
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "commit": commit(),
@@ -428,6 +450,8 @@ def main() -> int:
             "wrk_threads": 2,
         },
         "ratio_flowforge_to_bare_get": round(ff_get / bare_get, 3),
+        # Paired: each round's case beside that round's bare GET (the same load).
+        "paired_to_bare_get": paired_to_bare(runs),
         "results": summary,
         "explain_analyze": explains,
     }
@@ -488,6 +512,16 @@ def main() -> int:
             f"{s['non_2xx']} | {tps} |"
         )
     lines += ["", f"FlowForge / bare GET by id: {report['ratio_flowforge_to_bare_get']:.2f}"]
+    lines += [
+        "",
+        "Paired per round with the bare GET by id (median of the per-round ratios): "
+        "req/s ratio; server CPU per request ratio (FlowForge / bare)",
+        "",
+        "| case | req/s / bare GET | CPU per request / bare GET |",
+        "|---|---:|---:|",
+    ]
+    for name, p in report["paired_to_bare_get"].items():
+        lines.append(f"| {name} | {p['rps_ratio_median']:.2f} | {p['cpu_ratio_median']:.2f} |")
     for name, s in summary.items():
         if s["pgbench_tps"]:
             lines.append(f"{name} / pgbench same SQL: {s['rps_median'] / s['pgbench_tps']:.2f}")
