@@ -522,6 +522,7 @@ def main() -> int:
     ]
     for name, p in report["paired_to_bare_get"].items():
         lines.append(f"| {name} | {p['rps_ratio_median']:.2f} | {p['cpu_ratio_median']:.2f} |")
+    lines.append("")
     for name, s in summary.items():
         if s["pgbench_tps"]:
             lines.append(f"{name} / pgbench same SQL: {s['rps_median'] / s['pgbench_tps']:.2f}")
