@@ -179,7 +179,7 @@ def enqueue_api(url: str, tmp: Path, seconds: float) -> float:
             try:
                 requests.get(base + "/health", timeout=1)
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # booting, or a busy machine
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
