@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowforge.app import create_app
+from flowforge.api import create_app
+from flowforge.api.server import ApiServer
 from flowforge.config import load_settings
 from flowforge.logs import configure_logging
-from flowforge.server import ApiServer
 
 
 class NoMetricsServer(ApiServer):

@@ -31,10 +31,10 @@ from pathlib import Path
 import psycopg
 
 from flowforge import migrate
+from flowforge.api.store import TaskStore
 from flowforge.config import load_settings
 from flowforge.db import make_engine
 from flowforge.devdb import TempPostgres
-from flowforge.store import TaskStore
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -135,7 +135,7 @@ mode = sys.argv[1]
 n = int(sys.argv[2])
 if mode == "api-multiprocess":
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp()
-from flowforge.metrics import RequestMetrics
+from flowforge.api.metrics import RequestMetrics
 from flowforge.worker.metrics import WorkerMetrics
 from flowforge.config import load_settings
 
@@ -164,7 +164,7 @@ RENDER = r"""
 import json, os, sys, tempfile, time
 d = tempfile.mkdtemp()
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = d
-from flowforge.metrics import RequestMetrics, render
+from flowforge.api.metrics import RequestMetrics, render
 routes = ["/v1/tasks", "/v1/tasks/<task_id:int>", "/health", "/metrics", None]
 for worker in range(4):  # four gunicorn workers' files
     pid = os.fork()

@@ -155,7 +155,7 @@ class _QuietHandler(WSGIRequestHandler):
 @pytest.fixture(scope="session")
 def api_url(settings: Settings) -> Iterator[str]:
     """The app served in this process over real HTTP (threads, so requests can overlap)."""
-    from flowforge.app import create_app
+    from flowforge.api import create_app
 
     app = create_app(settings)
     server = make_server(

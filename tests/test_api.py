@@ -18,7 +18,8 @@ import pytest
 import requests
 
 import flowforge
-from flowforge.app import create_app, request_id_from
+from flowforge.api import create_app
+from flowforge.api.envelope import request_id_from
 from flowforge.config import Settings
 from flowforge.devdb import free_port
 

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from flowforge import migrate
-from flowforge.app import create_app
+from flowforge.api import create_app
 from flowforge.devdb import TempPostgres
 
 from .conftest import bearer, issue_token, make_settings

@@ -159,9 +159,9 @@ def test_a_large_estimate_is_kept_a_moment_a_small_one_never(
 ) -> None:
     """A list whose estimate is large (no count follows) keeps it store.ESTIMATE_SECONDS, so
     the lists after it are one statement; below the threshold every list counts again."""
-    from flowforge import store as store_module
+    from flowforge.api import store as store_module
+    from flowforge.api.store import TaskStore
     from flowforge.db import make_engine
-    from flowforge.store import TaskStore
 
     store = TaskStore(make_engine(settings), default_max_attempts=3, lease_seconds=30)
     now = [1000.0]

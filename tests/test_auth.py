@@ -13,8 +13,9 @@ import pytest
 import requests
 
 from flowforge import tokens
-from flowforge.app import create_app
-from flowforge.auth import PendingGauge, TokenCache, protected
+from flowforge.api import create_app
+from flowforge.api.admission import PendingGauge
+from flowforge.api.auth import TokenCache, protected
 from flowforge.config import ConfigError, check_api_auth, is_loopback
 from flowforge.db import DatabaseUnavailable
 

@@ -18,9 +18,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from flowforge.app import create_app
-from flowforge.metrics import QueueCollector, route_label
-from flowforge.store import QueueMetrics
+from flowforge.api import create_app
+from flowforge.api.metrics import QueueCollector, route_label
+from flowforge.api.store import QueueMetrics
 
 from .conftest import _QuietHandler, _ThreadingServer, make_settings
 from .test_api import start_api, stop_api
@@ -135,8 +135,8 @@ def test_queue_gauges_come_from_the_database(served, db) -> None:
 
 
 def test_a_status_over_the_cap_is_estimated_and_split_by_queue(settings, db) -> None:
+    from flowforge.api.store import TaskStore
     from flowforge.db import make_engine
-    from flowforge.store import TaskStore
 
     db.execute(
         "INSERT INTO tasks (title, queue, status, completed_at) "

@@ -12,7 +12,7 @@ import yaml
 from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
 
-from flowforge.app import served_spec
+from flowforge.api.routes.service import served_spec
 from flowforge.handlers import load_handlers
 
 from .conftest import ROOT

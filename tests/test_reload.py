@@ -11,8 +11,8 @@ from pathlib import Path
 
 import requests
 
+from flowforge.api.server import _children
 from flowforge.devdb import free_port
-from flowforge.server import _children
 
 from .conftest import FLOWFORGE, service_env, wait_http
 
@@ -135,3 +135,14 @@ def test_reload_swaps_workers_and_settings_under_load(database_url, db, tmp_path
     kept = [line for line in lines if "keeping the running configuration" in line["message"]]
     assert len(kept) == 1 and "API_WORKERS" in kept[0]["message"]
     assert any("configuration re-read" in line["message"] for line in lines)
+
+
+def test_the_import_path_a_previous_release_reloads_from_still_works() -> None:
+    """A running API of the previous release loads ``flowforge.app.create_app`` (and its
+    gunicorn error page the envelope's helpers) from the new package on reload."""
+    import flowforge.app as old_path
+    from flowforge.api import app, envelope
+
+    assert old_path.create_app is app.create_app
+    for name in ("ERROR_CODES", "REQUEST_ID_HEADER", "error_body", "request_id_from"):
+        assert getattr(old_path, name) is getattr(envelope, name)

@@ -385,7 +385,7 @@ def test_healthcheck_api_that_does_not_answer_times_out(env: dict[str, str]) -> 
 @pytest.fixture
 def api_without_database() -> Iterator[str]:
     """The real app whose database is down: its /health answers 503."""
-    from flowforge.app import create_app
+    from flowforge.api import create_app
 
     app = create_app(make_settings(closed_port_db(), DATABASE_CONNECT_TIMEOUT="1s"))
     server = make_server(

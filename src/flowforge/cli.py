@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_api_auth(settings)
         except ConfigError as exc:
             return _fail(f"configuration: {exc}", EXIT_CONFIG)
-        from .server import serve
+        from .api.server import serve
 
         serve(settings, Path(args.env_file) if args.env_file else None)
         return 0
@@ -258,7 +258,7 @@ def _print_tokens(rows) -> None:  # type: ignore[no-untyped-def]
 
 
 def _reload_api(pid: int) -> int:
-    from .server import ReloadError, reload
+    from .api.server import ReloadError, reload
 
     try:
         seconds = reload(pid)

@@ -699,7 +699,7 @@ SELECT status, count(*), max(id) FROM gone GROUP BY status
 
 # --- API tokens ---
 # Only a SHA-256 of each token is stored (flowforge.tokens); the unique index on token_hash
-# makes a lookup one index probe. The API caches the answers briefly (flowforge.auth).
+# makes a lookup one index probe. The API caches the answers briefly (flowforge.api.auth).
 TOKEN_SCOPE = "SELECT id, scope, revoked_at IS NULL FROM api_tokens WHERE token_hash = %(hash)s"
 INSERT_TOKEN = """
 INSERT INTO api_tokens (name, token_hash, scope) VALUES (%(name)s, %(hash)s, %(scope)s)

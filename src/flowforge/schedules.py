@@ -36,7 +36,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from . import queries
-from .validation import (
+from .api.validation import (
     PAGE_LIMIT_DEFAULT,
     PAGE_LIMIT_MAX,
     PAGE_MAX,

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import queries
+from .api.validation import QUEUE_PATTERN, QUEUE_RULE
 from .models import Status
-from .validation import QUEUE_PATTERN, QUEUE_RULE
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -89,8 +89,8 @@ def _age(seconds: float | None) -> str:
 def run(args: argparse.Namespace, settings: Any) -> int:
     import psycopg
 
+    from .api.store import NotFound, TaskStore, TransitionRefused
     from .db import DatabaseUnavailable, first_line, make_engine
-    from .store import NotFound, TaskStore, TransitionRefused
 
     if args.action == "list" and args.queue is not None and not QUEUE_PATTERN.match(args.queue):
         return _fail(f"--queue {QUEUE_RULE}", EXIT_USAGE)
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _run(args: argparse.Namespace, store: Any) -> int:
-    from .store import NotFound
+    from .api.store import NotFound
 
     if args.action == "list":
         filters = {"status": args.status, "type": args.type, "queue": args.queue}

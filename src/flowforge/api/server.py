@@ -25,7 +25,8 @@ from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
 
-from .config import ConfigError, Settings, load_settings, read_env_file
+from ..config import ConfigError, Settings, load_settings, read_env_file
+from .envelope import ERROR_CODES, REQUEST_ID_HEADER, error_body, request_id_from
 
 log = logging.getLogger("flowforge.api")
 
@@ -34,8 +35,6 @@ def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: st
     """gunicorn's answer to a request it cannot parse (bad request line, oversized headers,
     broken chunking), in FlowForge's JSON envelope with a request ID instead of gunicorn's
     HTML page: such requests never reach the app, so this is the only place to fix them."""
-    from .app import ERROR_CODES, REQUEST_ID_HEADER, error_body, request_id_from
-
     rid = request_id_from(None)
     code = ERROR_CODES.get(status_int, "internal_error" if status_int >= 500 else "bad_request")
     body = error_body(code, mesg or reason)
@@ -158,7 +157,7 @@ class ApiServer(BaseApplication):
         importlib.invalidate_caches()
         config = importlib.import_module("flowforge.config")
         logs = importlib.import_module("flowforge.logs")
-        app = importlib.import_module("flowforge.app")
+        app = importlib.import_module("flowforge.api.app")
         settings = config.load_settings()
         logs.configure_logging("api", settings.log_level, log_format=settings.log_format)
         # A sync worker runs one request at a time: it keeps its database connection.

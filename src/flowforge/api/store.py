@@ -13,9 +13,9 @@ from psycopg.rows import args_row, dict_row
 from psycopg.types.json import Jsonb
 from sqlalchemy import Engine
 
-from . import queries
-from .db import ConnectionSource, DatabaseUnavailable, ping
-from .models import TASK_COLUMNS, TERMINAL, Status, Task, transition_allowed
+from .. import queries
+from ..db import ConnectionSource, DatabaseUnavailable, ping
+from ..models import TASK_COLUMNS, TERMINAL, Status, Task, transition_allowed
 
 T = TypeVar("T")
 

@@ -1,4 +1,5 @@
-"""Bearer tokens in the API: which requests need one, and a per-process cache of lookups.
+"""Bearer tokens in the API: which requests need one, the hook that checks them
+(``TokenCheck``), and a per-process cache of lookups.
 
 Every ``/v1/...`` and ``/tasks...`` request needs ``Authorization: Bearer <token>``; a
 ``read`` token may only GET (HEAD, OPTIONS), a ``write`` token anything. ``/health``,
@@ -26,11 +27,19 @@ It holds at most ``max_entries``; random garbage tokens cannot grow it without b
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
+from typing import NoReturn
 
-from .db import DatabaseUnavailable
-from .tokens import Grant, plausible, token_hash
+import bottle
+
+from .. import tokens
+from ..db import DatabaseUnavailable
+from ..tokens import Grant, plausible, token_hash
+from .envelope import error_body
+
+log = logging.getLogger("flowforge.api")
 
 PROTECTED_PREFIXES = ("/v1/", "/tasks")
 
@@ -96,33 +105,57 @@ class TokenCache:
             entries.clear()
 
 
-class PendingGauge:
-    """``API_MAX_PENDING``: is the queue full? The count is read at most once per
-    ``interval`` per process (never per request), counting no further than the limit needs;
-    tasks this process creates meanwhile are added to it, so one process alone stops near
-    the limit rather than a second's worth of requests past it."""
+def refuse(status: int, code: str, message: str, challenge: str | None = None) -> NoReturn:
+    """Answer at once, from a hook (before any route runs), in the envelope."""
+    headers = {"Content-Type": "application/json"}
+    if challenge is not None:
+        headers["WWW-Authenticate"] = challenge
+    raise bottle.HTTPResponse(error_body(code, message), status, headers)
 
-    def __init__(
-        self,
-        count_upto: Callable[[int], int],
-        limit: int,
-        *,
-        interval: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.count_upto = count_upto
-        self.limit = limit
-        self.interval = interval
-        self.clock = clock
-        self._count = 0
-        self._next = float("-inf")
 
-    def full(self) -> bool:
-        now = self.clock()
-        if now >= self._next:
-            self._count = self.count_upto(self.limit + 1)
-            self._next = now + self.interval
-        return self._count > self.limit
+class TokenCheck:
+    """The ``before_request`` hook of ``API_AUTH=token``: a protected request needs a
+    bearer token (401 without a known one) whose scope allows its method (403)."""
 
-    def added(self, n: int = 1) -> None:
-        self._count += n
+    def __init__(self, cache: TokenCache) -> None:
+        self.cache = cache
+
+    def __call__(self) -> None:
+        environ = bottle.request.environ
+        if not protected(environ.get("PATH_INFO", "")):
+            return
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            refuse(
+                401,
+                "unauthorized",
+                "this route needs a token: send 'Authorization: Bearer <token>' "
+                "(an operator makes one with `flowforge token create`)",
+                'Bearer realm="flowforge"',
+            )
+        token = token.strip()
+        try:
+            grant = self.cache.grant(token)
+        except DatabaseUnavailable as exc:
+            log.error("database unavailable: %s", exc)
+            refuse(503, "service_unavailable", "the database is unavailable")
+        if grant is None:
+            refuse(
+                401,
+                "unauthorized",
+                "the bearer token is unknown or revoked",
+                'Bearer realm="flowforge", error="invalid_token"',
+            )
+        method = environ["REQUEST_METHOD"]
+        if not tokens.allows(grant.scope, method):
+            refuse(
+                403,
+                "forbidden",
+                f"a {grant.scope} token cannot {method}: this needs a write token",
+                'Bearer realm="flowforge", error="insufficient_scope", scope="write"',
+            )
+        # Who asked, for routes that keep something per token (idempotency keys). Without
+        # a check (API_AUTH=off) neither is set: read them with .get(..., 0 / "write").
+        environ["flowforge.token_id"] = grant.id
+        environ["flowforge.token_scope"] = grant.scope

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import pagination
-from .models import TASK_COLUMNS, Status
-from .pagination import Cursor
+from .. import pagination
+from ..models import TASK_COLUMNS, Status
+from ..pagination import Cursor
 
 TITLE_MAX = 200
 DESCRIPTION_MAX = 10_000

@@ -1,0 +1,79 @@
+"""``/v1/schedules``: periodic tasks (``flowforge.schedules``), listed, created, read,
+changed and deleted by name."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import bottle
+
+from ...schedules import Schedule, ScheduleStore, schedule_body, valid_name
+from ...schedules import list_query as schedule_list_query
+from ..envelope import ApiError, ok
+from ..inputs import query_params, read_json
+from ..validation import ValidationError
+
+log = logging.getLogger("flowforge.api")
+
+
+class ScheduleRoutes:
+    def __init__(
+        self, schedules: ScheduleStore, *, known_types: frozenset[str], max_body: int
+    ) -> None:
+        self.schedules = schedules
+        self.known_types = known_types
+        self.max_body = max_body
+
+    def register(self, app: bottle.Bottle) -> None:
+        app.route("/v1/schedules", "GET", self.list_schedules)
+        app.route("/v1/schedules", "POST", self.create_schedule)
+        app.route("/v1/schedules/<name>", "GET", self.get_schedule)
+        app.route("/v1/schedules/<name>", "PUT", self.update_schedule)
+        app.route("/v1/schedules/<name>", "DELETE", self.delete_schedule)
+
+    def _body(self, *, partial: bool) -> dict[str, Any]:
+        known_types = self.known_types
+        return read_json(
+            lambda body: schedule_body(body, partial=partial, known_types=known_types),
+            self.max_body,
+        )
+
+    def _get_or_404(self, name: str) -> Schedule:
+        found = self.schedules.get(name) if valid_name(name) else None
+        if found is None:
+            raise ApiError(404, f"schedule {name!r} not found")
+        return found
+
+    def list_schedules(self) -> bytes:
+        page, limit = schedule_list_query(query_params())
+        rows, total = self.schedules.list(limit=limit, offset=(page - 1) * limit)
+        return ok(rows, meta={"page": page, "limit": limit, "total": total})
+
+    def create_schedule(self) -> bytes:
+        created = self.schedules.create(self._body(partial=False))
+        log.info("schedule created", extra={"schedule": created.name, "cron": created.cron})
+        bottle.response.set_header("Location", f"/v1/schedules/{created.name}")
+        return ok(created, status=201)
+
+    def get_schedule(self, name: str) -> bytes:
+        return ok(self._get_or_404(name))
+
+    def update_schedule(self, name: str) -> bytes:
+        changes = self._body(partial=True)
+        if changes.get("name", name) != name:
+            raise ValidationError(
+                "the schedule is not valid", {"name": "cannot change (it names the schedule)"}
+            )
+        updated = self.schedules.update(name, changes) if valid_name(name) else None
+        if updated is None:
+            raise ApiError(404, f"schedule {name!r} not found")
+        log.info("schedule changed", extra={"schedule": name})
+        return ok(updated)
+
+    def delete_schedule(self, name: str) -> bytes:
+        if not (valid_name(name) and self.schedules.delete(name)):
+            raise ApiError(404, f"schedule {name!r} not found")
+        log.info("schedule deleted", extra={"schedule": name})
+        bottle.response.status = 204
+        return b""

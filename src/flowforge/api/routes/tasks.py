@@ -1,0 +1,149 @@
+"""``/v1/tasks`` (and the same under ``/tasks``): list, create (one, or a batch), read,
+change, delete, cancel and retry."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import bottle
+import orjson
+
+from ... import pagination
+from ..admission import Admission
+from ..envelope import ApiError, ok
+from ..inputs import check_id, idempotency_key, query_params, read_json
+from ..store import NewTask, TaskStore
+from ..validation import batch_body, list_query, task_body
+
+log = logging.getLogger("flowforge.api")
+
+PREFIXES = ("/v1", "")
+
+
+class TaskRoutes:
+    """The task routes over ``store``; ``known_types`` are the registered handlers' names
+    (a task of another type is refused), ``max_body`` the largest body in bytes."""
+
+    def __init__(
+        self,
+        store: TaskStore,
+        *,
+        known_types: frozenset[str],
+        max_body: int,
+        admit: Admission,
+    ) -> None:
+        self.store = store
+        self.known_types = known_types
+        self.max_body = max_body
+        self.admit = admit
+
+    def register(self, app: bottle.Bottle) -> None:
+        for prefix in PREFIXES:
+            app.route(f"{prefix}/tasks", "GET", self.list_tasks)
+            app.route(f"{prefix}/tasks", "POST", self.create_task)
+            app.route(f"{prefix}/tasks/batch", "POST", self.create_batch)
+            app.route(f"{prefix}/tasks/<task_id:id>", "GET", self.get_task)
+            app.route(f"{prefix}/tasks/<task_id:id>", "PUT", self.update_task)
+            app.route(f"{prefix}/tasks/<task_id:id>", "DELETE", self.delete_task)
+            app.route(f"{prefix}/tasks/<task_id:id>/cancel", "POST", self.cancel_task)
+            app.route(f"{prefix}/tasks/<task_id:id>/retry", "POST", self.retry_task)
+
+    def list_tasks(self) -> bytes:
+        q = list_query(query_params())
+        filters = {"status": q.status, "type": q.type, "queue": q.queue}
+        after = (q.cursor.created_at, q.cursor.id) if q.cursor else None
+        result = self.store.list(
+            limit=q.limit,
+            offset=(q.page - 1) * q.limit,
+            filters=filters,
+            after=after,
+            fields=q.fields,
+        )
+        next_cursor = None
+        if result.next_key is not None:
+            next_cursor = pagination.encode(pagination.Cursor(*result.next_key, q.filters))
+        meta = {
+            "page": None if q.cursor else q.page,
+            "limit": q.limit,
+            "total": result.total,
+            "total_exact": result.total_exact,
+            "next_cursor": next_cursor,
+        }
+        return ok(result.tasks, meta=meta)
+
+    def create_task(self) -> bytes:
+        known_types = self.known_types
+        body, fields = read_json(
+            lambda body: (body, task_body(body, partial=False, known_types=known_types)),
+            self.max_body,
+        )
+        key = idempotency_key()
+        environ = bottle.request.environ
+        rid = environ["flowforge.request_id"]
+        self.admit()
+        if key is None:
+            task = self.store.create(NewTask(**fields), request_id=rid)
+            replayed = False
+        else:
+            digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).digest()
+            task, replayed = self.store.create_once(
+                NewTask(**fields),
+                request_id=rid,
+                token_id=environ.get("flowforge.token_id") or 0,
+                key=key,
+                request_hash=digest,
+            )
+        bottle.response.set_header("Location", f"/v1/tasks/{task.id}")
+        if replayed:
+            log.info("task creation replayed (Idempotency-Key)", extra={"task_id": task.id})
+            bottle.response.set_header("Idempotent-Replayed", "true")
+            return ok(task, status=200)
+        log.info("task created", extra={"task_id": task.id, "type": task.type})
+        return ok(task, status=201)
+
+    def create_batch(self) -> bytes:
+        known_types = self.known_types
+        items = read_json(lambda body: batch_body(body, known_types=known_types), self.max_body)
+        self.admit(len(items))
+        rid = bottle.request.environ["flowforge.request_id"]
+        tasks = self.store.create_many([NewTask(**fields) for fields in items], request_id=rid)
+        log.info(
+            "tasks created in a batch",
+            extra={"count": len(tasks), "first_task_id": tasks[0].id, "last_task_id": tasks[-1].id},
+        )
+        return ok(tasks, status=201)
+
+    def get_task(self, task_id: int) -> bytes:
+        task = self.store.get(check_id(task_id))
+        if task is None:
+            raise ApiError(404, f"task {task_id} not found")
+        return ok(task)
+
+    def update_task(self, task_id: int) -> bytes:
+        known_types = self.known_types
+        changes = read_json(
+            lambda body: task_body(body, partial=True, known_types=known_types), self.max_body
+        )
+        task = self.store.update(check_id(task_id), changes)
+        if task is None:
+            raise ApiError(404, f"task {task_id} not found")
+        return ok(task)
+
+    def delete_task(self, task_id: int) -> bytes:
+        self.store.delete(check_id(task_id))
+        bottle.response.status = 204
+        return b""
+
+    def cancel_task(self, task_id: int) -> bytes:
+        outcome = self.store.cancel(check_id(task_id))
+        if outcome.immediate:
+            log.info("task cancelled", extra={"task_id": task_id})
+            return ok(outcome.task)
+        log.info("task cancel requested: its worker was told", extra={"task_id": task_id})
+        return ok(outcome.task, status=202)
+
+    def retry_task(self, task_id: int) -> bytes:
+        task = self.store.retry(check_id(task_id))
+        log.info("task retried: pending again, attempts 0", extra={"task_id": task_id})
+        return ok(task)
