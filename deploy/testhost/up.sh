@@ -74,7 +74,7 @@ state=$(ssh_host systemctl is-system-running --wait || true)
 log "host is up (systemd: $state), ssh $SSH_USER@$HOST_IP -i $SSH_KEY"
 
 cat >"$INVENTORY" <<INV
-# Written by deploy/testhost/up.sh: the local nspawn test host in all three groups.
+# Written by deploy/testhost/up.sh: the local nspawn test host in every group.
 all:
   hosts:
     $MACHINE:
@@ -89,6 +89,11 @@ all:
       flowforge_env_extra:
         WORKER_SHUTDOWN_TIMEOUT: 5s
         API_WORKERS: "2"
+      # Prometheus scrapes and evaluates every 2 s and alerts after 10 s: a stopped worker
+      # raises its alert within seconds.
+      monitoring_scrape_interval: 2s
+      monitoring_evaluation_interval: 2s
+      monitoring_rules_for: 10s
 database:
   hosts:
     $MACHINE:
@@ -96,6 +101,9 @@ api:
   hosts:
     $MACHINE:
 worker:
+  hosts:
+    $MACHINE:
+monitoring:
   hosts:
     $MACHINE:
 INV
