@@ -112,9 +112,22 @@ class TestHost:
              "-e", f"@{STATE / 'extra-vars.json'}", str(ANSIBLE_DIR / "deploy.yml")],
             cwd=ANSIBLE_DIR, env=env, capture_output=True, text=True, timeout=900,
         )  # fmt: skip
-        run = PlaybookRun(proc.returncode, proc.stdout + proc.stderr, time.monotonic() - started)
+        output = proc.stdout + proc.stderr
+        if proc.returncode != 0:
+            output += self.failed_units_journal()
+        run = PlaybookRun(proc.returncode, output, time.monotonic() - started)
         self.runs.append(run)
         return run
+
+    def failed_units_journal(self, lines: int = 40) -> str:
+        """The failed units of the host and the end of each one's journal (the host is gone
+        after the session: a failed run's assertion message carries why)."""
+        failed = self.host.run("systemctl list-units --failed --no-legend --plain").stdout
+        out = f"\n--- failed units on the host ---\n{failed}"
+        for unit in (line.split()[0] for line in failed.splitlines() if line.strip()):
+            journal = self.host.run(f"journalctl -b --no-pager -n {lines} -u {unit}").stdout
+            out += f"--- journalctl -u {unit} ---\n{journal}"
+        return out
 
     def sh(self, command: str) -> str:
         """Run a command as root on the host; fail with its output unless it exits 0."""
