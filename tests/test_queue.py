@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import socket
 import time
@@ -9,7 +10,8 @@ import time
 import psycopg
 import pytest
 
-from flowforge.worker.queue import Outcome, TaskQueue, retry_delay
+from flowforge.worker.backoff import Backoff, retry_delay
+from flowforge.worker.queue import Outcome, TaskQueue
 from flowforge.worker.sdnotify import Notifier
 
 from .conftest import make_settings
@@ -97,6 +99,19 @@ def test_outcomes_complete_retry_with_backoff_and_fail(database_url, db) -> None
     assert (row["status"], row["last_error"]) == ("failed", "boom")  # the dead letter
     assert row["completed_at"] is not None
     q.close()
+
+
+def test_backoff_doubles_up_to_its_cap_jittered_and_starts_over_on_reset() -> None:
+    plain = Backoff(0.1, cap=2.0)
+    assert [plain.next() for _ in range(7)] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0])
+    plain.reset()
+    assert plain.next() == 0.1
+    jittered = Backoff(0.1, cap=5.0, jitter=0.2, rng=random.Random(3))
+    waits = [jittered.next() for _ in range(12)]
+    assert waits[0] == 0.1  # the first wait is exact, the later ones spread
+    for before, after in itertools.pairwise(waits):
+        assert min(before * 2, 5.0) * 0.8 <= after <= min(before * 2, 5.0) * 1.2
+    assert max(waits) <= 5.0 * 1.2 and len(set(waits[5:])) > 1
 
 
 def test_retry_delay_doubles_with_jitter_and_is_capped() -> None:

@@ -9,7 +9,6 @@ notification sent while it was away is lost, the claim that follows makes up for
 from __future__ import annotations
 
 import logging
-import random
 import threading
 from collections.abc import Callable
 
@@ -18,6 +17,7 @@ import psycopg
 from .. import queries
 from ..config import Settings
 from ..db import DatabaseUnavailable, connect
+from .backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,14 @@ class Listener(threading.Thread):
         self._stop.set()
 
     def run(self) -> None:
-        delay = 0.1
+        backoff = Backoff(0.1, cap=5.0, jitter=0.2)
         while not self._stop.is_set():
             try:
                 with connect(self.settings, "flowforge-worker-listen") as conn:
                     for channel in (CHANNEL, CANCEL_CHANNEL):
                         conn.execute(queries.listen(channel))
                     self.listening.set()
-                    delay = 0.1
+                    backoff.reset()
                     self.on_notify()  # whatever was sent while not listening
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=0.5):
@@ -63,6 +63,6 @@ class Listener(threading.Thread):
                 if self._stop.is_set():
                     return
                 self.listening.clear()
+                delay = backoff.next()
                 log.warning("listen connection lost: %s; reconnecting in %.1fs", exc, delay)
                 self._stop.wait(delay)
-                delay = min(delay * 2, 5.0) * random.uniform(0.8, 1.2)

@@ -20,7 +20,8 @@ message each way per child), reads outcomes, and enforces the rules:
 cheaper per task but unprotected: a crash takes the worker down and a timeout can only set
 ``task.cancelled``.
 
-Both deliver each ``Outcome`` through the ``deliver`` callback (from their own threads).
+Both are ``Executor``s (``make_executor`` picks one): they deliver each outcome through
+the ``deliver`` callback, from their own threads.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from time import monotonic
-from typing import Any
+from typing import Any, Protocol
 
 from .. import logs
 from ..config import Settings
@@ -51,7 +52,56 @@ log = logging.getLogger("flowforge.worker")
 MAX_PER_CHILD = 32  # tasks handed to one child at once, while tasks are short
 NOT_STARTED = "cancelled by request before it started"
 
+# (task, error or None, result as JSON or None, duration in ms, cancellation note or None)
 Deliver = Callable[[ClaimedTask, str | None, str | None, float, str | None], None]
+
+
+class Executor(Protocol):
+    """What the dispatcher asks of the handlers' executor (all of it from its own thread,
+    but ``cancel``, which the listener calls too)."""
+
+    def start(self) -> None:
+        """Start the executor's threads (and processes)."""
+
+    def submit(self, tasks: list[ClaimedTask]) -> None:
+        """Run these (in order, as executors free up)."""
+
+    def queued(self) -> int:
+        """Submitted tasks not yet started."""
+
+    def busy(self) -> int:
+        """Tasks running now."""
+
+    def cancel(self, task_id: int) -> None:
+        """Tell a task's handler to stop (``task.cancelled``); drop it if not started."""
+
+    def set_fast(self, fast: bool) -> None:
+        """Tasks are short on average: hand them over in batches."""
+
+    def stop(self) -> None:
+        """Start nothing more; running tasks finish."""
+
+    def take_unstarted(self) -> list[ClaimedTask]:
+        """The submitted tasks that never started (after ``stop``), to give back."""
+
+    def abandon(self) -> list[ClaimedTask]:
+        """End every run now (the shutdown timeout passed); returns the tasks it held that
+        had not started. The running ones get no outcome from here."""
+
+
+def make_executor(
+    settings: Settings,
+    deliver: Deliver,
+    handlers: dict[str, Handler],
+    on_take: Callable[[], None],
+) -> Executor:
+    """WORKER_ISOLATION's executor. ``on_take`` is called when a thread takes a task (the
+    thread pool's cue to claim more); child processes load the handlers themselves."""
+    if settings.worker_isolation == "thread":
+        pool = ThreadPool(settings, deliver, handlers)
+        pool.on_take = on_take
+        return pool
+    return ProcessPool(settings, deliver)
 
 
 def death_reason(exitcode: int | None) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import socket
 import uuid
 from collections.abc import Sequence
@@ -94,16 +93,6 @@ class FinishResult:
     finished: set[int] = field(default_factory=set)  # outcomes the database accepted
     claimed: list[ClaimedTask] = field(default_factory=list)
     cancelled: set[int] = field(default_factory=set)  # accepted, and ended cancelled
-
-
-def retry_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
-    """Exponential backoff with "equal jitter": half fixed, half random.
-
-    Attempt 1 failed -> about ``base``, attempt 2 -> ``2 * base``, ... never above ``cap``.
-    The random half spreads retries of tasks that failed together (an outage) apart.
-    """
-    ceiling = min(cap, base * 2 ** max(attempt - 1, 0))
-    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
 
 
 class TaskQueue:

@@ -4,11 +4,13 @@ thread and a signal thread.
 
 The dispatcher does all database work over one connection: it claims a batch of due
 tasks, hands them to the executor, and records their outcomes together with the next
-claim (one commit per batch). It also heartbeats the leases it holds and its row in the
-live-worker registry (learning of cancellations its listener missed), reaps expired
-leases (anyone's), pings the systemd watchdog and, on SIGTERM/SIGINT, drains: stop
-claiming, give back what has not started, wait for what runs until
-WORKER_SHUTDOWN_TIMEOUT, give back the rest (failed if that was its last attempt).
+claim (one commit per batch). How far ahead it claims is ``prefetch.Prefetch``'s. Between
+batches it runs its periodic duties, each at its own deadline (``Deadlines``): heartbeat
+the leases it holds and its row in the live-worker registry (learning of cancellations its
+listener missed), reap expired leases (anyone's), fire due schedules, poll, and ping the
+systemd watchdog. On SIGTERM/SIGINT it drains: stop claiming, give back what has not
+started, wait for what runs until WORKER_SHUTDOWN_TIMEOUT, give back the rest (failed if
+that was its last attempt). Its retry loops wait by ``backoff.Backoff``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from time import monotonic
 
@@ -30,17 +34,18 @@ from .. import logs, schedules
 from ..config import Settings, format_duration
 from ..db import DatabaseRefused, DatabaseUnavailable
 from ..handlers import Handler, load_handlers
+from .backoff import Backoff, retry_delay
 from .listener import Listener
 from .metrics import make_metrics
-from .pool import ProcessPool, ThreadPool
-from .queue import ClaimedTask, Outcome, TaskQueue, retry_delay
+from .pool import Executor, make_executor
+from .prefetch import Prefetch
+from .queue import ClaimedTask, Outcome, TaskQueue
 from .sdnotify import Notifier
 
 log = logging.getLogger("flowforge.worker")
 
 RECHECK_DELAY = 0.02  # longer than a creator's commit (fsync) takes
 FLUSH_DELAY = 0.005  # outcomes wait at most this long for a claim to ride along with
-FAST_TASK_MS = 5.0  # tasks shorter than this on average are claimed ahead (double buffered)
 
 
 def outcome_name(outcome: Outcome, accepted: bool, cancelled: bool = False) -> str:
@@ -59,6 +64,27 @@ def identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+@dataclass(slots=True)
+class Deadlines:
+    """When the dispatcher's duties are next due (``monotonic()`` seconds): the periodic
+    ones, and those that are set only at times (None: not set)."""
+
+    heartbeat: float  # extend the leases held, refresh the registry row
+    reap: float  # give back (or fail) tasks whose lease expired
+    schedules: float  # fire due schedules
+    poll: float  # claim even without a notification
+    flush: float | None = None  # write finished outcomes (no claim came along)
+    ping: float | None = None  # the systemd watchdog
+    recheck: float | None = None  # claim once more after telling creators "drained"
+
+    def earliest(self) -> float:
+        first = min(self.heartbeat, self.reap, self.poll, self.schedules)
+        for at in (self.flush, self.ping, self.recheck):
+            if at is not None and at < first:
+                first = at
+        return first
+
+
 class Worker:
     def __init__(
         self,
@@ -74,13 +100,7 @@ class Worker:
         self.notifier = notifier or Notifier()
         self.concurrency = settings.worker_concurrency
         self.batch = settings.worker_batch_size
-        # How far ahead to claim. Short tasks drain a batch faster than a claim's round
-        # trip, so the worker double-buffers (claims again while `low_water` still wait,
-        # holds up to `max_held`). Long tasks gain nothing from that: a worker hoarding
-        # them starves its peers, and a SIGKILL would cost every hoarded task a lease
-        # expiry. So it claims ahead only while the average run is short (learned from
-        # the outcomes; it starts out assuming long tasks).
-        self.avg_run_ms = FAST_TASK_MS * 10
+        self.prefetch = Prefetch(self.concurrency, self.batch)
         self.done: deque[Outcome] = deque()
         self.held: dict[int, ClaimedTask] = {}  # claimed and not yet recorded
         self.pending_outcomes: list[Outcome] = []  # finished, not yet written
@@ -89,29 +109,20 @@ class Worker:
         self.force = threading.Event()
         self.notified = True  # claim at start
         self.waiting = False  # holding the idle lock (queries.IDLE_LOCK)
-        self.recheck_at: float | None = None
+        self.drained = False  # the last claim found fewer due tasks than it asked for
+        now = monotonic()
+        self.deadlines = Deadlines(
+            heartbeat=now, reap=now, schedules=now, poll=now + settings.worker_poll_interval
+        )
         self.signalled = False  # an executor has woken the dispatcher for outcomes
         self.listener = Listener(settings, self._on_notify, self._on_cancel)
         self.heartbeat_interval = max(0.05, settings.worker_lease / 3)
         self.reap_interval = max(0.1, min(settings.worker_lease / 2, 10.0))
         self.metrics = make_metrics(settings)
-        self.pool: ProcessPool | ThreadPool
-        if settings.worker_isolation == "thread":
-            self.pool = ThreadPool(settings, self._deliver, self.handlers)
-            self.pool.on_take = self._on_take
-        else:
-            self.pool = ProcessPool(settings, self._deliver)
-        self._set_prefetch()
-
-    def _set_prefetch(self) -> None:
-        fast = self.avg_run_ms < FAST_TASK_MS
-        if fast:
-            self.low_water = max(self.concurrency, self.batch)
-            self.max_held = self.concurrency + 2 * self.batch
-        else:  # claim only for free executors: nothing waits in a worker's queue
-            self.low_water = 1
-            self.max_held = self.concurrency
-        self.pool.set_fast(fast)
+        self.executor: Executor = make_executor(
+            settings, self._deliver, self.handlers, on_take=self._on_take
+        )
+        self.executor.set_fast(self.prefetch.fast)
 
     # --- wake-ups ---------------------------------------------------------------------
     def _on_notify(self) -> None:
@@ -121,7 +132,7 @@ class Worker:
     def _on_cancel(self, task_id: int) -> None:
         """A cancellation (NOTIFY flowforge_cancel, or seen with the heartbeat)."""
         if task_id in self.held:
-            self.pool.cancel(task_id)
+            self.executor.cancel(task_id)
 
     def request_stop(self, signum: int | None = None) -> None:
         if self.stopping.is_set():
@@ -131,7 +142,7 @@ class Worker:
 
     # --- outcomes (from the executor's threads) ---------------------------------------
     def _on_take(self) -> None:
-        if self.pool.queued() < self.low_water:
+        if self.executor.queued() < self.prefetch.low_water:
             self.wake.set()
 
     def _deliver(
@@ -199,11 +210,11 @@ class Worker:
 
     # --- the dispatcher ---------------------------------------------------------------
     def run(self) -> int:
-        self.pool.start()
-        self.metrics.start(self.pool.busy, self.concurrency)
+        self.executor.start()
+        self.metrics.start(self.executor.busy, self.concurrency)
         self.listener.start()
         if not self._connect():
-            self._stop_pool()
+            self._stop_executor()
             self.metrics.stop()
             return 0  # stopped before the database came up
         self.listener.listening.wait(self.settings.database_connect_timeout + 1)
@@ -233,24 +244,33 @@ class Worker:
         log.info("worker stopped", extra={"worker": self.name})
         return 0
 
-    def _stop_pool(self) -> None:
-        self.pool.stop()
-        self.pool.abandon()
+    def _stop_executor(self) -> None:
+        self.executor.stop()
+        self.executor.abandon()
 
     def _connect(self) -> bool:
         """Connect, retrying with backoff; False if asked to stop meanwhile."""
-        delay = 0.1
+        backoff = Backoff(0.1, cap=5.0, jitter=0.2)
         while not self.stopping.is_set():
             try:
                 self.queue.ensure_connected()
                 return True
             except DatabaseUnavailable as exc:
+                delay = backoff.next()
                 log.warning("database unavailable: %s; retrying in %.1fs", exc, delay)
                 self.notifier.status(f"database unavailable, retrying: {exc}")
                 self.notifier.watchdog()
                 self.stopping.wait(delay)
-                delay = min(delay * 2, 5.0) * random.uniform(0.8, 1.2)
         return False
+
+    def _reconnect(self) -> bool:
+        """After an outage: connect again, say so, and claim at once."""
+        if not self._connect():
+            return False
+        log.info("database reachable again")
+        self.notifier.status(f"ready: {self.name}")
+        self.notified = True
+        return True
 
     def _drain_done(self) -> None:
         self.signalled = False
@@ -268,13 +288,13 @@ class Worker:
         for task in result.claimed:
             held[task.id] = task
         if result.claimed:  # the executor starts on these while we log
-            self.pool.submit(result.claimed)
+            self.executor.submit(result.claimed)
         finished, cancelled = result.finished, result.cancelled
         refused = {}
         if len(finished) < len(outcomes):  # rare: say why, not just "lease lost"
             lost = [o.task for o in outcomes if o.task.id not in finished]
             refused = {i: r.reason(self.name) for i, r in self.queue.explain_refused(lost).items()}
-        avg = self.avg_run_ms
+        avg = self.prefetch.avg_run_ms
         metrics = self.metrics
         for task in result.claimed:
             metrics.task_claimed(task.queue, task.waited)
@@ -292,8 +312,7 @@ class Worker:
             )
             avg += (outcome.duration_ms - avg) * 0.1  # moving average of the run time
         if outcomes:
-            self.avg_run_ms = avg
-            self._set_prefetch()
+            self.executor.set_fast(self.prefetch.learn(avg))
         if limit:
             self.drained = len(result.claimed) < limit
             if self.drained != self.waiting:
@@ -303,71 +322,31 @@ class Worker:
                 self.waiting = self.drained
                 if self.waiting:
                     self.notified = True
-                    self.recheck_at = monotonic() + RECHECK_DELAY
+                    self.deadlines.recheck = monotonic() + RECHECK_DELAY
 
     def _loop(self) -> None:
+        """Until told to stop: the periodic duties, then a claim or a write when one is
+        wanted, else sleep until the earliest deadline or a wake-up."""
+        due = self.deadlines
         now = monotonic()
-        next_heartbeat = now + self.heartbeat_interval
-        next_reap = now
-        next_schedules = now
-        next_poll = now + self.settings.worker_poll_interval
-        flush_at: float | None = None
+        due.heartbeat = now + self.heartbeat_interval
+        due.reap = due.schedules = now
+        due.poll = now + self.settings.worker_poll_interval
         self.drained = False
         outage = False
         while not self.stopping.is_set():
             try:
                 if outage:
-                    if not self._connect():
+                    if not self._reconnect():
                         return
-                    log.info("database reachable again")
-                    self.notifier.status(f"ready: {self.name}")
                     outage = False
-                    self.notified = True
                 now = monotonic()
-                next_ping = self.notifier.watchdog(now)
-                if now >= next_reap:
-                    self._reap()
-                    next_reap = now + self.reap_interval * random.uniform(0.8, 1.2)
-                if now >= next_schedules:  # periodic tasks (flowforge.schedules)
-                    self.notified |= self.queue.fire_schedules(datetime.now(UTC)) > 0
-                    next_schedules = now + schedules.CHECK_INTERVAL
-                if now >= next_heartbeat:
-                    self._heartbeat()
-                    next_heartbeat = now + self.heartbeat_interval
+                due.ping = self.notifier.watchdog(now)
+                self._periodic(now)
                 self._drain_done()
-                recheck = self.recheck_at is not None and now >= self.recheck_at
-                if recheck:
-                    self.recheck_at = None
-                room = max(0, self.max_held - len(self.held) + len(self.pending_outcomes))
-                queued = self.pool.queued()
-                want_claim = (
-                    queued < self.low_water
-                    and room > 0
-                    and (not self.drained or self.notified or now >= next_poll or recheck)
-                )
-                if self.pending_outcomes and flush_at is None:
-                    flush_at = now + FLUSH_DELAY
-                flush = bool(self.pending_outcomes) and (
-                    want_claim or now >= flush_at or len(self.pending_outcomes) >= self.batch
-                )
-                if want_claim or flush:
-                    self.notified = False
-                    limit = min(self.batch, room) if queued < self.low_water else 0
-                    self._write(limit)
-                    flush_at = None
-                    if limit:
-                        next_poll = now + self.settings.worker_poll_interval
-                        if self.drained:
-                            next_poll = self._next_due(now, next_poll)
+                if self._dispatch(now):
                     continue
-                deadlines = [next_heartbeat, next_reap, next_poll, next_schedules]
-                if flush_at is not None:
-                    deadlines.append(flush_at)
-                if next_ping is not None:
-                    deadlines.append(next_ping)
-                if self.recheck_at is not None:
-                    deadlines.append(self.recheck_at)
-                timeout = min(deadlines) - monotonic()
+                timeout = due.earliest() - monotonic()
                 if timeout > 0:
                     self.wake.wait(timeout)
                 self.wake.clear()
@@ -381,6 +360,52 @@ class Worker:
                 self.notifier.status(f"database unavailable: {exc}")
                 outage = True
 
+    def _periodic(self, now: float) -> None:
+        """Reap expired leases, fire due schedules, heartbeat: each when due."""
+        due = self.deadlines
+        if now >= due.reap:
+            self._reap()
+            due.reap = now + self.reap_interval * random.uniform(0.8, 1.2)
+        if now >= due.schedules:  # periodic tasks (flowforge.schedules)
+            self.notified |= self.queue.fire_schedules(datetime.now(UTC)) > 0
+            due.schedules = now + schedules.CHECK_INTERVAL
+        if now >= due.heartbeat:
+            self._heartbeat()
+            due.heartbeat = now + self.heartbeat_interval
+
+    def _dispatch(self, now: float) -> bool:
+        """Claim (with the finished outcomes riding along) when the executor runs low and
+        there may be due tasks, or write the outcomes alone when they have waited long
+        enough; False if neither was due."""
+        due = self.deadlines
+        prefetch = self.prefetch
+        recheck = due.recheck is not None and now >= due.recheck
+        if recheck:
+            due.recheck = None
+        unwritten = self.pending_outcomes
+        room = prefetch.room(len(self.held), len(unwritten))
+        queued = self.executor.queued()
+        low = queued < prefetch.low_water
+        want_claim = (
+            low and room > 0 and (not self.drained or self.notified or now >= due.poll or recheck)
+        )
+        flush = False
+        if unwritten:
+            if due.flush is None:
+                due.flush = now + FLUSH_DELAY
+            flush = want_claim or now >= due.flush or len(unwritten) >= self.batch
+        if not (want_claim or flush):
+            return False
+        self.notified = False
+        limit = min(self.batch, room) if low else 0
+        self._write(limit)
+        due.flush = None
+        if limit:
+            due.poll = now + self.settings.worker_poll_interval
+            if self.drained:
+                due.poll = self._next_due(now, due.poll)
+        return True
+
     def _next_due(self, now: float, next_poll: float) -> float:
         """Wake for a retry whose backoff ends before the next poll."""
         seconds = self.queue.seconds_until_due()
@@ -391,7 +416,7 @@ class Worker:
 
     def _heartbeat(self) -> None:
         tasks = list(self.held.values())
-        held = self.queue.heartbeat(tasks, busy=self.pool.busy())
+        held = self.queue.heartbeat(tasks, busy=self.executor.busy())
         lost = [t for t in tasks if t.id not in held and t.id in self.held]
         for task_id, cancel_requested in held.items():
             if cancel_requested:  # the fallback for a NOTIFY the listener missed
@@ -404,7 +429,7 @@ class Worker:
             reason = refusal.reason(self.name) if refusal else "the task is no longer held"
             with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
                 log.warning("task no longer held by this worker: %s; stopping its run", reason)
-            self.pool.cancel(task.id)  # its outcome will be discarded: stop the work
+            self.executor.cancel(task.id)  # its outcome will be discarded: stop the work
 
     def _reap(self) -> None:
         for task in self.queue.reap_expired():
@@ -421,9 +446,9 @@ class Worker:
     def _drain(self) -> None:
         timeout = self.settings.worker_shutdown_timeout
         deadline = monotonic() + timeout
-        self.pool.stop()  # running tasks finish; nothing else starts
-        unstarted = self.pool.take_unstarted()
-        running = self.pool.busy()
+        self.executor.stop()  # running tasks finish; nothing else starts
+        unstarted = self.executor.take_unstarted()
+        running = self.executor.busy()
         log.info(
             "stopping: running tasks get %s to finish",
             format_duration(timeout),
@@ -436,7 +461,7 @@ class Worker:
             self._drain_done()
             if self.pending_outcomes:
                 self._try(lambda: self._write(0), deadline)
-            self._give_back(self.pool.take_unstarted(), not_started, deadline)
+            self._give_back(self.executor.take_unstarted(), not_started, deadline)
             if not self.held:
                 break
             self.notifier.watchdog()
@@ -444,7 +469,7 @@ class Worker:
             self.wake.clear()
         # Out of time (or told twice): end the runs. Their tasks are given back, or failed
         # if that was their last attempt.
-        self._give_back(self.pool.abandon(), not_started, monotonic() + 5)
+        self._give_back(self.executor.abandon(), not_started, monotonic() + 5)
         self._drain_done()
         if self.pending_outcomes:
             self._try(lambda: self._write(0), monotonic() + 5)
@@ -491,19 +516,19 @@ class Worker:
 
         self._try(give, deadline)
 
-    def _try(self, action, deadline: float) -> bool:  # type: ignore[no-untyped-def]
+    def _try(self, action: Callable[[], None], deadline: float) -> bool:
         """Run a write, reconnecting until ``deadline`` (the lease reaper is the backstop)."""
-        delay = 0.1
+        backoff = Backoff(0.1, cap=2.0)
         while True:
             try:
                 action()
                 return True
             except DatabaseUnavailable as exc:
+                delay = backoff.next()
                 if monotonic() + delay > deadline:
                     log.error("could not write to the database while stopping: %s", exc)
                     return False
                 time.sleep(delay)
-                delay = min(delay * 2, 2.0)
 
 
 def run_worker(settings: Settings) -> int:
