@@ -641,7 +641,8 @@ def markdown(r: dict) -> str:
         f"start, {m['load_average_at_end']} at the end: other work shares them), "
         f"{m['python']}, PostgreSQL {m['postgres']}, durable "
         "commits (fsync and synchronous_commit on). Command: "
-        f"`{r['command']}`.",
+        f"`{r['command']}`, commit {r.get('commit', '?')}; FlowForge's workers at "
+        f"WORKER_ISOLATION={r.get('worker_isolation', '?')} (the default).",
         "",
         "## Enqueue",
         "",
@@ -707,6 +708,15 @@ def metrics_main(a: argparse.Namespace, argv: list[str]) -> int:
         r: dict = {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "command": "python bench/bench_worker.py " + " ".join(argv),
+            "commit": subprocess.run(
+                ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip(),
+            "worker_isolation": load_settings(
+                {"DATABASE_URL": "postgresql://x/y"}
+            ).worker_isolation,
             "machine": {
                 "cpus": os.cpu_count(),
                 "load_average_at_start": round(os.getloadavg()[0], 2),
@@ -797,6 +807,15 @@ def isolation_main(a: argparse.Namespace, argv: list[str]) -> int:
         r: dict = {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "command": "python bench/bench_worker.py " + " ".join(argv),
+            "commit": subprocess.run(
+                ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip(),
+            "worker_isolation": load_settings(
+                {"DATABASE_URL": "postgresql://x/y"}
+            ).worker_isolation,
             "machine": {
                 "cpus": os.cpu_count(),
                 "load_average_at_start": round(os.getloadavg()[0], 2),
@@ -923,6 +942,15 @@ def main(argv: list[str]) -> int:
         r: dict = {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "command": "python bench/bench_worker.py " + " ".join(argv),
+            "commit": subprocess.run(
+                ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip(),
+            "worker_isolation": load_settings(
+                {"DATABASE_URL": "postgresql://x/y"}
+            ).worker_isolation,
             "machine": {
                 "cpus": os.cpu_count(),
                 # the cores are shared: other work running meanwhile shows here
