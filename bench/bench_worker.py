@@ -797,7 +797,7 @@ def isolation_main(a: argparse.Namespace, argv: list[str]) -> int:
         check=True, capture_output=True,
     )  # fmt: skip
     cases = {
-        f"{rev} (before, threads)": {"PYTHONPATH": f"{base_dir / 'src'}{os.pathsep}{plugin}"},
+        f"{rev} (before, its default)": {"PYTHONPATH": f"{base_dir / 'src'}{os.pathsep}{plugin}"},
         "WORKER_ISOLATION=thread": {"WORKER_ISOLATION": "thread"},
         "WORKER_ISOLATION=process": {"WORKER_ISOLATION": "process"},
     }
