@@ -8,6 +8,7 @@ import json
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -418,6 +419,9 @@ def test_an_insane_request_id_is_replaced(client: ApiClient, db, rid: str) -> No
 def test_a_missing_request_id_is_generated_and_unique(client: ApiClient) -> None:
     ids = {client.get("/health").headers["X-Request-ID"] for _ in range(5)}
     assert len(ids) == 5 and all(len(rid) == 32 for rid in ids)
+    for rid in ids:  # a version 4 UUID's 32 hex digits, as uuid.uuid4().hex writes it
+        generated = uuid.UUID(hex=rid)
+        assert (generated.hex, generated.version, generated.variant) == (rid, 4, uuid.RFC_4122)
 
 
 # -- concurrency ---------------------------------------------------------------------------

@@ -7,8 +7,8 @@ and gunicorn's own error page (``server.write_json_error``) all build bodies her
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from typing import Any
 
 import bottle
@@ -71,7 +71,16 @@ def request_id_from(header: str | None) -> str:
     """The client's request ID if it is sane (bounded, safe characters), else a new one."""
     if header and _SANE_REQUEST_ID.match(header):
         return header
-    return uuid.uuid4().hex
+    return new_request_id()
+
+
+def new_request_id() -> str:
+    """A random UUID (version 4) as 32 hex digits, what ``uuid.uuid4().hex`` gives, made
+    without the UUID object (a fifth of its cost, on every request without an ID)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return raw.hex()
 
 
 def allow_header(allowed: str) -> str:
