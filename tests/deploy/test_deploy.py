@@ -241,7 +241,11 @@ def test_task_completes_and_journal_follows_its_request_through_both_units(
 
 
 def test_each_running_unit_scores_at_most_1_5(testhost: TestHost) -> None:
+    """Scored as systemd runs them: the unit with the sandbox drop-in they share."""
     print()
+    for unit in (*UNITS, "flowforge-migrate.service"):
+        dropins = testhost.sh(f"systemctl show -P DropInPaths {unit}").split()
+        assert "/etc/systemd/system/flowforge-.service.d/sandbox.conf" in dropins, unit
     for unit in UNITS:
         out = testhost.sh(f"systemd-analyze security --no-pager {unit}")
         score = float(re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out).group(1))

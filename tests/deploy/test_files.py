@@ -35,20 +35,52 @@ def test_env_example_documents_every_variable_with_its_default() -> None:
     assert re.search(r"^DATABASE_URL=postgresql://", text, re.MULTILINE)
 
 
-@pytest.mark.parametrize("unit", LONG_RUNNING)
-def test_long_running_unit_scores_at_most_1_5_offline(unit: str, tmp_path: Path) -> None:
-    # --offline scores the file itself, so the fast tests hold the line without a host.
-    # A template is scored through an instance name.
-    path = tmp_path / unit.replace("@.", "@1.")
-    path.write_text((SYSTEMD_DIR / unit).read_text())
-    out = subprocess.run(
-        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(path)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out.stdout)
-    assert match, out.stdout + out.stderr
-    print(f"\nsystemd-analyze security --offline=true {unit}: {match.group(1)}")
-    assert float(match.group(1)) <= 1.5
+SANDBOX = SYSTEMD_DIR / "flowforge-.service.d" / "sandbox.conf"
+SERVICES = (*LONG_RUNNING, "flowforge-migrate.service")
+
+
+@pytest.mark.parametrize("unit", SERVICES)
+def test_unit_with_the_shared_sandbox_scores_at_most_1_5_offline(unit: str, tmp_path: Path) -> None:
+    # --offline scores the files without a running systemd; with --root it reads the unit
+    # as the role installs it, drop-in directories included (flowforge-.service.d/ applies
+    # to every flowforge-*.service). A template is scored through an instance name.
+    system = tmp_path / "etc" / "systemd" / "system"
+    (system / "flowforge-.service.d").mkdir(parents=True)
+    (system / unit).write_text((SYSTEMD_DIR / unit).read_text())
+    (system / "flowforge-.service.d" / "sandbox.conf").write_text(SANDBOX.read_text())
+
+    def score() -> float:
+        out = subprocess.run(
+            ["systemd-analyze", "security", "--offline=true", f"--root={tmp_path}",
+             "--no-pager", unit.replace("@.", "@1.")],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out.stdout)
+        assert match, out.stdout + out.stderr
+        return float(match.group(1))
+
+    with_sandbox = score()
+    print(f"\nsystemd-analyze security --offline=true {unit} + sandbox.conf: {with_sandbox}")
+    assert with_sandbox <= 1.5
+    # the score is the drop-in's: without it the unit is unsandboxed (the one source)
+    (system / "flowforge-.service.d" / "sandbox.conf").unlink()
+    assert score() > 5
+
+
+def test_units_leave_the_sandbox_to_the_drop_in() -> None:
+    directives = {
+        line.split("=", 1)[0]
+        for line in SANDBOX.read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    }
+    assert {"ProtectSystem", "SystemCallFilter", "PrivateUsers"} <= directives
+    for unit in SERVICES:
+        keys = {
+            line.split("=", 1)[0]
+            for line in (SYSTEMD_DIR / unit).read_text().splitlines()
+            if "=" in line and not line.startswith("#")
+        }
+        assert keys & directives == set(), unit
 
 
 def test_units_stop_gracefully_after_the_code_does() -> None:
