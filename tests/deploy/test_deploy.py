@@ -253,6 +253,26 @@ def test_each_running_unit_scores_at_most_1_5(testhost: TestHost) -> None:
         assert score <= 1.5, out
 
 
+SHARED_SANDBOX = "/etc/systemd/system/flowforge-.service.d/sandbox.conf"
+
+
+def test_the_shared_sandbox_reaches_only_units_running_as_flowforge(testhost: TestHost) -> None:
+    """systemd applies flowforge-.service.d/ to every flowforge-*.service. Its RemoveIPC=yes
+    in a unit running as postgres removes PostgreSQL's shared memory when that unit stops
+    (seen: every new connection then fails, "could not open shared memory segment"): such
+    a unit needs its own flowforge-NAME.service.d/sandbox.conf, which replaces the shared one."""
+    units = testhost.sh(
+        "systemctl list-unit-files --no-legend --plain 'flowforge-*.service' | cut -d' ' -f1"
+    ).split()
+    assert "flowforge-api.service" in units
+    for unit in units:
+        name = unit.replace("@.", "@1.")  # a template: as its instances run
+        user = testhost.sh(f"systemctl show -P User {name}").strip()
+        dropins = testhost.sh(f"systemctl show -P DropInPaths {name}").split()
+        if user != "flowforge":
+            assert SHARED_SANDBOX not in dropins, (unit, user, dropins)
+
+
 def test_worker_stop_mid_task_gives_it_back_and_start_carries_on(testhost: TestHost) -> None:
     # WORKER_SHUTDOWN_TIMEOUT is 5s on the test host; the task sleeps longer than that.
     response = http.post(
