@@ -1,6 +1,7 @@
 # FlowForge developer commands. Each target does its own set-up on a fresh Debian/Ubuntu.
 #   make dev    run the API and a worker against a PostgreSQL kept in .dev/ (Ctrl-C stops
 #               all; make dev-reset wipes the database)
+#   make unit   the tests that need no database (tests/unit)
 #   make test   lint + every test (unit, integration on real PostgreSQL, deploy on a real
 #               systemd host) with coverage
 #   make vm     a local Debian 12 systemd host (nspawn) deployed with deploy.yml
@@ -74,6 +75,10 @@ test: system-deps venv lint
 	$(VENV)/bin/coverage run -m pytest $(PYTEST_ARGS)
 	$(VENV)/bin/coverage combine -q
 	$(VENV)/bin/coverage report
+
+# only tests/unit: no database, no systemd host (seconds to a minute)
+unit: venv
+	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
 # only the deploy tests: a fresh systemd host deployed by deploy.yml (3-4 minutes, root), and
 # `vagrant up --provider=lxc` end to end (tests/deploy/test_vagrant.py, marker vagrant)

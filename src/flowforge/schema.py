@@ -1,6 +1,6 @@
 """The code's definition of the schema. Migrations must produce exactly this.
 
-``tests/test_migrations.py`` compares it with the migrated database (Alembic's
+``tests/integration/test_migrations.py`` compares it with the migrated database (Alembic's
 ``compare_metadata``), so a migration and this file cannot drift apart unnoticed.
 """
 

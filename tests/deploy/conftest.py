@@ -31,6 +31,9 @@ RAM_MB = 2048  # up.sh's inventory sets postgresql_ram_mb to this
 API_PORT = 8080  # gunicorn, on the host's loopback only
 # The private CA the nginx role makes on the controller (git-ignored, kept between sessions).
 CA_CERT = ANSIBLE_DIR / "credentials" / "ca.crt"
+# `vagrant up --provider=lxc` (test_vagrant; test_files checks the Vagrantfile says the same)
+VAGRANT_PRIVATE_IP = "10.213.79.10"  # the Vagrantfile's private network under lxc
+VAGRANT_PRIVATE_BRIDGE = "ffvagrant0"
 # One deploy session per machine at a time: the namespace, subnet and NAT rules are fixed.
 LOCK = Path("/run/lock/flowforge-deploy-tests.lock")
 

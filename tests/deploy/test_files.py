@@ -145,7 +145,8 @@ def test_vagrantfile_validates() -> None:
 def test_vagrantfile_lxc_block_matches_the_lxc_scripts() -> None:
     """The lxc provider's box, bridge and address are the ones make vagrant-box, host-net.sh
     and the Vagrant test use (a rename in one place only would fail in the slow test)."""
-    from .test_vagrant import PRIVATE_BRIDGE, PRIVATE_IP
+    from .conftest import VAGRANT_PRIVATE_BRIDGE as PRIVATE_BRIDGE
+    from .conftest import VAGRANT_PRIVATE_IP as PRIVATE_IP
 
     text = (REPO / "Vagrantfile").read_text()
     lxc_block = text[text.index('provider "lxc"') :]

@@ -22,15 +22,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import REPO, PlaybookRun
+from .conftest import REPO, VAGRANT_PRIVATE_IP, PlaybookRun
 
 pytestmark = [pytest.mark.deploy, pytest.mark.vagrant]
 
 VAGRANT_LXC = REPO / "deploy" / "vagrant-lxc"
 STATE = VAGRANT_LXC / "state" / "pytest"  # git-ignored
 MACHINE = "flowforge-vm"
-PRIVATE_IP = "10.213.79.10"  # the Vagrantfile's private network under lxc
-PRIVATE_BRIDGE = "ffvagrant0"
+PRIVATE_IP = VAGRANT_PRIVATE_IP
 
 http = requests.Session()
 http.trust_env = False  # straight to the container, whatever proxy the environment names

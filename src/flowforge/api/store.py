@@ -385,7 +385,7 @@ class TaskStore:
         with self.source.connection() as conn:
             created = sorted(conn.execute(queries.INSERT_TASKS, params).fetchall())
         # The rows as the table holds them: what was sent plus the columns' defaults
-        # (tests/test_batch.py compares every field with GET).
+        # (tests/integration/test_batch.py compares every field with GET).
         return [
             Task(
                 id=task_id,

@@ -1,0 +1,200 @@
+"""/dashboard and /docs in a real headless Chromium (Debian's chromium and chromedriver,
+driven by selenium), against the app over real HTTP and a real PostgreSQL.
+
+Screenshots land in ``test-artifacts/`` (git-ignored; FLOWFORGE_TEST_ARTIFACTS moves it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
+
+from ..support import ROOT, Tokens
+
+ARTIFACTS = Path(os.environ.get("FLOWFORGE_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    for path in (CHROMIUM, CHROMEDRIVER):
+        assert os.path.exists(path), f"{path} is missing: `make test` installs chromium"
+    profile = tempfile.mkdtemp(prefix="flowforge-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    # Headless, as root (no sandbox), and nothing that phones home: this machine's
+    # network is closed and the pages must need nothing but the API's own origin.
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--window-size=1280,1400",
+        f"--user-data-dir={profile}",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _shot(driver: webdriver.Chrome, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+def _wait(driver: webdriver.Chrome, condition, timeout: float = 15):  # type: ignore[no-untyped-def]
+    return WebDriverWait(driver, timeout).until(condition)
+
+
+def _text(driver: webdriver.Chrome, element_id: str) -> str:
+    return driver.find_element(By.ID, element_id).text
+
+
+def _seed(db: psycopg.Connection) -> dict[str, int]:
+    """Tasks in every state the dashboard shows (and no live worker); returns the ids of
+    the failed ones."""
+    db.execute("DELETE FROM workers")
+    db.execute(
+        "INSERT INTO tasks (title, queue, type) SELECT 'queued ' || g, "
+        "CASE WHEN g <= 3 THEN 'default' ELSE 'mail' END, 'noop' FROM generate_series(1, 5) g"
+    )
+    db.execute(
+        "INSERT INTO tasks (title, status, attempts, started_at, completed_at) "
+        "VALUES ('done', 'completed', 1, now(), now())"
+    )
+    failed = {}
+    for title, error in (("resize", "OSError: disk full"), ("send", "timed out after 30 s")):
+        (failed[title],) = db.execute(
+            "INSERT INTO tasks (title, status, attempts, max_attempts, last_error, queue, "
+            "started_at, completed_at) VALUES (%s, 'failed', 3, 3, %s, 'mail', now(), now()) "
+            "RETURNING id",
+            (title, error),
+        ).fetchone()
+    return failed
+
+
+def _sign_in(driver: webdriver.Chrome, base: str, token: str) -> None:
+    driver.get(f"{base}/dashboard")
+    driver.execute_script("sessionStorage.clear()")
+    driver.get(f"{base}/dashboard")
+    field = _wait(driver, ec.visibility_of_element_located((By.ID, "token")))
+    field.send_keys(token)
+    driver.find_element(By.CSS_SELECTOR, "#signin-form button").click()
+    _wait(driver, ec.text_to_be_present_in_element((By.ID, "state"), "live"))
+
+
+def test_dashboard_shows_the_apis_numbers_and_retries_a_failure(
+    browser: webdriver.Chrome, api_url: str, db: psycopg.Connection, api_tokens: Tokens
+) -> None:
+    failed = _seed(db)
+    _sign_in(browser, api_url, api_tokens.write)
+    # /v1/stats is cached 2 s per process: an earlier test's numbers may show first, and
+    # the page refreshes every 5 s.
+    _wait(browser, ec.text_to_be_present_in_element((By.ID, "count-failed"), "2"))
+    _wait(browser, ec.text_to_be_present_in_element((By.ID, "count-pending"), "5"))
+    stats = requests.get(
+        f"{api_url}/v1/stats", headers=api_tokens.headers("read"), timeout=10
+    ).json()["data"]
+    shown = {s: _text(browser, f"count-{s}") for s in STATUSES}
+    assert shown == {s: str(stats["tasks"]["by_status"][s]) for s in STATUSES}
+    assert shown == {"pending": "5", "processing": "0", "completed": "1", "failed": "2",
+                     "cancelled": "0"}  # fmt: skip
+    queues = {
+        row.get_attribute("data-queue"): [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+        for row in browser.find_elements(By.CSS_SELECTOR, "#queues tbody tr")
+    }
+    assert queues["default"][1:4] == ["3", "0", "0"] and queues["mail"][1:4] == ["2", "0", "2"]
+    rows = browser.find_elements(By.CSS_SELECTOR, "#failures tbody tr")
+    assert {int(r.get_attribute("data-task-id")) for r in rows} == set(failed.values())
+    assert "OSError: disk full" in browser.find_element(By.ID, "failures").text
+    assert _text(browser, "workers-empty") == "No live worker: pending tasks wait."
+    _shot(browser, "dashboard")
+
+    target = failed["resize"]
+    browser.find_element(
+        By.CSS_SELECTOR, f'#failures tr[data-task-id="{target}"] button.retry'
+    ).click()
+    _wait(
+        browser,
+        lambda d: not d.find_elements(By.CSS_SELECTOR, f'#failures tr[data-task-id="{target}"]'),
+    )
+    task = requests.get(
+        f"{api_url}/v1/tasks/{target}", headers=api_tokens.headers(), timeout=10
+    ).json()["data"]
+    assert (task["status"], task["attempts"]) == ("pending", 0)
+    _wait(browser, ec.text_to_be_present_in_element((By.ID, "count-failed"), "1"))
+    _shot(browser, "dashboard-after-retry")
+
+
+def test_dashboard_looks_up_a_task_and_cancels_it(
+    browser: webdriver.Chrome, api_url: str, db: psycopg.Connection, api_tokens: Tokens
+) -> None:
+    (task_id,) = db.execute("INSERT INTO tasks (title) VALUES ('later') RETURNING id").fetchone()
+    _sign_in(browser, api_url, api_tokens.write)
+    browser.find_element(By.ID, "lookup-id").send_keys(str(task_id))
+    browser.find_element(By.CSS_SELECTOR, "#lookup-form button").click()
+    cancel = _wait(browser, ec.element_to_be_clickable((By.CSS_SELECTOR, "#lookup button.cancel")))
+    assert "later" in _text(browser, "lookup")
+    cancel.click()
+    _wait(browser, ec.text_to_be_present_in_element((By.ID, "lookup"), "cancelled"))
+    (status,) = db.execute("SELECT status FROM tasks WHERE id = %s", (task_id,)).fetchone()
+    assert status == "cancelled"
+    _shot(browser, "dashboard-lookup")
+
+
+def test_dashboard_refuses_a_bad_token_and_a_read_token_cannot_retry(
+    browser: webdriver.Chrome, api_url: str, db: psycopg.Connection, api_tokens: Tokens
+) -> None:
+    failed = _seed(db)
+    browser.get(f"{api_url}/dashboard")
+    browser.execute_script("sessionStorage.clear()")
+    browser.get(f"{api_url}/dashboard")
+    _wait(browser, ec.visibility_of_element_located((By.ID, "token"))).send_keys("ff_nonsense")
+    browser.find_element(By.CSS_SELECTOR, "#signin-form button").click()
+    _wait(browser, ec.visibility_of_element_located((By.ID, "signin-error")))
+    assert "refused" in _text(browser, "signin-error")
+
+    _sign_in(browser, api_url, api_tokens.read)
+    target = failed["send"]
+    _wait(
+        browser,
+        ec.presence_of_element_located((By.CSS_SELECTOR, f'#failures tr[data-task-id="{target}"]')),
+    )
+    browser.find_element(
+        By.CSS_SELECTOR, f'#failures tr[data-task-id="{target}"] button.retry'
+    ).click()
+    _wait(browser, ec.visibility_of_element_located((By.ID, "banner")))
+    assert "read-only" in _text(browser, "banner")
+    (status,) = db.execute("SELECT status FROM tasks WHERE id = %s", (target,)).fetchone()
+    assert status == "failed"
+
+
+def test_docs_render_the_spec_from_this_server_only(
+    browser: webdriver.Chrome, api_url: str
+) -> None:
+    browser.get(f"{api_url}/docs")
+    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) >= 8)
+    summaries = browser.find_element(By.ID, "swagger-ui").text
+    assert "List tasks, newest first" in summaries and "FlowForge" in summaries
+    resources = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+    )
+    assert resources and all(name.startswith(api_url) for name in resources), resources
+    _shot(browser, "docs")

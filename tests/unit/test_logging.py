@@ -1,0 +1,202 @@
+"""The log formatters and handlers in this process: JSON and text lines with their
+fields, the bound request context, journald field names and the journal handler."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from flowforge import logs
+
+# -- units: the formatter, the context, journald ------------------------------------------
+
+
+def _record(**extra) -> logging.LogRecord:
+    record = logging.LogRecord("flowforge.test", logging.INFO, __file__, 1, "hello %s",
+                               ("world",), None)  # fmt: skip
+    for key, value in extra.items():
+        setattr(record, key, value)
+    return record
+
+
+def test_json_formatter_fields() -> None:
+    line = json.loads(logs.json_formatter("worker").format(_record(task_id=7, attempt=2)))
+    assert line["message"] == "hello world"
+    assert (line["level"], line["logger"], line["service"]) == ("INFO", "flowforge.test", "worker")
+    assert (line["task_id"], line["attempt"]) == (7, 2)
+    assert "timestamp" in line
+
+
+def test_text_formatter_is_one_readable_line_with_the_same_fields() -> None:
+    record = _record(request_id="r-1", task_id=7, error='ValueError: bad "x"', empty=None)
+    line = logs.make_formatter("worker", "text").format(record)
+    assert "\n" not in line
+    assert re.match(
+        r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO +worker flowforge\.test: hello world  ", line
+    ), line
+    fields = line.split("hello world  ", 1)[1]
+    assert fields == 'request_id=r-1 task_id=7 error="ValueError: bad \\"x\\""'
+    # a traceback follows on lines of its own
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        record = _record()
+        record.exc_info = sys.exc_info()
+    lines = logs.make_formatter("api", "text").format(record).splitlines()
+    assert lines[0].endswith("flowforge.test: hello world")
+    assert lines[1] == "Traceback (most recent call last):" and lines[-1] == "RuntimeError: boom"
+    # json stays the default
+    assert json.loads(logs.make_formatter("api").format(_record()))["message"] == "hello world"
+
+
+def test_text_lines_reach_the_journal_with_their_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[dict] = []
+    handler = logs.JournalHandler("api")
+    handler._send = lambda **kw: sent.append(kw)
+    handler.setFormatter(logs.make_formatter("api", "text"))
+    handler.emit(_record(request_id="rq", task_id=3))
+    assert sent[0]["request_id"] == "rq" and sent[0]["task_id"] == "3"
+    assert sent[0]["message"].endswith("hello world  request_id=rq task_id=3")
+
+
+def test_bound_context_reaches_every_line_and_explicit_extra_wins() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.json_formatter("api"))
+    handler.addFilter(logs.ContextFilter())
+    logger = logging.getLogger("flowforge.test.context")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        with logs.bind(request_id="r-1"):
+            with logs.bind(task_id=5):
+                assert logs.bound() == {"request_id": "r-1", "task_id": 5}
+                logger.info("inner")
+                logger.info("explicit", extra={"request_id": "r-2"})
+            logger.info("outer")
+        logger.info("after")
+        assert logs.bound() == {}
+    finally:
+        logger.removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(ln["message"], ln.get("request_id"), ln.get("task_id")) for ln in lines] == [
+        ("inner", "r-1", 5),
+        ("explicit", "r-2", 5),
+        ("outer", "r-1", None),
+        ("after", None, None),
+    ]
+
+
+def test_journal_fields_are_upper_case_and_safe() -> None:
+    record = _record(request_id="abc", task_id=42, **{"weird-key.x": "v", "_private": 1,
+                     "empty": None, "x" * 80: "long"})  # fmt: skip
+    fields = logs.journal_fields(record)
+    assert fields["REQUEST_ID"] == "abc"
+    assert fields["TASK_ID"] == "42"  # journald fields are text
+    assert fields["WEIRD_KEY_X"] == "v"
+    assert "X" * 64 in fields and all(len(name) <= 64 for name in fields)
+    assert "EMPTY" not in fields and "_PRIVATE" not in fields
+    # The record's own machinery (message, level, ...) is not repeated as fields.
+    assert not {"MSG", "ARGS", "LEVELNAME", "MESSAGE", "NAME", "CREATED"} & set(fields)
+    assert all(name.replace("_", "").isalnum() and name.isupper() for name in fields)
+
+
+def test_journal_handler_sends_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[dict] = []
+    handler = logs.JournalHandler("worker")
+    handler._send = lambda **kw: sent.append(kw)  # the real sd_journal_send needs journald
+    handler.setFormatter(logs.json_formatter("worker"))
+    handler.emit(_record(request_id="rq", task_id=3))
+    handler.emit(_record(levelno=logging.ERROR))
+    assert sent[0]["request_id"] == "rq" and sent[0]["task_id"] == "3"
+    assert sent[0]["syslog_identifier"] == "flowforge-worker"
+    assert sent[0]["priority"] == 6 and sent[1]["priority"] == 3
+    assert json.loads(sent[0]["message"])["message"] == "hello world"
+
+
+def test_journal_handler_failures_go_to_handle_error(monkeypatch) -> None:
+    handler = logs.JournalHandler("api")
+    handler._send = lambda **kw: (_ for _ in ()).throw(OSError("journal gone"))
+    errors: list = []
+    monkeypatch.setattr(handler, "handleError", errors.append)
+    handler.emit(_record())
+    assert len(errors) == 1
+
+
+def test_journal_is_chosen_only_when_stdout_is_the_journal(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    out = open(tmp_path / "stdout", "w")  # noqa: SIM115
+    monkeypatch.setattr(sys, "stdout", out)
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    try:
+        st = os.fstat(out.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        assert logs.stdout_is_journal()
+        logs.configure_logging("api", "debug")
+        assert isinstance(root.handlers[0], logs.JournalHandler)
+        assert root.level == logging.DEBUG
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino + 1}")
+        assert not logs.stdout_is_journal()
+        monkeypatch.setenv("JOURNAL_STREAM", "garbage")
+        assert not logs.stdout_is_journal()
+        logs.configure_logging("api", "info")
+        assert type(root.handlers[0]) is logging.StreamHandler
+        # Under systemd without the journal library: JSON on stdout still reaches journald.
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        monkeypatch.setitem(sys.modules, "cysystemd.journal", None)  # import fails
+        logs.configure_logging("api", "info")
+        assert type(root.handlers[0]) is logging.StreamHandler
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        out.close()
+
+
+def test_json_formatter_writes_what_the_library_formatter_writes() -> None:
+    """The one-pass formatter (logs.JsonFormatter) loses no field: key for key, value for
+    value, what python-json-logger's OrjsonFormatter configured the same way writes."""
+    from pythonjsonlogger.orjson import OrjsonFormatter
+
+    library = OrjsonFormatter(
+        "{message}{levelname}{name}",
+        style="{",
+        rename_fields={"levelname": "level", "name": "logger"},
+        static_fields={"service": "api"},
+        timestamp=True,
+    )
+    ours = logs.json_formatter("api")
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        failed = sys.exc_info()
+    records = [
+        _record(
+            request_id="r",
+            method="GET",
+            path="/v1/tasks/1",
+            status=200,
+            duration_ms=1.5,
+            remote_addr=None,
+        ),
+        _record(task_id=3, error=ValueError("x"), raw=b"\x00b", kind=logging.Logger, n={1: 2}),
+        _record(_private=1),
+    ]
+    with_exc = _record(task_id=9)
+    with_exc.exc_info = failed
+    with_stack = _record()
+    with_stack.stack_info = "Stack (most recent call last):\n  here"
+    as_dict = _record()
+    as_dict.msg, as_dict.args = {"event": "x", "n": 1}, ()
+    for record in [*records, with_exc, with_stack, as_dict]:
+        assert json.loads(ours.format(record)) == json.loads(library.format(record))
+    assert "exc_info" in json.loads(ours.format(with_exc))
