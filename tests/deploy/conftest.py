@@ -1,9 +1,11 @@
-"""The deploy tests' host: a fresh nspawn systemd host (deploy/testhost) for the session.
+"""The deploy tests' hosts: fresh nspawn systemd hosts (deploy/testhost) for the session.
 
-``testhost`` boots it (building the cached debootstrap root on the first run), runs
+``testhost`` boots one (building the cached debootstrap root on the first run), runs
 deploy.yml against it once over SSH like an operator would, and tears everything down
 afterwards (container, network namespace, NAT rules, copied root), failed tests or not.
 It uses its own name, namespace and subnet, so a `make vm` host can run beside it.
+``cluster`` does the same for three hosts on one bridge of their own (database, workers and
+the HAProxy balancer on the first; two api hosts), booted only if a test asks for it.
 """
 
 from __future__ import annotations
@@ -45,10 +47,21 @@ TESTHOST_ENV = {
 }
 
 
-def clean_env() -> dict[str, str]:
+CLUSTER_SUBNET = "10.213.81"  # 77 make vm, 78 testhost, 79 vagrant-lxc
+CLUSTER_STATE = TESTHOST / "state" / "pytest-cluster"
+CLUSTER_ENV = {
+    "FLOWFORGE_TESTHOST_NAME": "flowforge-cl",
+    "FLOWFORGE_TESTHOST_NETNS": "ffcluster",
+    "FLOWFORGE_TESTHOST_SUBNET": CLUSTER_SUBNET,
+    "FLOWFORGE_TESTHOST_STATE": str(CLUSTER_STATE),
+    "FLOWFORGE_TESTHOST_COUNT": "3",
+}
+
+
+def clean_env(hosts: dict[str, str] = TESTHOST_ENV) -> dict[str, str]:
     """Our environment minus coverage's subprocess hook (ansible is not what we measure)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
-    env.update(TESTHOST_ENV)
+    env.update(hosts)
     env["ANSIBLE_CONFIG"] = str(ANSIBLE_DIR / "ansible.cfg")
     env["ANSIBLE_FORCE_COLOR"] = "0"
     env["ANSIBLE_NOCOLOR"] = "1"
@@ -87,6 +100,15 @@ class PlaybookRun:
         assert match, f"no PLAY RECAP in the output:\n{self.output[-3000:]}"
         return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
 
+    def recaps(self) -> dict[str, dict[str, int]]:
+        """The PLAY RECAP counters of every host, by inventory name."""
+        found = re.findall(r"^(\S+)\s+:\s+(ok=.*)$", self.output, re.MULTILINE)
+        assert found, f"no PLAY RECAP in the output:\n{self.output[-3000:]}"
+        return {
+            host: {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counters)}
+            for host, counters in found
+        }
+
 
 @dataclass
 class TestHost:
@@ -99,20 +121,23 @@ class TestHost:
     runs: list[PlaybookRun] = field(default_factory=list)
     # Figures the tests measured (written to pytest-timings.json with the run times).
     figures: dict[str, object] = field(default_factory=dict)
+    state: Path = STATE
+    env: dict[str, str] = field(default_factory=lambda: TESTHOST_ENV)
 
     @property
     def api(self) -> str:
         """The API as clients reach it: through nginx, HTTPS (verify with CA_CERT)."""
         return f"https://{self.ip}"
 
-    def run_playbook(self) -> PlaybookRun:
+    def run_playbook(self, *args: str) -> PlaybookRun:
         """deploy.yml as an operator runs it, from a controller without rsync (deploy/README
-        names only Ansible and a Python with pip): PATH is ``controller_path()``."""
+        names only Ansible and a Python with pip): PATH is ``controller_path()``; ``args`` go
+        to ansible-playbook (``-e name=value``)."""
         started = time.monotonic()
-        env = {**clean_env(), "PATH": controller_path()}
+        env = {**clean_env(self.env), "PATH": controller_path()}
         proc = subprocess.run(
             [str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", str(self.inventory),
-             "-e", f"@{STATE / 'extra-vars.json'}", str(ANSIBLE_DIR / "deploy.yml")],
+             "-e", f"@{self.state / 'extra-vars.json'}", *args, str(ANSIBLE_DIR / "deploy.yml")],
             cwd=ANSIBLE_DIR, env=env, capture_output=True, text=True, timeout=900,
         )  # fmt: skip
         output = proc.stdout + proc.stderr
@@ -138,11 +163,44 @@ class TestHost:
         assert result.rc == 0, f"{command!r} exited {result.rc}: {result.stderr}{result.stdout}"
         return result.stdout
 
+    def journal(self, *units: str, lines: int = 60) -> str:
+        """The last journal lines of ``units`` (for failure messages)."""
+        return "".join(
+            self.host.run(f"journalctl --no-pager -o short-precise -n {lines} -u {unit}").stdout
+            for unit in units
+        )
 
-def _snapshot_source() -> None:
+
+def children(host: testinfra.host.Host, pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` on ``host`` (from /proc: minimal Debian has no
+    procps, and nspawn's cgroup paths differ from what systemctl shows)."""
+    out = host.run("cat /proc/[0-9]*/stat 2>/dev/null; true").stdout
+    found = set()
+    for line in out.splitlines():
+        fields = line.rsplit(")", 1)[-1].split()  # state, ppid, ... after "pid (comm)"
+        if len(fields) > 1 and fields[1] == str(pid):
+            found.add(int(line.split(" ", 1)[0]))
+    return found
+
+
+def source_at(state: Path, version: str) -> tuple[Path, Path]:
+    """A copy of this session's source snapshot with another version number (pyproject.toml
+    is the one place it is set), and the wheelhouse directory for it."""
+    source = state / f"source-{version}"
+    if source.exists():  # a previous session's, from an older tree
+        shutil.rmtree(source)
+    shutil.copytree(state / "source", source, symlinks=True)
+    path = source / "pyproject.toml"
+    text = path.read_text()
+    start = text.index('\nversion = "') + len('\nversion = "')
+    path.write_text(text[:start] + version + text[text.index('"', start) :])
+    return source, state / f"wheelhouse-{version}"
+
+
+def _snapshot_source(state: Path = STATE) -> None:
     """Both runs deploy the tree as it was at the start (files edited meanwhile by someone
     working in this checkout must not turn the second run into a change)."""
-    source = STATE / "source"
+    source = state / "source"
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=REPO, capture_output=True, check=True,
@@ -155,13 +213,13 @@ def _snapshot_source() -> None:
     )  # fmt: skip
     extra = {
         "flowforge_source_dir": str(source),
-        "flowforge_wheelhouse_dir": str(STATE / "wheelhouse"),
+        "flowforge_wheelhouse_dir": str(state / "wheelhouse"),
     }
-    (STATE / "extra-vars.json").write_text(json.dumps(extra))
+    (state / "extra-vars.json").write_text(json.dumps(extra))
 
 
-def _down() -> None:
-    subprocess.run([str(TESTHOST / "down.sh")], env=clean_env(), check=False, timeout=120)
+def _down(hosts: dict[str, str] = TESTHOST_ENV) -> None:
+    subprocess.run([str(TESTHOST / "down.sh")], env=clean_env(hosts), check=False, timeout=180)
 
 
 @pytest.fixture(scope="session")
@@ -205,7 +263,7 @@ def testhost(deploy_lock: None) -> Iterator[TestHost]:
     assert "flowforge-testhost-ffpytest" not in nat, "down.sh left NAT rules behind"
 
 
-def _write_timings(testhost: TestHost | None) -> None:
+def _write_timings(testhost: TestHost | None, name: str = "pytest-timings.json") -> None:
     if testhost is None:
         return
     figures = {
@@ -213,4 +271,65 @@ def _write_timings(testhost: TestHost | None) -> None:
         "playbook_runs_seconds": [round(run.seconds, 1) for run in testhost.runs],
         **testhost.figures,
     }
-    (STATE.parent / "pytest-timings.json").write_text(json.dumps(figures, indent=2) + "\n")
+    (STATE.parent / name).write_text(json.dumps(figures, indent=2) + "\n")
+
+
+@dataclass
+class Cluster(TestHost):
+    """Three hosts on one bridge: ``ips[0]`` holds the database, the workers and the HAProxy
+    balancer (``lb``); ``ips[1:]`` are the api hosts behind it. ``host``/``sh`` are host 1."""
+
+    ips: list[str] = field(default_factory=list)
+    hosts: list[testinfra.host.Host] = field(default_factory=list)
+
+    @property
+    def lb(self) -> str:
+        """HAProxy, HTTPS (verify with CA_CERT)."""
+        return f"https://{self.ips[0]}"
+
+    def api_at(self, n: int) -> str:
+        """Host ``n``'s own edge (nginx, HTTPS)."""
+        return f"https://{self.ips[n]}"
+
+    def sh_on(self, n: int, command: str) -> str:
+        """Run a command as root on host ``n`` (0-based); fail unless it exits 0."""
+        result = self.hosts[n].run(command)
+        assert result.rc == 0, f"{command!r} exited {result.rc}: {result.stderr}{result.stdout}"
+        return result.stdout
+
+
+@pytest.fixture(scope="session")
+def cluster(deploy_lock: None) -> Iterator[Cluster]:
+    """Three hosts booted on one bridge and deployed once, for the tests that need a
+    balancer in front of several api hosts."""
+    count = int(CLUSTER_ENV["FLOWFORGE_TESTHOST_COUNT"])
+    _down(CLUSTER_ENV)
+    started = time.monotonic()
+    try:
+        subprocess.run(
+            [str(TESTHOST / "up.sh"), "--no-deploy"],
+            env=clean_env(CLUSTER_ENV), check=True, timeout=600,
+        )  # fmt: skip
+        boot_seconds = time.monotonic() - started
+        _snapshot_source(CLUSTER_STATE)
+        ips = [f"{CLUSTER_SUBNET}.{n + 2}" for n in range(count)]
+        ssh_config = CLUSTER_STATE / "ssh_config"
+        ssh_config.write_text(
+            f"Host {CLUSTER_SUBNET}.*\n  User deploy\n"
+            f"  IdentityFile {CLUSTER_STATE / 'id_ed25519'}\n"
+            "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
+        )
+        hosts = [
+            testinfra.get_host(f"ssh://{ip}", ssh_config=str(ssh_config), sudo=True) for ip in ips
+        ]
+        cluster = Cluster(
+            ips[0], CLUSTER_STATE / "inventory.yml", hosts[0], boot_seconds,
+            state=CLUSTER_STATE, env=CLUSTER_ENV, ips=ips, hosts=hosts,
+        )  # fmt: skip
+        cluster.run_playbook()
+        yield cluster
+    finally:
+        _down(CLUSTER_ENV)
+        _write_timings(locals().get("cluster"), "pytest-cluster-timings.json")
+    leftovers = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "ffcluster" not in leftovers, "down.sh left a network namespace behind"

@@ -11,10 +11,25 @@ from pathlib import Path
 
 import requests
 
-from flowforge.api.server import _children
+from flowforge.api.server import reload_status_path
 from flowforge.devdb import free_port
 
 from ..support import FLOWFORGE, service_env, wait_http
+
+
+def _children(pid: int) -> set[int]:
+    """The test's own view of the arbiter's workers (the reload itself never scans /proc)."""
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:  # ppid follows "(comm) state"
+            found.add(int(entry.name))
+    return found
 
 
 def _write_env(path: Path, values: dict[str, str]) -> None:
@@ -74,10 +89,15 @@ def test_reload_swaps_workers_and_settings_under_load(database_url, db, tmp_path
     }
     _write_env(env_file, settings)
     log_path = tmp_path / "api.log"
-    with open(log_path, "w") as log:  # as systemd starts it: the file's variables set
+    # As systemd runs ExecStart and ExecReload: the file's variables set, and one
+    # RUNTIME_DIRECTORY where the arbiter reports its reloads to `--reload`.
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    env = service_env(database_url, **settings) | {"RUNTIME_DIRECTORY": str(runtime)}
+    with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [FLOWFORGE, "api", "--env-file", str(env_file)],
-            env=service_env(database_url, **settings),
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -98,6 +118,7 @@ def test_reload_swaps_workers_and_settings_under_load(database_url, db, tmp_path
                 capture_output=True,
                 text=True,
                 timeout=70,
+                env=env,
             )
             assert done.returncode == 0, done.stderr
             assert "API reloaded in" in done.stderr
@@ -117,20 +138,38 @@ def test_reload_swaps_workers_and_settings_under_load(database_url, db, tmp_path
         # A broken file: the reload goes through with the running configuration.
         _write_env(env_file, settings | {"API_WORKERS": "none"})
         done = subprocess.run(
-            [FLOWFORGE, "api", "--reload", str(proc.pid)], capture_output=True, text=True
+            [FLOWFORGE, "api", "--reload", str(proc.pid)], capture_output=True, text=True, env=env
         )
         assert done.returncode == 0, done.stderr
         assert len(_children(proc.pid)) == 3
+        status = json.loads((runtime / reload_status_path(proc.pid).name).read_text())
+        assert status == {"arbiter": proc.pid, "generation": 2, "old_workers": []}
         assert requests.post(f"{base}/v1/tasks", json=big, timeout=10).status_code == 413
 
         # No such process: one line, exit 1.
         done = subprocess.run(
-            [FLOWFORGE, "api", "--reload", "999999999"], capture_output=True, text=True
+            [FLOWFORGE, "api", "--reload", "999999999"], capture_output=True, text=True, env=env
         )
         assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+        # A process that is no FlowForge API: one line, exit 1, and it gets no SIGHUP.
+        other = subprocess.Popen(["sleep", "60"])
+        try:
+            done = subprocess.run(
+                [FLOWFORGE, "api", "--reload", str(other.pid)],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
+            assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+            assert "no reload status" in done.stderr
+            assert other.poll() is None
+        finally:
+            other.kill()
+            other.wait()
     finally:
         proc.terminate()
         assert proc.wait(timeout=30) == 0
+    assert list(runtime.iterdir()) == []  # the arbiter removed its status
     lines = [json.loads(line) for line in log_path.read_text().splitlines()]
     kept = [line for line in lines if "keeping the running configuration" in line["message"]]
     assert len(kept) == 1 and "API_WORKERS" in kept[0]["message"]

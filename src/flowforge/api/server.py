@@ -5,11 +5,19 @@ gunicorn's arbiter, which re-reads the env file (``--env-file``), starts new wor
 the old ones finish their requests. Each worker imports FlowForge afresh after the fork, so
 new workers run the installed code and the current settings; the listening socket never
 closes, so no request fails.
+
+``--reload`` never looks at ``/proc`` (a hardened unit's ``ProtectProc=invisible`` hides the
+arbiter from its own ExecReload): the arbiter reports instead. It keeps a small status file,
+``reload_status_path(pid)`` in ``$RUNTIME_DIRECTORY`` (systemd's, shared by ExecStart and
+ExecReload) or the temporary directory: a reload generation, bumped when a HUP is handled,
+and the workers from before it that still run. ``--reload`` waits for a newer generation
+with none of those left.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import shutil
@@ -59,12 +67,54 @@ def prepare_metrics_dir(directory: str) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
 
 
-def child_exit(server: Any, worker: Any) -> None:
-    """gunicorn's hook in the arbiter when a worker exits: its live gauges go, its
-    counters stay in the sums."""
-    from prometheus_client import multiprocess
+def reload_status_path(arbiter: int) -> Path:
+    """Where the arbiter ``arbiter`` reports its reloads: ``$RUNTIME_DIRECTORY`` (the first
+    one, as systemd sets it for every command of the unit), else the temporary directory."""
+    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    return Path(runtime or tempfile.gettempdir()) / f"flowforge-api-{arbiter}.reload.json"
 
-    multiprocess.mark_process_dead(worker.pid, os.environ["PROMETHEUS_MULTIPROC_DIR"])
+
+class ReloadStatus:
+    """The arbiter's account of its reloads, kept in ``reload_status_path``: the generation
+    (reloads handled) and the workers from before the last one that still run. Written
+    whole and renamed into place, so a reader never sees half a file."""
+
+    def __init__(self, arbiter: int) -> None:
+        self.path = reload_status_path(arbiter)
+        self.arbiter = arbiter
+        self.generation = 0
+        self.old_workers: set[int] = set()
+
+    def write(self) -> None:
+        body = {
+            "arbiter": self.arbiter,
+            "generation": self.generation,
+            "old_workers": sorted(self.old_workers),
+        }
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".flowforge-api-reload-")
+        with os.fdopen(fd, "w") as out:
+            json.dump(body, out)
+        os.replace(tmp, self.path)
+
+    def on_reload(self, server: Any) -> None:
+        """gunicorn's hook in the arbiter, on SIGHUP before it starts the new workers:
+        every worker running now is old."""
+        self.generation += 1
+        self.old_workers = set(server.WORKERS)
+        self.write()
+
+    def child_exit(self, server: Any, worker: Any) -> None:
+        """gunicorn's hook in the arbiter when a worker exits: its live gauges go, its
+        counters stay in the sums; an old worker leaves the status."""
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid, os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        if worker.pid in self.old_workers:
+            self.old_workers.discard(worker.pid)
+            self.write()
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 class JsonGunicornLogger(GunicornLogger):
@@ -93,6 +143,7 @@ class ApiServer(BaseApplication):
             except (OSError, ValueError) as exc:
                 log.warning("env file %s unreadable at start: %s", env_file, exc)
         self._configured = False
+        self.status = ReloadStatus(os.getpid())
         super().__init__()
 
     def _reread_env_file(self) -> None:
@@ -136,7 +187,8 @@ class ApiServer(BaseApplication):
             # Behind a proxy (Vagrant port forward, a load balancer), trust nobody's
             # X-Forwarded-* unless the operator sets FORWARDED_ALLOW_IPS.
             "forwarded_allow_ips": "127.0.0.1",
-            "child_exit": child_exit,
+            "child_exit": self.status.child_exit,
+            "on_reload": self.status.on_reload,
         }
         # gunicorn >= 25 opens a control socket under $HOME (or $XDG_RUNTIME_DIR) for its
         # gunicornc tool by default. FlowForge is driven by signals and systemd, and the
@@ -174,51 +226,67 @@ def serve(settings: Settings, env_file: Path | None = None) -> None:
     else:  # a private directory of our own, gone when the API stops
         own_dir = tempfile.mkdtemp(prefix="flowforge-api-metrics-")
         prepare_metrics_dir(own_dir)
+    server = ApiServer(settings, env_file)
+    server.status.write()
     try:
-        ApiServer(settings, env_file).run()
+        server.run()
     finally:
         # gunicorn's workers leave run() through here too (SystemExit): only the arbiter
-        # removes the directory, once every worker has gone.
-        if own_dir is not None and os.getpid() == arbiter:
-            shutil.rmtree(own_dir, ignore_errors=True)
+        # removes the directory and the status, once every worker has gone.
+        if os.getpid() == arbiter:
+            server.status.remove()
+            if own_dir is not None:
+                shutil.rmtree(own_dir, ignore_errors=True)
 
 
 class ReloadError(Exception):
     """The reload did not complete; the message says what happened."""
 
 
-def _children(pid: int) -> set[int]:
-    found: set[int] = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path("/proc", entry.name, "stat").read_text()
-        except OSError:  # gone meanwhile
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:  # ppid follows "(comm) state"
-            found.add(int(entry.name))
-    return found
+def _read_status(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ReloadError(f"unreadable status {path}: {exc}") from None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
 
 
 def reload(pid: int, timeout: float = 55.0) -> float:
-    """SIGHUP to the arbiter ``pid``, then wait until every worker that ran before is gone
-    (they finish their requests first) and new ones run. Returns the seconds it took.
+    """SIGHUP to the arbiter ``pid``, then wait until it reports a newer reload generation
+    with every worker from before it gone (they finish their requests first; new ones were
+    started before the old ones were told to stop). Returns the seconds it took.
 
     This is ExecReload: ``systemctl reload`` returns once the new code serves, which a rolling
     upgrade needs before it puts the host back behind the balancer.
     """
     started = time.monotonic()
-    old = _children(pid)
+    path = reload_status_path(pid)
+    status = _read_status(path)
+    if status is None or status.get("arbiter") != pid:
+        if not _alive(pid):
+            raise ReloadError(f"no process {pid}")
+        raise ReloadError(f"no reload status at {path}: is {pid} a FlowForge API's arbiter?")
+    generation = status["generation"]
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
         raise ReloadError(f"no process {pid}") from None
     while time.monotonic() - started < timeout:
         time.sleep(0.1)
-        if not Path("/proc", str(pid)).exists():
+        status = _read_status(path)
+        if status is None or not _alive(pid):
             raise ReloadError(f"the API's main process {pid} exited during the reload")
-        now = _children(pid)
-        if now and not now & old:
+        if status["generation"] > generation and not status["old_workers"]:
             return time.monotonic() - started
     raise ReloadError(f"workers from before the reload still run after {timeout:.0f}s")
