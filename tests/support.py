@@ -418,3 +418,19 @@ class WorkerProc:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def children_of(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (a test's own view of gunicorn's workers; the
+    reload itself never scans /proc)."""
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:  # ppid follows "(comm) state"
+            found.add(int(entry.name))
+    return found

@@ -14,22 +14,7 @@ import requests
 from flowforge.api.server import reload_status_path
 from flowforge.devdb import free_port
 
-from ..support import FLOWFORGE, service_env, wait_http
-
-
-def _children(pid: int) -> set[int]:
-    """The test's own view of the arbiter's workers (the reload itself never scans /proc)."""
-    found: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # gone meanwhile
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:  # ppid follows "(comm) state"
-            found.add(int(entry.name))
-    return found
+from ..support import FLOWFORGE, children_of, service_env, wait_http
 
 
 def _write_env(path: Path, values: dict[str, str]) -> None:
@@ -106,7 +91,7 @@ def test_reload_swaps_workers_and_settings_under_load(database_url, db, tmp_path
     try:
         wait_http(f"{base}/health")
         assert requests.post(f"{base}/v1/tasks", json=big, timeout=10).status_code == 201
-        before = _children(proc.pid)
+        before = children_of(proc.pid)
         assert len(before) == 2
 
         _write_env(env_file, settings | {"API_MAX_BODY": "2000", "API_WORKERS": "3"})
@@ -125,7 +110,7 @@ def test_reload_swaps_workers_and_settings_under_load(database_url, db, tmp_path
             served = sum(load.outcomes.values())
             while sum(load.outcomes.values()) < served + 20:
                 threading.Event().wait(0.05)
-        after = _children(proc.pid)
+        after = children_of(proc.pid)
         assert len(after) == 3 and not after & before, (before, after)
         assert set(load.outcomes) == {"ok"}, load.outcomes  # not one failed request
         stored = db.execute(
@@ -141,7 +126,7 @@ def test_reload_swaps_workers_and_settings_under_load(database_url, db, tmp_path
             [FLOWFORGE, "api", "--reload", str(proc.pid)], capture_output=True, text=True, env=env
         )
         assert done.returncode == 0, done.stderr
-        assert len(_children(proc.pid)) == 3
+        assert len(children_of(proc.pid)) == 3
         status = json.loads((runtime / reload_status_path(proc.pid).name).read_text())
         assert status == {"arbiter": proc.pid, "generation": 2, "old_workers": []}
         assert requests.post(f"{base}/v1/tasks", json=big, timeout=10).status_code == 413

@@ -19,7 +19,7 @@ import requests
 
 from flowforge.devdb import free_port
 
-ROLE = Path(__file__).resolve().parents[1] / "deploy" / "ansible" / "roles" / "balancer"
+ROLE = Path(__file__).resolve().parents[2] / "deploy" / "ansible" / "roles" / "balancer"
 BACKEND = "flowforge_api"
 
 pytestmark = pytest.mark.skipif(
