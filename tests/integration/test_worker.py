@@ -101,11 +101,14 @@ def test_sigterm_lets_the_running_task_finish_and_claims_nothing_more(db, spawn,
     assert "stopping: running tasks get 20s to finish" in messages  # as written, not 20.0s
 
 
-def test_sigterm_gives_back_a_task_still_running_at_the_shutdown_timeout(db, spawn) -> None:
+def test_sigterm_gives_back_a_task_still_running_at_the_shutdown_timeout(
+    db, spawn, tmp_path
+) -> None:
     w = spawn(WORKER_SHUTDOWN_TIMEOUT="500ms")
     w.wait_for("worker ready")
-    add_tasks(db, 1, "sleep", {"seconds": 60}, notify=True)
-    wait_until(lambda: statuses(db) == {"processing": 1}, 10, "the task to be claimed")
+    runs = tmp_path / "runs"
+    add_tasks(db, 1, "count", {"file": str(runs), "sleep": 60}, notify=True)
+    wait_until(lambda: handler_runs(runs, "start"), 10, "the task to start")
     time.sleep(0.2)
     started = time.monotonic()
     assert w.stop(timeout=15) == 0
@@ -115,11 +118,12 @@ def test_sigterm_gives_back_a_task_still_running_at_the_shutdown_timeout(db, spa
     assert "WORKER_SHUTDOWN_TIMEOUT 500ms ran out" in row[2]
 
 
-def test_sigterm_on_the_last_attempt_fails_the_task_never_attempt_2(db, spawn) -> None:
+def test_sigterm_on_the_last_attempt_fails_the_task_never_attempt_2(db, spawn, tmp_path) -> None:
     w = spawn(WORKER_SHUTDOWN_TIMEOUT="300ms")
     w.wait_for("worker ready")
-    add_tasks(db, 1, "sleep", {"seconds": 60}, max_attempts=1, notify=True)
-    wait_until(lambda: statuses(db) == {"processing": 1}, 10, "the task to be claimed")
+    runs = tmp_path / "runs"
+    add_tasks(db, 1, "count", {"file": str(runs), "sleep": 60}, max_attempts=1, notify=True)
+    wait_until(lambda: handler_runs(runs, "start"), 10, "the task to start")
     time.sleep(0.2)
     assert w.stop(timeout=15) == 0
     row = db.execute("SELECT status, attempts, max_attempts, last_error FROM tasks").fetchone()
@@ -314,13 +318,14 @@ def test_a_nul_byte_in_an_error_message_is_recorded(db, spawn) -> None:
     assert w.stop() == 0
 
 
-def test_a_second_stop_signal_says_so_in_last_error(db, spawn) -> None:
+def test_a_second_stop_signal_says_so_in_last_error(db, spawn, tmp_path) -> None:
     """SIGINT then SIGTERM (a terminal's Ctrl-C plus a supervisor's stop) cut the drain
     short; last_error says that, not that WORKER_SHUTDOWN_TIMEOUT ran out."""
     w = spawn(WORKER_SHUTDOWN_TIMEOUT="60s")
     w.wait_for("worker ready")
-    add_tasks(db, 1, "sleep", {"seconds": 60}, notify=True)
-    wait_until(lambda: statuses(db) == {"processing": 1}, 10, "the task to be claimed")
+    runs = tmp_path / "runs"
+    add_tasks(db, 1, "count", {"file": str(runs), "sleep": 60}, notify=True)
+    wait_until(lambda: handler_runs(runs, "start"), 10, "the task to start")
     w.proc.send_signal(signal.SIGINT)
     time.sleep(0.2)
     w.proc.send_signal(signal.SIGTERM)
