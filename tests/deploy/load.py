@@ -3,11 +3,15 @@ back (and read a page of the list), at a fixed total rate, counting every outcom
 
 Every request that did not get its expected status is counted by kind, so a test asserts
 ``failed == 0`` (and reads the kinds when it is not). Tasks whose creation was answered 201
-are remembered: none may be missing afterwards.
+are remembered: none may be missing afterwards. With ``idempotency_keys``, every POST
+carries a key of its own (as a client that may retry sends), so the balancer may replay it
+on another api host: a 200 replay of the same task counts as created too. Titles start with
+``title_prefix`` (``load RUN``, RUN random per load), to find this load's tasks.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections import Counter
@@ -29,12 +33,16 @@ class Load:
     verify: str | bool = True  # a CA file for HTTPS
     session_factory: Callable[[], requests.Session] = requests.Session
     timeout: float = 30.0
+    idempotency_keys: bool = False
     outcomes: Counter[str] = field(default_factory=Counter)
     created: list[int] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def __post_init__(self) -> None:
+        self.run = secrets.token_hex(4)  # this load's tasks: titles "load RUN ...", keys "RUN-..."
+        self.title_prefix = f"load {self.run} "
+        self.replayed = 0  # POSTs answered 200 Idempotent-Replayed (a balancer's retry)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.in_flight = 0  # requests sent and not yet answered, now
@@ -84,15 +92,19 @@ class Load:
 
     def _one(self, session: requests.Session, name: str, kind: int) -> None:
         if kind == 1 or not self.created:
+            headers = {"Idempotency-Key": f"{self.run}-{name}"}
             r = session.post(
                 f"{self.base}/v1/tasks",
-                json={"title": f"load {name}", "type": "noop"},
+                json={"title": f"{self.title_prefix}{name}", "type": "noop"},
+                headers=headers if self.idempotency_keys else None,
                 timeout=self.timeout,
             )
-            if r.status_code == 201:
+            replay = r.status_code == 200 and r.headers.get("Idempotent-Replayed") == "true"
+            if r.status_code == 201 or replay:
                 with self._lock:
                     self.created.append(r.json()["data"]["id"])
-            want, label = 201, "POST"
+                    self.replayed += replay
+            want, label = (200 if replay else 201), "POST"
         elif kind == 2:
             r = session.get(f"{self.base}/v1/tasks/{self.created[-1]}", timeout=self.timeout)
             want, label = 200, "GET"
@@ -117,5 +129,6 @@ class Load:
         rate = self.requests / self.seconds if self.seconds else 0.0
         return (
             f"{self.requests} requests in {self.seconds:.1f} s ({rate:.0f}/s), "
-            f"{len(self.created)} tasks created, failed {self.failed}: {dict(self.outcomes)}"
+            f"{len(self.created)} tasks created ({self.replayed} through a replay), "
+            f"failed {self.failed}: {dict(self.outcomes)}"
         )
