@@ -367,7 +367,11 @@ class Worker:
             self._reap()
             due.reap = now + self.reap_interval * random.uniform(0.8, 1.2)
         if now >= due.schedules:  # periodic tasks (flowforge.schedules)
-            self.notified |= self.queue.fire_schedules(datetime.now(UTC)) > 0
+            # Not `self.notified |= ...`: that reads the flag before the round trip and
+            # writes it back after, erasing a NOTIFY the listener flagged meanwhile (the
+            # task then waited for the next poll).
+            if self.queue.fire_schedules(datetime.now(UTC)) > 0:
+                self.notified = True
             due.schedules = now + schedules.CHECK_INTERVAL
         if now >= due.heartbeat:
             self._heartbeat()
