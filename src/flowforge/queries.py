@@ -391,7 +391,13 @@ def finish_and_claim(named_queues: bool) -> str:
     queue, or from the queues named by %(queues)s). The answer is a single row (finished
     and cancelled ids, claimed tasks as JSON in the order to run them): parsing one JSON
     document is cheaper in Python than building a tuple per row. `waited`: seconds from
-    due to claimed (metrics)."""
+    due to claimed (metrics).
+
+    A claim alone (no outcome to record) commits asynchronously (synchronous_commit off
+    for that transaction): the idle worker's pickup does not wait for a WAL flush. Losing
+    such a commit in a database crash only puts the task back to pending, and the
+    worker's outcome for it is then refused as a lost lease: the at-least-once contract
+    a lease expiry already has. Outcomes commit as the database is configured."""
     claim = _CLAIM_CTE.format(due=_DUE_NAMED_QUEUES if named_queues else _DUE_ANY_QUEUE)
     return f"""
 WITH {_FINISH_CTE},
@@ -403,7 +409,9 @@ SELECT (SELECT coalesce(array_agg(id), '{{}}') FROM finished) AS finished,
                                                   request_id, waited, queue, timeout)
                                  ORDER BY priority DESC, run_at, id),
                         '[]')
-        FROM claimed) AS claimed
+        FROM claimed) AS claimed,
+       CASE WHEN cardinality(%(ids)s::bigint[]) = 0
+            THEN set_config('synchronous_commit', 'off', true) END AS claim_only
 """
 
 

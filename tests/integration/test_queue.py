@@ -262,3 +262,31 @@ def test_give_back_of_a_task_whose_cancel_was_requested_cancels_it(database_url,
     )
     assert row["completed_at"] is not None and row["lease_token"] is None
     q.close()
+
+
+def test_a_claim_alone_commits_asynchronously_outcomes_as_configured(database_url, db) -> None:
+    """The claim statement sets synchronous_commit off for its own transaction only when no
+    outcome rides along (a lost claim only puts the task back): seen inside that
+    transaction, and gone after it."""
+    ids = add_tasks(db, 2)
+    q = _queue(database_url, "host-a:1")
+    (claimed,) = q.claim(1)
+    conn = q.conn
+    assert conn is not None
+    assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)  # nothing leaked
+    params = {
+        "ids": [], "tokens": [], "errors": [], "delays": [], "results": [], "notes": [],
+        "worker": "host-a:1", "token": claimed.token, "lease": 30, "limit": 1,
+        "queues": ["*"],
+    }  # fmt: skip
+    with conn.transaction():
+        conn.execute(q.claim_sql, params)
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
+    with conn.transaction():
+        outcome = {"ids": [claimed.id], "tokens": [claimed.token], "errors": [None],
+                   "delays": [0.0], "results": [None], "notes": [None], "limit": 0}  # fmt: skip
+        conn.execute(q.claim_sql, {**params, **outcome})
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+    assert task_row(db, claimed.id)["status"] == "completed"
+    assert task_row(db, ids[1])["status"] == "processing"  # the second claim's
+    q.close()

@@ -131,7 +131,7 @@ class TaskQueue:
     def finish_and_claim(self, outcomes: Sequence[Outcome], limit: int) -> FinishResult:
         """Record ``outcomes`` and claim up to ``limit`` due tasks: one statement, one commit."""
         token = uuid.uuid4()
-        ((finished, cancelled, claimed),) = self._execute(
+        ((finished, cancelled, claimed, _),) = self._execute(
             self.claim_sql,
             {
                 "ids": [o.task.id for o in outcomes],
