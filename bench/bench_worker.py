@@ -386,6 +386,7 @@ def ceiling(pg: TempPostgres, url: str, per_commit: int, seconds: int, clients: 
     with psycopg.connect(url, autocommit=True) as conn:
         reset(conn, "tasks")
         bulk_insert(conn, 60_000 * seconds if per_commit > 1 else 8_000 * seconds)
+        conn.execute("ANALYZE tasks")  # fresh statistics, as autovacuum soon gives a worker
         conn.execute("CHECKPOINT")
         commits0, wal0 = counters(conn, dbname)
         pgbench(pg, url, script, seconds, clients)
