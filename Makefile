@@ -116,6 +116,7 @@ bench: system-deps venv
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) bench/bench_api.py
 	$(PY) bench/bench_worker.py
+	$(PY) bench/bench_worker_cpu.py
 	$(PY) bench/bench_seed.py
 	$(PY) bench/bench_batch.py
 	$(PY) bench/bench_soak.py
