@@ -132,8 +132,12 @@ def test_a_crashing_handler_fails_only_its_own_task(db, spawn, tmp_path) -> None
         assert (row["status"], row["attempts"], row["last_error"]) == ("completed", 1, None)
     assert len(handler_runs(runs)) == 5
     assert w.proc.poll() is None  # the worker itself never went down
-    died = [line for line in w.lines() if line["message"] == "worker child died: exit code 1"]
-    assert [line["task_id"] for line in died] == [bad, bad]
+
+    def died() -> list[dict]:  # written by the logging thread, after the outcome commits
+        return [line for line in w.lines() if line["message"] == "worker child died: exit code 1"]
+
+    wait_until(lambda: len(died()) >= 2, 5, "both 'worker child died' lines")
+    assert [line["task_id"] for line in died()] == [bad, bad]
     assert w.stop() == 0
 
 
@@ -168,9 +172,9 @@ def test_a_hung_handler_times_out_and_frees_its_slot_at_once(db, spawn) -> None:
     assert done["status"] == "completed"
     # The slot was free at once: the noop did not wait for the hung process to go.
     assert (done["completed_at"] - row["updated_at"]).total_seconds() < 1
-    assert "task timed out after 2s: terminating its process" in [
-        line["message"] for line in w.lines()
-    ]
+    # Log lines are written by the worker's logging thread, after the outcome is committed.
+    line = w.wait_for("task timed out after 2s", timeout=5)
+    assert line["message"] == "task timed out after 2s: terminating its process"
     assert "in hang" in w.log.read_text()  # SIGTERM left a traceback of where it hung
     assert w.stop() == 0
 

@@ -158,6 +158,7 @@ def test_handler_errors_are_retried_with_backoff_then_failed(db, spawn, tmp_path
     assert 0.1 <= times[1] - times[0] < 1.5
     assert 0.2 <= times[2] - times[1] < 1.5
     assert w.proc.poll() is None  # the exceptions never took the worker down
+    w.wait_for("task failed: attempts used up", timeout=5)  # the logging thread's, after the commit
     levels = Counter((line["message"], line["level"]) for line in w.lines() if "task_id" in line)
     assert levels[("task failed: attempts used up", "ERROR")] == 1
     assert w.stop() == 0
