@@ -164,6 +164,11 @@ class TestHost:
         assert result.rc == 0, f"{command!r} exited {result.rc}: {result.stderr}{result.stdout}"
         return result.stdout
 
+    def psql(self, query: str) -> str:
+        """A query run by psql as postgres on the host (the cluster's: host 1, the database
+        host), unaligned and tuples only; fail unless it succeeds."""
+        return self.sh(f'cd / && sudo -u postgres psql -d flowforge -Atc "{query}"')
+
     def journal(self, *units: str, lines: int = 60) -> str:
         """The last journal lines of ``units`` (for failure messages)."""
         return "".join(

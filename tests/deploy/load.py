@@ -132,3 +132,28 @@ class Load:
             f"{len(self.created)} tasks created ({self.replayed} through a replay), "
             f"failed {self.failed}: {dict(self.outcomes)}"
         )
+
+
+def assert_tasks_stored_and_run(
+    load: Load, psql: Callable[[str], str], seconds: float = 90
+) -> None:
+    """Every task the load was answered for (201, or a replay's 200) is stored and the
+    workers run it (waiting up to ``seconds``), and none exists twice: a replayed POST
+    found the task its first try had created. ``psql(query)``: the rows, ``a|b`` lines."""
+    ids = ",".join(map(str, load.created))
+    query = f"SELECT status, count(*) FROM tasks WHERE id = ANY('{{{ids}}}') GROUP BY 1"
+    deadline = time.monotonic() + seconds
+    while True:
+        counts = dict(line.split("|") for line in psql(query).split())
+        if set(counts) == {"completed"} or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert sum(map(int, counts.values())) == len(load.created), counts
+    assert set(counts) == {"completed"}, counts
+    query = (
+        f"SELECT count(*), count(DISTINCT title) FROM tasks WHERE title LIKE '{load.title_prefix}%'"
+    )
+    tasks, titles = map(int, psql(query).strip().split("|"))
+    assert tasks == titles, (tasks, titles)
+    # a failed POST may have created its task (its answer lost): no more than those
+    assert len(load.created) <= tasks <= len(load.created) + load.failed, (tasks, load.summary())

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from .conftest import CA_CERT, Cluster, children, source_at
-from .load import Load
+from .load import Load, assert_tasks_stored_and_run
 
 pytestmark = [pytest.mark.deploy, pytest.mark.cluster]
 
@@ -79,30 +79,6 @@ def _gunicorn(cluster: Cluster, n: int) -> tuple[int, set[int]]:
     return main, children(cluster.hosts[n], main)
 
 
-def _assert_no_task_lost(cluster: Cluster, load: Load) -> None:
-    """Every task answered 201 is stored, and the workers run them all."""
-    ids = ",".join(map(str, load.created))
-    query = f"SELECT status, count(*) FROM tasks WHERE id = ANY('{{{ids}}}') GROUP BY 1"
-    deadline = time.monotonic() + 90
-    while True:
-        out = cluster.sh_on(0, f'cd / && sudo -u postgres psql -d flowforge -Atc "{query}"')
-        counts = dict(line.split("|") for line in out.split())
-        if set(counts) == {"completed"} or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    assert sum(map(int, counts.values())) == len(load.created), counts
-    assert set(counts) == {"completed"}, counts
-    # and none twice: a replayed POST found the task its first try had created
-    query = (
-        f"SELECT count(*), count(DISTINCT title) FROM tasks WHERE title LIKE '{load.title_prefix}%'"
-    )
-    out = cluster.sh_on(0, f'cd / && sudo -u postgres psql -d flowforge -Atc "{query}"')
-    tasks, titles = map(int, out.strip().split("|"))
-    assert tasks == titles, (tasks, titles)
-    # a failed POST may have created its task (its answer lost): no more than those
-    assert len(load.created) <= tasks <= len(load.created) + load.failed, (tasks, load.summary())
-
-
 def test_the_balancer_spreads_requests_over_both_api_hosts(cluster: Cluster) -> None:
     before = _wait_all_up(cluster)
     assert len(before) == len(API_HOSTS), before
@@ -151,7 +127,7 @@ def test_killing_one_api_hosts_gunicorn_loses_at_most_the_requests_in_flight(
     }
     assert load.failed <= in_flight, load.failures
     assert load.requests > RATE * 5
-    _assert_no_task_lost(cluster, load)
+    assert_tasks_stored_and_run(load, cluster.psql)
 
 
 class StateWatch:
@@ -213,4 +189,4 @@ def test_rolling_upgrade_through_the_balancer_fails_no_request(
     _wait_all_up(cluster)
     assert load.failed == 0, load.failures
     assert load.requests > RATE * 10
-    _assert_no_task_lost(cluster, load)
+    assert_tasks_stored_and_run(load, cluster.psql)

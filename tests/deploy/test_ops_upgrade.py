@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from .conftest import CA_CERT, STATE, TestHost, children, source_at
-from .load import Load
+from .load import Load, assert_tasks_stored_and_run
 
 pytestmark = pytest.mark.deploy
 
@@ -45,21 +45,6 @@ def _api_workers(testhost: TestHost) -> set[int]:
     return children(testhost.host, main)
 
 
-def _assert_no_task_lost(testhost: TestHost, load: Load) -> None:
-    """Every task answered 201 is stored, and the workers (restarted meanwhile) run them."""
-    ids = ",".join(map(str, load.created))
-    query = f"SELECT status, count(*) FROM tasks WHERE id = ANY('{{{ids}}}') GROUP BY 1"
-    deadline = time.monotonic() + 60
-    while True:
-        out = testhost.sh(f'cd / && sudo -u postgres psql -d flowforge -Atc "{query}"')
-        counts = dict(line.split("|") for line in out.split())
-        if set(counts) == {"completed"} or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    assert sum(map(int, counts.values())) == len(load.created), counts
-    assert set(counts) == {"completed"}, counts
-
-
 def test_reload_under_load_fails_no_request(testhost: TestHost, auth: list[str]) -> None:
     before = _api_workers(testhost)
     with _load(testhost, auth) as load:
@@ -76,7 +61,7 @@ def test_reload_under_load_fails_no_request(testhost: TestHost, auth: list[str])
     assert after and not after & before, (before, after)  # every worker is new
     assert load.failed == 0, load.failures
     assert load.requests > RATE * 4
-    _assert_no_task_lost(testhost, load)
+    assert_tasks_stored_and_run(load, testhost.psql, seconds=60)
 
 
 def test_playbook_ships_a_new_version_through_a_reload_under_load(
@@ -103,7 +88,7 @@ def test_playbook_ships_a_new_version_through_a_reload_under_load(
     after = _api_workers(testhost)
     assert after and not after & before, (before, after)
     assert load.failed == 0, load.failures
-    _assert_no_task_lost(testhost, load)
+    assert_tasks_stored_and_run(load, testhost.psql, seconds=60)
     # Only the one FlowForge wheel is left on the host.
     wheels = testhost.sh("ls /opt/flowforge/wheelhouse").split()
     ours = [w for w in wheels if w.startswith("flowforge-")]
