@@ -52,11 +52,10 @@ def cpu_by_kind(worker_pid: int) -> dict[str, float]:
         if int(entry) == worker_pid:
             kind = "worker dispatcher process"
         elif cmd.startswith("postgres:"):
-            kind = (
-                "PostgreSQL backends"
-                if cmd.count(":") > 1 or "flowforge" in cmd
-                else ("PostgreSQL background")
-            )
+            # "postgres: USER flowforge HOST(PORT) STATE" for a backend of the benchmark's
+            # database; "postgres: checkpointer" and the like for the others
+            in_db = " flowforge " in cmd
+            kind = "PostgreSQL backends" if in_db else "PostgreSQL background"
         elif "multiprocessing" in cmd or "forkserver" in cmd:
             kind = "handler processes and fork server"
         else:
