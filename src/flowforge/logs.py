@@ -132,7 +132,8 @@ _PLAIN_VALUE = re.compile(r"^[^\s\"=]+$")
 class TextFormatter(logging.Formatter):
     """One readable line per event, for a terminal (``LOG_FORMAT=text``): time, level,
     service, logger and message, then the same fields the JSON line has as ``key=value``
-    (values with spaces or quotes are quoted). A traceback follows on its own lines."""
+    (values with spaces or quotes are quoted). A traceback (``exc_info``, or a handler
+    process's ``traceback`` field) follows on its own lines."""
 
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -148,8 +149,12 @@ class TextFormatter(logging.Formatter):
             f"{record.name}: {record.getMessage()}"
         )
         pairs = []
+        below = ""  # a multi-line traceback field: on lines of its own, as exc_info
         for key, value in fields.items():
             if value is None:
+                continue
+            if key == "traceback":
+                below = f"\n{value}"
                 continue
             text = str(value)
             if not _PLAIN_VALUE.match(text):
@@ -163,7 +168,7 @@ class TextFormatter(logging.Formatter):
             line += "\n" + record.exc_text
         if record.stack_info:
             line += "\n" + self.formatStack(record.stack_info)
-        return line
+        return line + below
 
 
 def make_formatter(service: str, log_format: str = "json") -> logging.Formatter:

@@ -147,9 +147,12 @@ def test_a_segfault_leaves_a_traceback_and_fails_its_task(db, spawn) -> None:
     row = _final(db, bad)
     assert (row["status"], row["attempts"]) == ("failed", 1)
     assert row["last_error"] == "worker child died: signal 11 (SIGSEGV)"
-    text = w.log.read_text()
-    assert "Fatal Python error: Segmentation fault" in text
-    assert 'ff_isolation_handlers.py", line' in text and "in segfault" in text  # where
+    # One record under the task, the traceback in it: where it crashed.
+    line = w.wait_for("worker child died: signal 11 (SIGSEGV)", timeout=5)
+    assert line["task_id"] == bad
+    assert line["traceback"].startswith("Fatal Python error: Segmentation fault")
+    assert 'ff_isolation_handlers.py", line' in line["traceback"]
+    assert "in segfault" in line["traceback"]
     ok = _insert(db, "give", {"value": 1})
     assert _final(db, ok)["status"] == "completed"  # a new child took the slot
     assert w.stop() == 0
@@ -175,7 +178,13 @@ def test_a_hung_handler_times_out_and_frees_its_slot_at_once(db, spawn) -> None:
     # Log lines are written by the worker's logging thread, after the outcome is committed.
     line = w.wait_for("task timed out after 2s", timeout=5)
     assert line["message"] == "task timed out after 2s: terminating its process"
-    assert "in hang" in w.log.read_text()  # SIGTERM left a traceback of where it hung
+    assert line["task_id"] == hung
+    # SIGTERM left a traceback of where it hung: one record under the task, once the
+    # process is gone (the dump never lands in the middle of another log line).
+    where = w.wait_for("traceback of the terminated handler", timeout=5)
+    assert (where["task_id"], where["attempt"], where["pid"]) == (hung, 1, line["pid"])
+    assert "in hang" in where["traceback"]
+    assert all("level" in ln for ln in w.lines()), w.log.read_text()  # JSON lines only
     assert w.stop() == 0
 
 

@@ -52,6 +52,13 @@ def test_text_formatter_is_one_readable_line_with_the_same_fields() -> None:
     lines = logs.make_formatter("api", "text").format(record).splitlines()
     assert lines[0].endswith("flowforge.test: hello world")
     assert lines[1] == "Traceback (most recent call last):" and lines[-1] == "RuntimeError: boom"
+    # so does a handler process's traceback, kept in the JSON line as a field
+    record = _record(task_id=7, traceback="Fatal Python error: Segmentation fault\n\n  File x")
+    lines = logs.make_formatter("worker", "text").format(record).splitlines()
+    assert lines[0].endswith("hello world  task_id=7")
+    assert lines[1:] == ["Fatal Python error: Segmentation fault", "", "  File x"]
+    line = json.loads(logs.make_formatter("worker").format(record))
+    assert line["traceback"].endswith("Segmentation fault\n\n  File x")
     # json stays the default
     assert json.loads(logs.make_formatter("api").format(_record()))["message"] == "hello world"
 
@@ -200,3 +207,17 @@ def test_json_formatter_writes_what_the_library_formatter_writes() -> None:
     for record in [*records, with_exc, with_stack, as_dict]:
         assert json.loads(ours.format(record)) == json.loads(library.format(record))
     assert "exc_info" in json.loads(ours.format(with_exc))
+
+
+def test_a_handler_process_traceback_file_is_read_once_and_cut_at_its_limit(tmp_path) -> None:
+    from flowforge.worker import child
+
+    short = tmp_path / "a.traceback"
+    short.write_text("Fatal Python error: Aborted\n\n  File x\n")
+    assert child.read_fault(str(short)) == "Fatal Python error: Aborted\n\n  File x"
+    assert not short.exists()  # removed: a second read finds nothing
+    assert child.read_fault(str(short)) == ""
+    long = tmp_path / "b.traceback"
+    long.write_bytes(b"x" * (child.FAULT_LIMIT + 10))
+    text = child.read_fault(str(long))
+    assert text == "x" * child.FAULT_LIMIT + "\n[cut off]"

@@ -23,6 +23,7 @@ import pickle
 import queue
 import signal
 import struct
+import sys
 import threading
 import time
 from typing import Any
@@ -31,6 +32,8 @@ _HEADER = struct.Struct("!I")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 FLUSH_AFTER = 0.005  # seconds an outcome may wait for others to share its message
 FLUSH_COUNT = 32
+FAULT_LIMIT = 64 * 1024  # bytes of a traceback file the dispatcher logs
+_fault_file: Any = None  # kept open: faulthandler writes to its descriptor
 
 
 def write_message(fd: int, message: Any) -> None:
@@ -65,6 +68,19 @@ class MessageReader:
         return out
 
 
+def read_fault(path: str) -> str:
+    """What a child left in its traceback file (up to ``FAULT_LIMIT`` bytes; the end of a
+    longer one is cut off), then removes the file."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(FAULT_LIMIT + 1)
+        os.unlink(path)
+    except OSError:
+        return ""
+    text = data[:FAULT_LIMIT].decode("utf-8", "replace").strip()
+    return text + "\n[cut off]" if len(data) > FAULT_LIMIT else text
+
+
 def _rss() -> int:
     """This process's resident memory in bytes (from /proc: the current, not the peak)."""
     try:
@@ -74,9 +90,18 @@ def _rss() -> int:
         return 0
 
 
-def main(inbox: Any, outbox: Any, state: Any, log_level: str, log_format: str, rss: bool) -> None:
+def main(
+    inbox: Any,
+    outbox: Any,
+    state: Any,
+    log_level: str,
+    log_format: str,
+    rss: bool,
+    fault_path: str,
+) -> None:
     """The child's entry point (multiprocessing target). ``inbox``/``outbox``: connection
-    objects whose file descriptors carry the messages; ``state``: the shared array."""
+    objects whose file descriptors carry the messages; ``state``: the shared array;
+    ``fault_path``: the file its tracebacks go to (a crash's, SIGTERM's)."""
     # Ctrl-C in a terminal reaches the whole process group: the dispatcher drains, the
     # child finishes its task. SIGTERM (the dispatcher's, at a timeout) ends it, with a
     # traceback of where the handler was; a crash leaves one too.
@@ -85,8 +110,16 @@ def main(inbox: Any, outbox: Any, state: Any, log_level: str, log_format: str, r
     # The dispatcher blocks its stop signals in every thread, and a blocked mask survives
     # fork and exec (the fork server was started from such a thread): unblock SIGTERM.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-    faulthandler.enable()
-    faulthandler.register(signal.SIGTERM, chain=True)
+    # The traceback goes to a file of this child's, not to stderr: faulthandler writes a
+    # dump in many small writes, which would interleave with the dispatcher's log lines on
+    # the shared stdout. The dispatcher logs the file as one record when the child is gone.
+    global _fault_file
+    try:
+        _fault_file = open(fault_path, "w")  # noqa: SIM115 (open until the process ends)
+    except OSError:
+        _fault_file = None
+    faulthandler.enable(file=_fault_file or sys.stderr)
+    faulthandler.register(signal.SIGTERM, file=_fault_file or sys.stderr, chain=True)
 
     from .. import logs
     from ..handlers import TaskContext

@@ -34,6 +34,7 @@ import os
 import queue as queue_mod
 import selectors
 import signal
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -121,6 +122,9 @@ class _Child:
         inbox_r, inbox_w = ctx.Pipe(duplex=False)
         outbox_r, outbox_w = ctx.Pipe(duplex=False)
         self.state = ctx.RawArray("d", 2)  # running task id, its start (monotonic) or 0
+        # Where the child's tracebacks go (a crash's, SIGTERM's): read once it is gone.
+        fd, self.fault_path = tempfile.mkstemp(prefix="flowforge-handler-", suffix=".traceback")
+        os.close(fd)
         self.proc = ctx.Process(
             target=child.main,
             args=(
@@ -130,6 +134,7 @@ class _Child:
                 settings.log_level,
                 settings.log_format,
                 settings.worker_max_child_memory > 0,
+                self.fault_path,
             ),
             name="flowforge-handler",
             daemon=False,
@@ -146,6 +151,7 @@ class _Child:
         self.ran = 0
         self.retiring = False  # told to stop: takes no more work
         self.kill_at: float | None = None  # terminated: SIGKILL then if still alive
+        self.ended: ClaimedTask | None = None  # the task it was terminated for
         self.eof = False
         self.closed = False
 
@@ -182,8 +188,15 @@ class _Child:
         except OSError:  # it died: its sentinel tells the rest
             return False
 
+    def traceback(self) -> dict[str, str]:
+        """The traceback the child left (as a log field), if any; removes its file."""
+        text = child.read_fault(self.fault_path)
+        return {"traceback": text} if text else {}
+
     def close(self) -> None:
         self.closed = True
+        with contextlib.suppress(OSError):
+            os.unlink(self.fault_path)
         for conn in self._keep:
             with contextlib.suppress(OSError):
                 conn.close()
@@ -263,6 +276,8 @@ class ProcessPool:
             unstarted.extend(c.split()[1])
             with contextlib.suppress(Exception):
                 c.proc.kill()
+            with contextlib.suppress(OSError):
+                os.unlink(c.fault_path)
         return unstarted
 
     def _wake(self) -> None:
@@ -474,6 +489,7 @@ class ProcessPool:
                         )
                         error = f"timed out after {task.timeout} s"
                         self.deliver(task, error, None, duration_ms, None)
+                c.ended = task
                 self._terminate(c, now)
             else:
                 deadlines.append(min(timeout_at, cancel_at))
@@ -499,20 +515,29 @@ class ProcessPool:
         ran, _ = c.split()
         running = ran[-1] if ran and c.state[1] else None
         reason = death_reason(exitcode)
+        fault = c.traceback()
+        if c.ended is not None and fault:  # where the task it was terminated for was
+            task = c.ended
+            with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
+                log.warning(
+                    "traceback of the terminated handler",
+                    extra={"pid": c.pid, "exit_code": exitcode, **fault},
+                )
+            fault = {}
         for task in ran:
             c.inflight.remove(task)
             task.started = True
             if task is running:
                 error = reason
                 with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
-                    log.error(reason, extra={"pid": c.pid, "exit_code": exitcode})
+                    log.error(reason, extra={"pid": c.pid, "exit_code": exitcode, **fault})
             else:  # it ran, and its outcome died with the process before it was sent
                 error = f"{reason}, after this task ran but before it reported its outcome"
             note = cancelled_note(error) if task.id in self.cancelling else None
             self.cancelling.pop(task.id, None)
             self.deliver(task, error, None, 0.0, note)
         if running is None and not c.retiring and exitcode != 0:
-            log.error("%s while idle", reason, extra={"pid": c.pid, "exit_code": exitcode})
+            log.error("%s while idle", reason, extra={"pid": c.pid, "exit_code": exitcode, **fault})
         if c.inflight:  # never started there
             if self.stopping:
                 with self._lock:
