@@ -6,12 +6,14 @@ before, with a journal handler that walks the record a second time for its field
 
     .venv/bin/python bench/bench_log.py [--lines 20000] [--rounds 5]
 
-Cases, each for both configurations, in alternating order per round:
+Cases, each beside its reference, in alternating order per round:
 - ``format``: the formatter alone on one access record.
-- ``stdout``: ``log.info`` of the access line exactly as the API logs it (message,
-  six ``extra`` fields), through the root handler to a file (the JSON on stdout path).
-- ``journal``: the same ``log.info`` through the journald handler, its ``send`` replaced by
-  a no-op (no journald on a build machine: the figure is the Python side of the line).
+- ``stdout, log.info``: ``log.info`` of the access line (message, six ``extra`` fields),
+  through the root handler to a file (the JSON on stdout path).
+- ``journal, log.info``: the same ``log.info`` through the journald handler, its ``send``
+  replaced by a no-op (no journald on a build machine: the figure is the Python side).
+- ``stdout/journal, log_fields``: the access line as the API writes it, through
+  ``logs.log_fields`` (no LogRecord), beside FlowForge's own ``log.info`` of it.
 Process CPU time per line, median over rounds; the ratio new / reference is paired per
 round. Writes bench/results/log.json and log.md with the commit and the load average.
 """
@@ -100,6 +102,18 @@ def cpu_per_line(lines: int) -> float:
     return (time.process_time() - started) / lines * 1e6
 
 
+def cpu_per_direct_line(lines: int) -> float:
+    """The access line as the API writes it now: ``logs.log_fields``, no LogRecord."""
+    log = logging.getLogger("flowforge.api")
+    fields = ACCESS
+    log_fields, info = logs.log_fields, logging.INFO
+    started = time.process_time()
+    for _ in range(lines):
+        message = f"{fields['method']} {fields['path']} {fields['status']}"
+        log_fields(log, info, message, fields)
+    return (time.process_time() - started) / lines * 1e6
+
+
 def format_cost(formatter: logging.Formatter, lines: int) -> float:
     record = logging.getLogger("flowforge.api").makeRecord(
         "flowforge.api", logging.INFO, "(unknown file)", 0, "GET /v1/tasks/123456 200",
@@ -133,33 +147,55 @@ def main() -> int:
     sample_ref = json.loads(ref_json.format(logging.makeLogRecord({**ACCESS, "msg": "x"})))
     assert set(sample_new) == set(sample_ref), (sample_new, sample_ref)  # no field lost
 
-    def stdout_case(formatter: logging.Formatter) -> float:
-        handler = logging.StreamHandler(sink)
+    def stdout_case(formatter: logging.Formatter, direct: bool = False) -> float:
+        handler = logs.StreamLineHandler(sink)
         handler.setFormatter(formatter)
         install(handler)
-        return cpu_per_line(args.lines)
+        logs._direct = handler if direct else None
+        return (cpu_per_direct_line if direct else cpu_per_line)(args.lines)
 
-    def journal_case(cls: type[logs.JournalHandler], formatter: logging.Formatter) -> float:
+    def journal_case(
+        cls: type[logs.JournalHandler], formatter: logging.Formatter, direct: bool = False
+    ) -> float:
         handler = cls("api")
         handler._send = no_send
         handler.setFormatter(formatter)
         install(handler)
-        return cpu_per_line(args.lines)
+        logs._direct = handler if direct else None
+        return (cpu_per_direct_line if direct else cpu_per_line)(args.lines)
 
+    # case: (FlowForge now, its reference, what the reference is)
+    library = "python-json-logger's formatter, log.info"
     cases = {
         "format": (
             lambda: format_cost(new_json, args.lines),
             lambda: format_cost(ref_json, args.lines),
+            "python-json-logger's formatter",
         ),
-        "stdout": (lambda: stdout_case(new_json), lambda: stdout_case(ref_json)),
-        "journal": (
+        "stdout, log.info": (
+            lambda: stdout_case(new_json),
+            lambda: stdout_case(ref_json),
+            library,
+        ),
+        "journal, log.info": (
             lambda: journal_case(logs.JournalHandler, new_json),
             lambda: journal_case(ReferenceJournalHandler, ref_json),
+            library,
+        ),
+        "stdout, log_fields (the API's access line)": (
+            lambda: stdout_case(new_json, direct=True),
+            lambda: stdout_case(new_json),
+            "FlowForge's log.info",
+        ),
+        "journal, log_fields (the API's access line)": (
+            lambda: journal_case(logs.JournalHandler, new_json, direct=True),
+            lambda: journal_case(logs.JournalHandler, new_json),
+            "FlowForge's log.info",
         ),
     }
     runs: dict[str, dict[str, list[float]]] = {c: {"new": [], "reference": []} for c in cases}
     for rnd in range(args.rounds):
-        for name, (new, ref) in cases.items():
+        for name, (new, ref, _) in cases.items():
             order = [("new", new), ("reference", ref)]
             if rnd % 2:
                 order.reverse()
@@ -174,6 +210,7 @@ def main() -> int:
     for name, r in runs.items():
         paired = [n / ref for n, ref in zip(r["new"], r["reference"], strict=True)]
         summary[name] = {
+            "reference": cases[name][2],
             "new_us_median": statistics.median(r["new"]),
             "reference_us_median": statistics.median(r["reference"]),
             "ratio_new_to_reference_paired": [round(x, 3) for x in paired],
@@ -202,19 +239,20 @@ def main() -> int:
         f"{report['machine']['load_average_at_start']}, at end "
         f"{report['machine']['load_average_at_end']} on {os.cpu_count()} cores.",
         "",
-        "| case | FlowForge us | reference (library formatter) us | new / reference, "
-        "paired median |",
-        "|---|---:|---:|---:|",
+        "| case | FlowForge us | reference | reference us | FlowForge / reference, paired median |",
+        "|---|---:|---|---:|---:|",
     ]
     for name, s in summary.items():
         md.append(
-            f"| {name} | {s['new_us_median']:.2f} | {s['reference_us_median']:.2f} | "
-            f"{s['ratio_new_to_reference_paired_median']:.2f} |"
+            f"| {name} | {s['new_us_median']:.2f} | {s['reference']} | "
+            f"{s['reference_us_median']:.2f} | {s['ratio_new_to_reference_paired_median']:.2f} |"
         )
     md += [
         "",
-        "format: the formatter alone; stdout: `log.info` of the access line to a file; "
-        "journal: the same through the journald handler with a no-op send.",
+        "format: the formatter alone; stdout: the access line to a file; journal: the same "
+        "through the journald handler with a no-op send. log.info makes a LogRecord and "
+        "runs the handler chain; log_fields (what the API calls) formats the fields "
+        "straight to a line.",
     ]
     (RESULTS / "log.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

@@ -118,6 +118,19 @@ class JsonFormatter(OrjsonFormatter):
         data["timestamp"] = datetime.fromtimestamp(record.created, UTC)
         return orjson.dumps(data, default=self.json_default, option=_ORJSON_OPTIONS).decode()
 
+    def format_line(self, name: str, levelname: str, message: str, fields: dict[str, Any]) -> str:
+        """The line ``format_fields`` writes for a record of these (no traceback), stamped
+        now: for ``log_fields``, which makes no record."""
+        data: dict[str, Any] = {
+            "message": message,
+            "level": levelname,
+            "logger": name,
+            "service": self._service,
+        }
+        data.update(fields)
+        data["timestamp"] = datetime.now(UTC)
+        return orjson.dumps(data, default=self.json_default, option=_ORJSON_OPTIONS).decode()
+
 
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 
@@ -210,6 +223,17 @@ class JournalHandler(logging.Handler):
         self._identifier = f"flowforge-{service}"
         self._service = service
 
+    def emit_line(self, name: str, levelno: int, line: str, fields: dict[str, Any]) -> None:
+        """Send a formatted ``line`` with its fields (``log_fields``' way, no record)."""
+        self._send(
+            message=line,
+            priority=_PRIORITY.get(levelno, 2),
+            syslog_identifier=self._identifier,
+            service=self._service,
+            logger=name,
+            **{key.lower(): value for key, value in _as_journal_fields(fields).items()},
+        )
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
             fields = own_fields(record)
@@ -227,6 +251,49 @@ class JournalHandler(logging.Handler):
             )
         except Exception:
             self.handleError(record)
+
+
+class StreamLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler that can also write a line ``log_fields`` formatted."""
+
+    def emit_line(self, name: str, levelno: int, line: str, fields: dict[str, Any]) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+
+# The handler configure_logging installed, when ``log_fields`` may write to it directly.
+_direct: StreamLineHandler | JournalHandler | None = None
+
+
+def log_fields(logger: logging.Logger, level: int, message: str, fields: dict[str, Any]) -> None:
+    """What ``logger.log(level, message, extra=fields)`` writes, the same line with the same
+    fields (the bound context included), for a line on the hot path: the API's access line,
+    once per request. With JSON lines from ``configure_logging`` (and nothing else
+    attached), it formats the fields straight to a line: no LogRecord, no filter or handler
+    chain, which cost about half of the access line's 24 us in the API's profile (stdout
+    and journald alike). Otherwise it is that ``logger.log`` call."""
+    if not logger.isEnabledFor(level):
+        return
+    direct = _direct
+    if (
+        direct is None
+        or logger.handlers
+        or logger.filters
+        or not logger.propagate
+        or logging.root.handlers != [direct]
+    ):
+        logger.log(level, message, extra=fields)
+        return
+    context = _context.get()
+    if context:  # as ContextFilter adds them: after the fields, which win
+        fields = {**fields, **{k: v for k, v in context.items() if k not in fields}}
+    formatter: JsonFormatter = direct.formatter  # type: ignore[assignment]
+    try:
+        line = formatter.format_line(logger.name, logging.getLevelName(level), message, fields)
+        direct.emit_line(logger.name, level, line, fields)
+    except Exception:  # as a handler does: a failed line never fails the request
+        logger.log(level, message, extra=fields)
 
 
 def stdout_is_journal() -> bool:
@@ -267,11 +334,14 @@ def configure_logging(
         try:
             handler = JournalHandler(service)
         except ImportError:  # no journal library here: JSON on stdout still reaches it
-            handler = logging.StreamHandler(sys.stdout)
+            handler = StreamLineHandler(sys.stdout)
     else:
-        handler = logging.StreamHandler(sys.stdout)
+        handler = StreamLineHandler(sys.stdout)
     handler.setFormatter(make_formatter(service, log_format))
-    global _listener
+    global _listener, _direct
+    _direct = None
+    if log_format != "text" and not background:
+        _direct = handler  # type: ignore[assignment]
     if _listener is not None:  # configured again (tests): flush and end the old writer
         atexit.unregister(_listener.stop)
         _listener.stop()

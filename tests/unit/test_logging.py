@@ -157,12 +157,12 @@ def test_journal_is_chosen_only_when_stdout_is_the_journal(
         monkeypatch.setenv("JOURNAL_STREAM", "garbage")
         assert not logs.stdout_is_journal()
         logs.configure_logging("api", "info")
-        assert type(root.handlers[0]) is logging.StreamHandler
+        assert type(root.handlers[0]) is logs.StreamLineHandler
         # Under systemd without the journal library: JSON on stdout still reaches journald.
         monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
         monkeypatch.setitem(sys.modules, "cysystemd.journal", None)  # import fails
         logs.configure_logging("api", "info")
-        assert type(root.handlers[0]) is logging.StreamHandler
+        assert type(root.handlers[0]) is logs.StreamLineHandler
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
@@ -221,3 +221,79 @@ def test_a_handler_process_traceback_file_is_read_once_and_cut_at_its_limit(tmp_
     long.write_bytes(b"x" * (child.FAULT_LIMIT + 10))
     text = child.read_fault(str(long))
     assert text == "x" * child.FAULT_LIMIT + "\n[cut off]"
+
+
+def _without_timestamp(line: str) -> list[tuple[str, object]]:
+    data = json.loads(line)
+    assert data.pop("timestamp").startswith("20")
+    return list(data.items())  # the order too
+
+
+ACCESS = {"request_id": "r-1", "method": "GET", "path": "/v1/tasks/5", "status": 200,
+          "duration_ms": 0.5, "remote_addr": None}  # fmt: skip
+
+
+def test_log_fields_writes_what_logger_log_writes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    out = open(tmp_path / "stdout", "w")  # noqa: SIM115
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    log = logging.getLogger("flowforge.api")
+    try:
+        logs.configure_logging("api", "info")
+        made: list[logging.LogRecord] = []
+        make = log.makeRecord
+        monkeypatch.setattr(
+            log, "makeRecord", lambda *a, **kw: made.append(make(*a, **kw)) or made[-1]
+        )
+        with logs.bind(request_id="bound", task_id=5):  # the context too; the fields win
+            logs.log_fields(log, logging.INFO, "GET /v1/tasks/5 200", ACCESS)
+            assert made == []  # straight to a line: no record
+            log.info("GET /v1/tasks/5 200", extra=ACCESS)
+        logs.log_fields(log, logging.DEBUG, "not at info", ACCESS)
+        out.flush()
+        fast, slow = (tmp_path / "stdout").read_text().splitlines()
+        assert _without_timestamp(fast) == _without_timestamp(slow)
+        assert json.loads(fast)["request_id"] == "r-1" and json.loads(fast)["task_id"] == 5
+        # Another handler attached (pytest's caplog, a library's): the record goes to both.
+        seen: list[logging.LogRecord] = []
+        extra = logging.Handler()
+        extra.emit = seen.append  # type: ignore[method-assign]
+        root.addHandler(extra)
+        logs.log_fields(log, logging.INFO, "GET /v1/tasks/5 200", ACCESS)
+        assert [r.getMessage() for r in seen] == ["GET /v1/tasks/5 200"]
+        assert seen[0].status == 200
+        out.flush()
+        assert len((tmp_path / "stdout").read_text().splitlines()) == 3
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        out.close()
+
+
+def test_log_fields_sends_the_journal_what_a_record_sends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[dict] = []
+    handler = logs.JournalHandler("api")
+    handler._send = lambda **kw: sent.append(kw)
+    handler.setFormatter(logs.json_formatter("api"))
+    handler.addFilter(logs.ContextFilter())
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    log = logging.getLogger("flowforge.api")
+    try:
+        root.handlers[:] = [handler]
+        root.setLevel(logging.INFO)
+        monkeypatch.setattr(logs, "_direct", handler)
+        logs.log_fields(log, logging.INFO, "GET /v1/tasks/5 200", ACCESS)
+        log.info("GET /v1/tasks/5 200", extra=ACCESS)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    fast, slow = sent
+    assert _without_timestamp(fast.pop("message")) == _without_timestamp(slow.pop("message"))
+    assert fast == slow and fast["request_id"] == "r-1" and fast["status"] == "200"

@@ -155,16 +155,20 @@ class EnvelopePlugin:
                 response.status_code,
                 seconds,
             )
-        log.info(
-            "%s %s %s",
+        method, path, status = (
             environ["REQUEST_METHOD"],
             environ.get("PATH_INFO", ""),
             response.status_code,
-            extra={
+        )
+        logs.log_fields(
+            log,
+            logging.INFO,
+            f"{method} {path} {status}",
+            {
                 "request_id": rid,
-                "method": environ["REQUEST_METHOD"],
-                "path": environ.get("PATH_INFO", ""),
-                "status": response.status_code,
+                "method": method,
+                "path": path,
+                "status": status,
                 "duration_ms": round(seconds * 1000, 3),
                 "remote_addr": environ.get("REMOTE_ADDR"),
             },
