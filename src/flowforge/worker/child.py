@@ -71,6 +71,8 @@ class MessageReader:
 def read_fault(path: str) -> str:
     """What a child left in its traceback file (up to ``FAULT_LIMIT`` bytes; the end of a
     longer one is cut off), then removes the file."""
+    if not path:
+        return ""
     try:
         with open(path, "rb") as fh:
             data = fh.read(FAULT_LIMIT + 1)
@@ -115,7 +117,7 @@ def main(
     # the shared stdout. The dispatcher logs the file as one record when the child is gone.
     global _fault_file
     try:
-        _fault_file = open(fault_path, "w")  # noqa: SIM115 (open until the process ends)
+        _fault_file = open(fault_path, "w") if fault_path else None  # noqa: SIM115
     except OSError:
         _fault_file = None
     faulthandler.enable(file=_fault_file or sys.stderr)

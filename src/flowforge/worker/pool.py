@@ -123,8 +123,12 @@ class _Child:
         outbox_r, outbox_w = ctx.Pipe(duplex=False)
         self.state = ctx.RawArray("d", 2)  # running task id, its start (monotonic) or 0
         # Where the child's tracebacks go (a crash's, SIGTERM's): read once it is gone.
-        fd, self.fault_path = tempfile.mkstemp(prefix="flowforge-handler-", suffix=".traceback")
-        os.close(fd)
+        # No temporary directory to write to: "" and the child writes them to stderr.
+        try:
+            fd, self.fault_path = tempfile.mkstemp(prefix="flowforge-handler-", suffix=".tb")
+            os.close(fd)
+        except OSError:
+            self.fault_path = ""
         self.proc = ctx.Process(
             target=child.main,
             args=(
