@@ -131,11 +131,16 @@ def test_create_get_list_update_delete(client: ApiClient, sched_db, settings) ->
     assert listing["meta"] == {"page": 1, "limit": 20, "total": 1}
     assert [s["name"] for s in listing["data"]] == ["nightly-report"]
 
+    before = datetime.now(UTC)
     changed = client.put("/v1/schedules/nightly-report", json={"cron": "*/10 * * * *"})
     assert changed.status_code == 200, changed.text
     data = changed.json()["data"]
     assert data["cron"] == "*/10 * * * *" and data["title"] == "Nightly report"
-    assert datetime.fromisoformat(data["next_run_at"]) < nxt  # moved to the new cron
+    # Moved to the new cron: the next ten-minute mark. (Not "before the old one": from
+    # 02:50 to 03:00 in Riga the two are the same instant.)
+    moved = datetime.fromisoformat(data["next_run_at"])
+    assert before < moved <= datetime.now(UTC) + timedelta(minutes=10), (before, moved)
+    assert (moved.minute % 10, moved.second, moved.microsecond) == (0, 0, 0)
     same = client.put("/v1/schedules/nightly-report", json={"priority": 9}).json()["data"]
     assert same["next_run_at"] == data["next_run_at"] and same["priority"] == 9
 
