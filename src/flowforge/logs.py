@@ -224,7 +224,7 @@ class JournalHandler(logging.Handler):
         self._service = service
 
     def emit_line(self, name: str, levelno: int, line: str, fields: dict[str, Any]) -> None:
-        """Send a formatted ``line`` with its fields (``log_fields``' way, no record)."""
+        """Send a formatted ``line`` with its fields (a record's, or ``log_fields``')."""
         self._send(
             message=line,
             priority=_PRIORITY.get(levelno, 2),
@@ -241,14 +241,7 @@ class JournalHandler(logging.Handler):
             message = (
                 format_fields(record, fields) if format_fields is not None else self.format(record)
             )
-            self._send(
-                message=message,
-                priority=_PRIORITY.get(record.levelno, 2),
-                syslog_identifier=self._identifier,
-                service=self._service,
-                logger=record.name,
-                **{name.lower(): value for name, value in _as_journal_fields(fields).items()},
-            )
+            self.emit_line(record.name, record.levelno, message, fields)
         except Exception:
             self.handleError(record)
 

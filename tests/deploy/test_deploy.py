@@ -164,10 +164,7 @@ def test_runtime_role_reads_and_writes_tasks_but_cannot_change_the_schema(
         rc, out = _psql_as(testhost, env, ddl)
         assert rc != 0 and refusal in out, (ddl, out)
     # the owner role (migrations) owns the tables
-    owner = testhost.sh(
-        "sudo -u postgres psql -d flowforge -Atc "
-        "\"SELECT tableowner FROM pg_tables WHERE tablename = 'tasks'\""
-    )
+    owner = testhost.psql("SELECT tableowner FROM pg_tables WHERE tablename = 'tasks'")
     assert owner.strip() == "flowforge_owner"
 
 

@@ -22,10 +22,6 @@ http.trust_env = False
 http.verify = str(CA_CERT)
 
 
-def _sql(testhost: TestHost, query: str) -> str:
-    return testhost.sh(f'cd / && sudo -u postgres psql -d flowforge -Atc "{query}"').strip()
-
-
 def _info(testhost: TestHost) -> dict:
     out = testhost.sh(f"cd / && sudo -u postgres pgbackrest --stanza={STANZA} --output=json info")
     return json.loads(out)[0]
@@ -40,8 +36,8 @@ def _create(testhost: TestHost, prefix: str, count: int) -> set[str]:
 
 
 def test_archiving_and_timers_are_in_place(testhost: TestHost) -> None:
-    assert _sql(testhost, "SHOW archive_mode") == "on"
-    assert "archive-push" in _sql(testhost, "SHOW archive_command")
+    assert testhost.psql("SHOW archive_mode").strip() == "on"
+    assert "archive-push" in testhost.psql("SHOW archive_command").strip()
     info = _info(testhost)
     # The stanza exists in the repository: 0 ok, or 2 "no valid backups" before the first one.
     assert info["status"]["code"] in (0, 2), info["status"]
@@ -78,9 +74,9 @@ def test_restore_drill_to_a_point_in_time(testhost: TestHost) -> None:
     # target: a target in the second the backup ended finds none (exit 75, as an operator
     # would see it too). Take the target in a later second.
     stop = int(backups[0]["timestamp"]["stop"])
-    while float(_sql(testhost, "SELECT extract(epoch FROM clock_timestamp())")) < stop + 1:
+    while float(testhost.psql("SELECT extract(epoch FROM clock_timestamp())")) < stop + 1:
         time.sleep(0.1)
-    target = _sql(testhost, "SELECT clock_timestamp()")
+    target = testhost.psql("SELECT clock_timestamp()").strip()
     time.sleep(1)
     after_target = _create(testhost, "drill-after-target", 5)
 
@@ -115,7 +111,7 @@ def test_restore_drill_to_a_point_in_time(testhost: TestHost) -> None:
         f"restore to {target}, start, API healthy): {drill_seconds:.1f} s"
     )
 
-    titles = set(_sql(testhost, "SELECT title FROM tasks WHERE title LIKE 'drill-%'").split())
+    titles = set(testhost.psql("SELECT title FROM tasks WHERE title LIKE 'drill-%'").split())
     assert titles == before_backup | before_target, sorted(titles)
     assert not titles & after_target
     # Archiving goes on, on the new timeline, and the next backup works.

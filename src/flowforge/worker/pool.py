@@ -193,14 +193,13 @@ class _Child:
             return False
 
     def traceback(self) -> dict[str, str]:
-        """The traceback the child left (as a log field), if any; removes its file."""
+        """The traceback the child left (as a log field), if any; removes its file (the
+        pool reads it once, when it reaps the child; ``abandon`` removes the rest)."""
         text = child.read_fault(self.fault_path)
         return {"traceback": text} if text else {}
 
     def close(self) -> None:
         self.closed = True
-        with contextlib.suppress(OSError):
-            os.unlink(self.fault_path)
         for conn in self._keep:
             with contextlib.suppress(OSError):
                 conn.close()
