@@ -6,7 +6,8 @@
 #               systemd host) with coverage
 #   make vm     a local Debian 12 systemd host (nspawn) deployed with deploy.yml
 #   make vagrant-box   the box and host network for `vagrant up --provider=lxc` (root)
-#   make bench  the API, queue, seeding and bulk creation benchmarks (figures in bench/results/)
+#   make bench  the API, queue, scale, seeding and bulk creation benchmarks (figures in
+#               bench/results/)
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -117,6 +118,7 @@ bench: system-deps venv
 	$(PY) bench/bench_api.py
 	$(PY) bench/bench_worker.py
 	$(PY) bench/bench_worker_cpu.py
+	$(PY) bench/bench_scale.py
 	$(PY) bench/bench_seed.py
 	$(PY) bench/bench_batch.py
 	$(PY) bench/bench_soak.py

@@ -122,7 +122,35 @@ def plot_soak(result: dict, out: Path) -> None:
     plt.close(fig)
 
 
-PLOTS = {"api": plot_api, "worker": plot_worker, "soak": plot_soak}
+def plot_scale(result: dict, out: Path) -> None:
+    """Each measure on the small table beside the large one, with the paired ratio."""
+    small, large = (str(n) for n in result["sizes"])
+    names = list(result["results"])
+    y = range(len(names))
+    fig, ax = plt.subplots(figsize=(9, 0.8 * len(names) + 1.6))
+    rows = [result["results"][n] for n in names]
+    first = ax.barh([i - 0.2 for i in y], [r[small]["per_s_median"] for r in rows], height=0.4,
+                    color=ANCHOR, label=f"{int(small):,} rows")  # fmt: skip
+    second = ax.barh([i + 0.2 for i in y], [r[large]["per_s_median"] for r in rows], height=0.4,
+                     color=OURS, label=f"{int(large):,} rows")  # fmt: skip
+    ax.bar_label(first, labels=[f"{r[small]['per_s_median']:,.0f}" for r in rows], padding=3,
+                 fontsize=8)  # fmt: skip
+    ax.bar_label(second, padding=3, fontsize=8, labels=[
+        f"{r[large]['per_s_median']:,.0f} ({r['large_over_small_median']:.2f}x)" for r in rows
+    ])  # fmt: skip
+    ax.set_yticks(list(y), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.margins(x=0.25)
+    ax.set_xlabel("per second (median of rounds); in brackets: large / small, paired")
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title(f"The same requests and claim at two table sizes\n{_subtitle(result)}",
+                 fontsize=10)  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+PLOTS = {"api": plot_api, "worker": plot_worker, "soak": plot_soak, "scale": plot_scale}
 
 
 def main() -> int:
