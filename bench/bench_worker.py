@@ -20,7 +20,7 @@ defaults), one database per system. Measures:
 - the ceiling: pgbench claiming and completing 50 (and 1) tasks per commit with the same
   claim statement.
 
-Writes bench/results/worker.json and worker.md. PgQueuer runs on asyncpg, its
+Writes bench/results/worker.json, .md and .png. PgQueuer runs on asyncpg, its
 recommended driver (the `bench` extra lists it).
 """
 
@@ -1066,6 +1066,9 @@ def main(argv: list[str]) -> int:
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "worker.json").write_text(json.dumps(r, indent=2) + "\n")
         (RESULTS / "worker.md").write_text(markdown(r))
+        from plots import plot_worker
+
+        plot_worker(r, RESULTS / "worker.png")
         print(markdown(r))
     finally:
         pg.destroy()
