@@ -3,6 +3,7 @@ fields, the bound request context, journald field names and the journal handler.
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
 import logging
@@ -269,6 +270,60 @@ def test_log_fields_writes_what_logger_log_writes(
         out.flush()
         assert len((tmp_path / "stdout").read_text().splitlines()) == 3
     finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        out.close()
+
+
+def test_log_fields_in_the_background_mode_hands_the_writer_fields_not_a_record(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The worker's mode: the writer thread formats what log_fields queued, the same line
+    log.info writes, stamped when it was logged; a line it cannot format goes the
+    generic way."""
+    out = open(tmp_path / "stdout", "w")  # noqa: SIM115
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    log = logging.getLogger("flowforge.worker")
+    fields = {"type": "noop", "duration_ms": 0.25}
+    try:
+        logs.configure_logging("worker", "info", background=True)
+        made: list[logging.LogRecord] = []
+        make = log.makeRecord
+        monkeypatch.setattr(
+            log, "makeRecord", lambda *a, **kw: made.append(make(*a, **kw)) or made[-1]
+        )
+        real_time = logs.time.time
+        with logs.bind(request_id="r-1", task_id=5, attempt=1):
+            monkeypatch.setattr(logs.time, "time", lambda: 1_000_000_000.0)
+            logs.log_fields(log, logging.INFO, "task completed", fields)
+            monkeypatch.setattr(logs.time, "time", real_time)
+            assert made == []  # fields on the queue, no record
+            log.info("task completed", extra=fields)
+        logs.log_fields(log, logging.DEBUG, "not at info", fields)
+        formatter = logs._direct.formatter  # type: ignore[union-attr]
+
+        def broken(*args: object) -> str:
+            raise ValueError("cannot format")
+
+        monkeypatch.setattr(formatter, "format_line", broken)
+        logs.log_fields(log, logging.INFO, "formatted the generic way", {"task_id": 7})
+        logs._listener.stop()  # type: ignore[union-attr]  # the writer drains its queue
+        out.flush()
+        fast, slow, fallback = (tmp_path / "stdout").read_text().splitlines()
+        assert json.loads(fast)["timestamp"] == "2001-09-09T01:46:40+00:00"
+        assert _without_timestamp(fast) == _without_timestamp(slow)
+        assert json.loads(fast)["task_id"] == 5 and json.loads(fast)["type"] == "noop"
+        assert json.loads(fallback)["message"] == "formatted the generic way"
+        assert json.loads(fallback)["task_id"] == 7
+    finally:
+        if logs._listener is not None:
+            atexit.unregister(logs._listener.stop)
+            if logs._listener._thread is not None:
+                logs._listener.stop()
+        logs._listener = logs._enqueue = logs._direct = None  # as before any configuration
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
         out.close()

@@ -189,8 +189,8 @@ class Worker:
                         "error": outcome.error,
                     },
                 )
-            elif outcome.error is None:
-                log.info("task completed", extra=fields)
+            elif outcome.error is None:  # once per task: the line without a LogRecord
+                logs.log_fields(log, logging.INFO, "task completed", fields)
             elif task.attempt >= task.max_attempts:
                 log.error(
                     "task failed: attempts used up",
