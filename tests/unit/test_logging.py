@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -301,6 +302,11 @@ def test_log_fields_in_the_background_mode_hands_the_writer_fields_not_a_record(
             logs.log_fields(log, logging.INFO, "task completed", fields)
             monkeypatch.setattr(logs.time, "time", real_time)
             assert made == []  # fields on the queue, no record
+            # written and flushed once the writer's queue is empty, not at the stop
+            deadline = time.monotonic() + 5
+            while not (tmp_path / "stdout").read_text() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert (tmp_path / "stdout").read_text().count("\n") == 1
             log.info("task completed", extra=fields)
         logs.log_fields(log, logging.DEBUG, "not at info", fields)
         formatter = logs._direct.formatter  # type: ignore[union-attr]
