@@ -11,7 +11,9 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -235,104 +237,99 @@ ACCESS = {"request_id": "r-1", "method": "GET", "path": "/v1/tasks/5", "status":
           "duration_ms": 0.5, "remote_addr": None}  # fmt: skip
 
 
-def test_log_fields_writes_what_logger_log_writes(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+@pytest.fixture
+def stdout_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
+    """A file for the test to make sys.stdout (pytest's capture puts its own back after
+    the set-up: set it in the test), not a journal; afterwards the root logger as it was
+    and no background writer left running."""
     out = open(tmp_path / "stdout", "w")  # noqa: SIM115
-    monkeypatch.setattr(sys, "stdout", out)
     monkeypatch.delenv("JOURNAL_STREAM", raising=False)
     root = logging.getLogger()
     saved = list(root.handlers), root.level
+    yield out
+    if logs._listener is not None:
+        atexit.unregister(logs._listener.stop)
+        if logs._listener._thread is not None:
+            logs._listener.stop()
+    logs._listener = logs._enqueue = logs._direct = None  # as before any configuration
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
+    out.close()
+
+
+def test_log_fields_writes_what_logger_log_writes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stdout_file: Any
+) -> None:
+    out, root = stdout_file, logging.getLogger()
+    monkeypatch.setattr(sys, "stdout", out)
     log = logging.getLogger("flowforge.api")
-    try:
-        logs.configure_logging("api", "info")
-        made: list[logging.LogRecord] = []
-        make = log.makeRecord
-        monkeypatch.setattr(
-            log, "makeRecord", lambda *a, **kw: made.append(make(*a, **kw)) or made[-1]
-        )
-        with logs.bind(request_id="bound", task_id=5):  # the context too; the fields win
-            logs.log_fields(log, logging.INFO, "GET /v1/tasks/5 200", ACCESS)
-            assert made == []  # straight to a line: no record
-            log.info("GET /v1/tasks/5 200", extra=ACCESS)
-        logs.log_fields(log, logging.DEBUG, "not at info", ACCESS)
-        out.flush()
-        fast, slow = (tmp_path / "stdout").read_text().splitlines()
-        assert _without_timestamp(fast) == _without_timestamp(slow)
-        assert json.loads(fast)["request_id"] == "r-1" and json.loads(fast)["task_id"] == 5
-        # Another handler attached (pytest's caplog, a library's): the record goes to both.
-        seen: list[logging.LogRecord] = []
-        extra = logging.Handler()
-        extra.emit = seen.append  # type: ignore[method-assign]
-        root.addHandler(extra)
+    logs.configure_logging("api", "info")
+    made: list[logging.LogRecord] = []
+    make = log.makeRecord
+    monkeypatch.setattr(log, "makeRecord", lambda *a, **kw: made.append(make(*a, **kw)) or made[-1])
+    with logs.bind(request_id="bound", task_id=5):  # the context too; the fields win
         logs.log_fields(log, logging.INFO, "GET /v1/tasks/5 200", ACCESS)
-        assert [r.getMessage() for r in seen] == ["GET /v1/tasks/5 200"]
-        assert seen[0].status == 200
-        out.flush()
-        assert len((tmp_path / "stdout").read_text().splitlines()) == 3
-    finally:
-        root.handlers[:] = saved[0]
-        root.setLevel(saved[1])
-        out.close()
+        assert made == []  # straight to a line: no record
+        log.info("GET /v1/tasks/5 200", extra=ACCESS)
+    logs.log_fields(log, logging.DEBUG, "not at info", ACCESS)
+    out.flush()
+    fast, slow = (tmp_path / "stdout").read_text().splitlines()
+    assert _without_timestamp(fast) == _without_timestamp(slow)
+    assert json.loads(fast)["request_id"] == "r-1" and json.loads(fast)["task_id"] == 5
+    # Another handler attached (pytest's caplog, a library's): the record goes to both.
+    seen: list[logging.LogRecord] = []
+    extra = logging.Handler()
+    extra.emit = seen.append  # type: ignore[method-assign]
+    root.addHandler(extra)
+    logs.log_fields(log, logging.INFO, "GET /v1/tasks/5 200", ACCESS)
+    assert [r.getMessage() for r in seen] == ["GET /v1/tasks/5 200"]
+    assert seen[0].status == 200
+    out.flush()
+    assert len((tmp_path / "stdout").read_text().splitlines()) == 3
 
 
 def test_log_fields_in_the_background_mode_hands_the_writer_fields_not_a_record(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stdout_file: Any
 ) -> None:
     """The worker's mode: the writer thread formats what log_fields queued, the same line
     log.info writes, stamped when it was logged; a line it cannot format goes the
     generic way."""
-    out = open(tmp_path / "stdout", "w")  # noqa: SIM115
+    out = stdout_file
     monkeypatch.setattr(sys, "stdout", out)
-    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
-    root = logging.getLogger()
-    saved = list(root.handlers), root.level
     log = logging.getLogger("flowforge.worker")
     fields = {"type": "noop", "duration_ms": 0.25}
-    try:
-        logs.configure_logging("worker", "info", background=True)
-        made: list[logging.LogRecord] = []
-        make = log.makeRecord
-        monkeypatch.setattr(
-            log, "makeRecord", lambda *a, **kw: made.append(make(*a, **kw)) or made[-1]
-        )
-        real_time = logs.time.time
-        with logs.bind(request_id="r-1", task_id=5, attempt=1):
-            monkeypatch.setattr(logs.time, "time", lambda: 1_000_000_000.0)
-            logs.log_fields(log, logging.INFO, "task completed", fields)
-            monkeypatch.setattr(logs.time, "time", real_time)
-            assert made == []  # fields on the queue, no record
-            # written and flushed once the writer's queue is empty, not at the stop
-            deadline = time.monotonic() + 5
-            while not (tmp_path / "stdout").read_text() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert (tmp_path / "stdout").read_text().count("\n") == 1
-            log.info("task completed", extra=fields)
-        logs.log_fields(log, logging.DEBUG, "not at info", fields)
-        formatter = logs._direct.formatter  # type: ignore[union-attr]
+    logs.configure_logging("worker", "info", background=True)
+    made: list[logging.LogRecord] = []
+    make = log.makeRecord
+    monkeypatch.setattr(log, "makeRecord", lambda *a, **kw: made.append(make(*a, **kw)) or made[-1])
+    real_time = logs.time.time
+    with logs.bind(request_id="r-1", task_id=5, attempt=1):
+        monkeypatch.setattr(logs.time, "time", lambda: 1_000_000_000.0)
+        logs.log_fields(log, logging.INFO, "task completed", fields)
+        monkeypatch.setattr(logs.time, "time", real_time)
+        assert made == []  # fields on the queue, no record
+        # written and flushed once the writer's queue is empty, not at the stop
+        deadline = time.monotonic() + 5
+        while not (tmp_path / "stdout").read_text() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (tmp_path / "stdout").read_text().count("\n") == 1
+        log.info("task completed", extra=fields)
+    logs.log_fields(log, logging.DEBUG, "not at info", fields)
+    formatter = logs._direct.formatter  # type: ignore[union-attr]
 
-        def broken(*args: object) -> str:
-            raise ValueError("cannot format")
+    def broken(*args: object) -> str:
+        raise ValueError("cannot format")
 
-        monkeypatch.setattr(formatter, "format_line", broken)
-        logs.log_fields(log, logging.INFO, "formatted the generic way", {"task_id": 7})
-        logs._listener.stop()  # type: ignore[union-attr]  # the writer drains its queue
-        out.flush()
-        fast, slow, fallback = (tmp_path / "stdout").read_text().splitlines()
-        assert json.loads(fast)["timestamp"] == "2001-09-09T01:46:40+00:00"
-        assert _without_timestamp(fast) == _without_timestamp(slow)
-        assert json.loads(fast)["task_id"] == 5 and json.loads(fast)["type"] == "noop"
-        assert json.loads(fallback)["message"] == "formatted the generic way"
-        assert json.loads(fallback)["task_id"] == 7
-    finally:
-        if logs._listener is not None:
-            atexit.unregister(logs._listener.stop)
-            if logs._listener._thread is not None:
-                logs._listener.stop()
-        logs._listener = logs._enqueue = logs._direct = None  # as before any configuration
-        root.handlers[:] = saved[0]
-        root.setLevel(saved[1])
-        out.close()
+    monkeypatch.setattr(formatter, "format_line", broken)
+    logs.log_fields(log, logging.INFO, "formatted the generic way", {"task_id": 7})
+    logs._listener.stop()  # type: ignore[union-attr]  # the writer drains its queue
+    out.flush()
+    fast, slow, fallback = (tmp_path / "stdout").read_text().splitlines()
+    assert json.loads(fast)["timestamp"] == "2001-09-09T01:46:40+00:00"
+    assert _without_timestamp(fast) == _without_timestamp(slow)
+    assert json.loads(fast)["task_id"] == 5 and json.loads(fast)["type"] == "noop"
+    assert json.loads(fallback)["message"] == "formatted the generic way"
+    assert json.loads(fallback)["task_id"] == 7
 
 
 def test_log_fields_sends_the_journal_what_a_record_sends(
