@@ -7,7 +7,7 @@ schema, not a figure of FlowForge's.
     .venv/bin/python bench/bench_write_paths.py [--seconds 5] [--rounds 3]
 
 Each path claims 50 due tasks per statement (priority, run_at, id order, SKIP LOCKED) at 2
-clients, on a migrated database refilled with 300,000 pending noop tasks before every run:
+clients, on a migrated database refilled with 750,000 pending noop tasks before every run:
 
 - current: the worker's claim statement (status -> processing, lease, attempt) and, in
   the same transaction, the completion update: two updates of the wide `tasks` row, each
@@ -126,7 +126,7 @@ def main() -> int:
     p.add_argument("--seconds", type=int, default=5, help="length of each pgbench run")
     p.add_argument("--rounds", type=int, default=3)
     a = p.parse_args()
-    rows = 60_000 * a.seconds
+    rows = 150_000 * a.seconds  # more than the fastest path takes in the run
     load_start = os.getloadavg()
     runs: dict[str, list[float]] = {name: [] for name in PATHS}
     pg = TempPostgres().start()
