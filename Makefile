@@ -119,6 +119,7 @@ bench: system-deps venv
 	$(PY) bench/bench_worker.py
 	$(PY) bench/bench_worker_cpu.py
 	$(PY) bench/bench_scale.py
+	$(PY) bench/bench_write_paths.py
 	$(PY) bench/bench_seed.py
 	$(PY) bench/bench_batch.py
 	$(PY) bench/bench_soak.py
