@@ -8,7 +8,7 @@ processes) is read from /proc before and after, per task.
 
 Both isolation modes, rounds alternating. Every task's row is updated twice (claimed,
 finished) and each non-HOT update writes every index of `tasks` whose predicate the new
-row meets: that is PostgreSQL's share. Writes bench/results/worker-cpu.json and .md.
+row meets: that is PostgreSQL's share. Writes bench/results/worker-cpu.json, .md and .png.
 """
 
 from __future__ import annotations
@@ -175,6 +175,9 @@ def main(argv: list[str]) -> int:
     bw.RESULTS.mkdir(parents=True, exist_ok=True)
     (bw.RESULTS / "worker-cpu.json").write_text(json.dumps(result, indent=2) + "\n")
     (bw.RESULTS / "worker-cpu.md").write_text("\n".join(lines) + "\n")
+    from plots import plot_worker_cpu
+
+    plot_worker_cpu(result, bw.RESULTS / "worker-cpu.png")
     print("\n".join(lines))
     return 0
 

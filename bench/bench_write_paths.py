@@ -17,7 +17,7 @@ clients, on a migrated database refilled with 750,000 pending noop tasks before 
 - narrow queue: the lease on a narrow `task_queue` table (its own partial index), claim
   committed, then the queue row deleted and the `tasks` row updated once.
 
-Rounds alternate the order of the paths. Writes bench/results/write-paths.json and .md.
+Rounds alternate the order of the paths. Writes bench/results/write-paths.json, .md and .png.
 """
 
 from __future__ import annotations
@@ -192,6 +192,9 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "write-paths.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / "write-paths.md").write_text("\n".join(lines) + "\n")
+    from plots import plot_write_paths
+
+    plot_write_paths(result, RESULTS / "write-paths.png")
     print("\n".join(lines))
     return 0
 

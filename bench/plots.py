@@ -150,7 +150,54 @@ def plot_scale(result: dict, out: Path) -> None:
     plt.close(fig)
 
 
-PLOTS = {"api": plot_api, "worker": plot_worker, "soak": plot_soak, "scale": plot_scale}
+def plot_worker_cpu(result: dict, out: Path) -> None:
+    """CPU per noop task, stacked by process, one bar per isolation mode."""
+    rows = result["rows"]
+    parts = list(dict.fromkeys(k for r in rows for k in r["median_cpu_us_per_task"]))
+    fig, ax = plt.subplots(figsize=(9, 0.7 * len(rows) + 2.6))
+    left = [0.0] * len(rows)
+    labels = [f"{r['isolation']} ({r['median_tasks_per_s']:,} tasks/s)" for r in rows]
+    shades = plt.cm.Blues([0.9, 0.3, 0.6, 0.45])
+    for i, (part, color) in enumerate(zip(parts, shades, strict=False)):
+        widths = [r["median_cpu_us_per_task"].get(part, 0.0) for r in rows]
+        bars = ax.barh(labels, widths, left=left, color=color, label=part)
+        text = [f"{w:.1f}" if w >= 3 else "" for w in widths]
+        ink = "white" if i == 0 else "black"  # readable on the darkest shade
+        ax.bar_label(bars, labels=text, label_type="center", fontsize=8, color=ink)
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    for y, total in enumerate(left):
+        ax.text(total + 1, y, f"{total:.1f} us", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.margins(x=0.12)
+    ax.set_xlabel("CPU us per noop task, by process (median of rounds)")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=2)
+    ax.set_title(f"Where a task's CPU goes\n{_subtitle(result)}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def plot_write_paths(result: dict, out: Path) -> None:
+    """Tasks/s PostgreSQL alone claims and finishes, by the shape of the writes."""
+    names = list(result["paths"])
+    values = [result["paths"][n]["tasks_per_s_median"] for n in names]
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(names) + 1.6))
+    _bars(ax, names, values, [n.startswith("current") for n in names])
+    ax.set_xlabel("tasks/s, pgbench, 50 a statement (median of rounds)")
+    ax.set_title(f"Claim and finish in PostgreSQL alone\n{_subtitle(result)}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+PLOTS = {
+    "api": plot_api,
+    "worker": plot_worker,
+    "soak": plot_soak,
+    "scale": plot_scale,
+    "worker-cpu": plot_worker_cpu,
+    "write-paths": plot_write_paths,
+}
 
 
 def main() -> int:
