@@ -34,14 +34,17 @@ def test_one_access_line_per_request_with_every_field(
         ("GET", "/v1/tasks/987654", None, 404),
         ("PATCH", "/v1/tasks", None, 405),
         ("GET", "/no/such/route", None, 404),
+        ("POST", "/v1/tasks", {"title": "once"}, 201),
+        ("POST", "/v1/tasks", {"title": "once"}, 200),  # the same key again: a replay
     ]
     for i, (method, path, body, status) in enumerate(calls):
+        key = {"Idempotency-Key": "log-key"} if body == {"title": "once"} else {}
         response = requests.request(
             method,
             url + path,
             json=body,
             timeout=10,
-            headers={"X-Request-ID": f"log-{i}", **auth_headers},
+            headers={"X-Request-ID": f"log-{i}", **key, **auth_headers},
         )
         assert response.status_code == status
     stop_api(proc)
@@ -58,8 +61,16 @@ def test_one_access_line_per_request_with_every_field(
         assert isinstance(line["duration_ms"], int | float) and line["duration_ms"] >= 0
         assert line["timestamp"].startswith("20")
     # Lines logged inside a request carry its ID too (the creation line names the task).
-    created = [line for line in lines if line.get("request_id") == "log-1" and "task_id" in line]
-    assert len(created) == 1 and created[0]["message"] == "task created"
+    for rid, message in (("log-1", "task created"), ("log-6", "task created"),
+                         ("log-7", "task creation replayed (Idempotency-Key)")):  # fmt: skip
+        told = [line for line in lines if line.get("request_id") == rid and "task_id" in line]
+        assert len(told) == 1 and told[0]["message"] == message, told
+        assert told[0]["level"] == "INFO" and told[0]["logger"] == "flowforge.api"
+    created, replayed = (
+        next(line for line in lines if line.get("request_id") == rid and "task_id" in line)
+        for rid in ("log-6", "log-7")
+    )
+    assert replayed["task_id"] == created["task_id"] and created["type"] == "noop"
 
 
 def test_log_format_text_gives_readable_access_lines(

@@ -9,7 +9,7 @@ import logging
 import bottle
 import orjson
 
-from ... import pagination
+from ... import logs, pagination
 from ..admission import Admission
 from ..envelope import ApiError, ok
 from ..inputs import check_id, idempotency_key, query_params, read_json
@@ -95,11 +95,14 @@ class TaskRoutes:
                 request_hash=digest,
             )
         bottle.response.set_header("Location", f"/v1/tasks/{task.id}")
+        # Once per POST, beside the access line: the hot path's way of logging (``log_fields``
+        # writes the same line as log.info at half its cost, 10 us a request here).
         if replayed:
-            log.info("task creation replayed (Idempotency-Key)", extra={"task_id": task.id})
+            message = "task creation replayed (Idempotency-Key)"
+            logs.log_fields(log, logging.INFO, message, {"task_id": task.id})
             bottle.response.set_header("Idempotent-Replayed", "true")
             return ok(task, status=200)
-        log.info("task created", extra={"task_id": task.id, "type": task.type})
+        logs.log_fields(log, logging.INFO, "task created", {"task_id": task.id, "type": task.type})
         return ok(task, status=201)
 
     def create_batch(self) -> bytes:
