@@ -107,11 +107,17 @@ def test_create_takes_every_optional_field(client: ApiClient) -> None:
         type="sleep",
         payload={"seconds": 0},
         max_attempts=7,
-        run_at="2030-01-01T10:00:00+02:00",
+        run_at="2030-01-01T10:00:00.123456+02:00",
         description=None,
+        queue="mail",
+        priority=5,
+        timeout=30,
     )
     assert (task["type"], task["max_attempts"], task["description"]) == ("sleep", 7, "")
-    assert task["run_at"].startswith("2030-01-01T08:00:00")
+    assert task["run_at"] == "2030-01-01T08:00:00.123456Z"
+    assert (task["queue"], task["priority"], task["timeout"]) == ("mail", 5, 30)
+    # The answer is the task as stored: what GET reads back, field for field.
+    assert client.get(f"/v1/tasks/{task['id']}").json()["data"] == task
 
 
 def test_get_unknown_task_is_404(client: ApiClient) -> None:

@@ -103,6 +103,38 @@ class Page:
     next_key: tuple[datetime, int] | None
 
 
+def inserted_task(task_id: int, now: datetime, row: dict[str, Any], request_id: str | None) -> Task:
+    """A new task as the API answers it: ``row`` (``TaskStore._row``) as sent, with the id
+    and time its INSERT returned and the columns' defaults, rather than the whole row
+    read back (tests/integration/test_batch.py compares every field with GET). The
+    payload is the one sent: jsonb keeps its value, not its spelling (GET may write
+    1e2 as 100, and order keys its own way)."""
+    return Task(
+        id=task_id,
+        title=row["title"],
+        description=row["description"],
+        status=Status.PENDING.value,
+        queue=row["queue"],
+        priority=row["priority"],
+        type=row["type"],
+        payload=row["payload"],
+        result=None,
+        attempts=0,
+        max_attempts=row["max_attempts"],
+        timeout=row["timeout"],
+        last_error=None,
+        cancel_requested=False,
+        run_at=row["run_at"] or now,
+        started_at=None,
+        completed_at=None,
+        worker=None,
+        schedule=None,
+        request_id=request_id,
+        created_at=now,
+        updated_at=now,
+    )
+
+
 class TaskStore:
     """The API's reads and writes. ``keep_connection``: see ``db.ConnectionSource``."""
 
@@ -329,17 +361,19 @@ class TaskStore:
             "timeout": new.timeout or self.default_timeout,
         }
 
-    def _insert_params(self, new: NewTask, request_id: str | None) -> dict[str, Any]:
-        row = self._row(new)
+    @staticmethod
+    def _insert_params(row: dict[str, Any], request_id: str | None) -> dict[str, Any]:
         return {**row, "payload": Jsonb(row["payload"]), "request_id": request_id}
 
     def create(self, new: NewTask, *, request_id: str | None) -> Task:
-        params = self._insert_params(new, request_id)
+        row = self._row(new)
         with self.source.connection() as conn:
-            cur = conn.cursor(row_factory=task_row)
-            task = cur.execute(queries.INSERT_TASK, params).fetchone()
-        assert task is not None
-        return task
+            inserted = conn.execute(
+                queries.INSERT_TASK, self._insert_params(row, request_id)
+            ).fetchone()
+        assert inserted is not None
+        task_id, now = inserted
+        return inserted_task(task_id, now, row, request_id)
 
     def create_once(
         self,
@@ -353,7 +387,7 @@ class TaskStore:
         """Create a task unless this token's ``key`` already made one within 24 hours:
         (task, replayed). ``IdempotencyMismatch`` if that was for another body."""
         params = {
-            **self._insert_params(new, request_id),
+            **self._insert_params(self._row(new), request_id),
             "token_id": token_id,
             "key": key,
             "hash": request_hash,
@@ -384,33 +418,8 @@ class TaskStore:
         }
         with self.source.connection() as conn:
             created = sorted(conn.execute(queries.INSERT_TASKS, params).fetchall())
-        # The rows as the table holds them: what was sent plus the columns' defaults
-        # (tests/integration/test_batch.py compares every field with GET).
         return [
-            Task(
-                id=task_id,
-                title=row["title"],
-                description=row["description"],
-                status=Status.PENDING.value,
-                queue=row["queue"],
-                priority=row["priority"],
-                type=row["type"],
-                payload=row["payload"],
-                result=None,
-                attempts=0,
-                max_attempts=row["max_attempts"],
-                timeout=row["timeout"],
-                last_error=None,
-                cancel_requested=False,
-                run_at=row["run_at"] or now,
-                started_at=None,
-                completed_at=None,
-                worker=None,
-                schedule=None,
-                request_id=request_id,
-                created_at=now,
-                updated_at=now,
-            )
+            inserted_task(task_id, now, row, request_id)
             for (task_id, now), row in zip(created, rows, strict=True)
         ]
 
