@@ -1,6 +1,6 @@
 """FlowForge's alert rules (deploy/prometheus/): `promtool check rules` accepts them and
 `promtool test rules` runs their unit tests (promtool comes with Debian's `prometheus`);
-every alert the README promises exists and has a test."""
+every alert docs/operations.md promises exists and has a test."""
 
 from __future__ import annotations
 
@@ -64,6 +64,6 @@ def test_every_alert_is_defined_tested_and_documented() -> None:
         if case["exp_alerts"]  # a firing case, not only a quiet one
     }
     assert tested == ALERTS
-    readme = (ROOT / "README.md").read_text()
+    guide = (ROOT / "docs" / "operations.md").read_text()
     for alert in ALERTS:
-        assert re.search(rf"`{alert}`", readme), f"README does not explain {alert}"
+        assert re.search(rf"`{alert}`", guide), f"docs/operations.md does not explain {alert}"
