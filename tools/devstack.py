@@ -7,7 +7,8 @@ Checks that API_PORT (8080) is free, migrates, then runs `flowforge api` and `fl
 worker` (readable lines: LOG_FORMAT=text unless set) and prints the banner once the API
 answers. One Ctrl-C stops everything gracefully: the services run in a session of their
 own, so the terminal's SIGINT reaches only this script, which sends each one SIGTERM
-(running tasks get WORKER_SHUTDOWN_TIMEOUT to finish). README's variables are honoured.
+(running tasks get WORKER_SHUTDOWN_TIMEOUT to finish). The variables of
+docs/configuration.md are honoured.
 """
 
 from __future__ import annotations
