@@ -90,10 +90,12 @@ deploy-test: system-deps venv
 dev: dev-deps $(VENV)/.runtime
 	$(PY) tools/devstack.py
 
-# Wipe make dev's database (stop make dev first).
+# Wipe make dev's database (stop make dev first). As root the cluster lives in
+# /var/lib/flowforge-dev/<hash> (tools/devstack.py, cluster_dir) and .dev/pg links to it.
 dev-reset:
 	@if [ -f .dev/pg/data/postmaster.pid ]; then \
 		echo "make dev-reset: make dev is still running (stop it with Ctrl-C first)"; exit 2; fi
+	@if [ -L .dev/pg ]; then echo rm -rf "$$(readlink -f .dev/pg)"; rm -rf "$$(readlink -f .dev/pg)"; fi
 	rm -rf .dev
 
 vm: system-deps venv

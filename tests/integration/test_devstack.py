@@ -5,6 +5,7 @@ a terminal sends it) stops everything gracefully."""
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -20,7 +21,7 @@ import psycopg
 import pytest
 import requests
 
-from flowforge.devdb import free_port
+from flowforge.devdb import TempPostgres, free_port
 
 from ..support import ROOT
 
@@ -29,11 +30,14 @@ DEVSTACK = str(ROOT / "tools" / "devstack.py")
 
 @pytest.fixture
 def dev_dir() -> Iterator[Path]:
-    # Not under pytest's tmp_path: as root, the cluster belongs to `postgres`, who must be
-    # able to reach it.
+    # As `mktemp -d` makes it (mode 700), like a clone in /root: as root, the cluster's
+    # `postgres` user cannot enter it, so make dev must keep the cluster elsewhere.
     path = Path(tempfile.mkdtemp(prefix="flowforge-dev-"))
-    path.chmod(0o755)
+    assert path.stat().st_mode & 0o777 == 0o700
     yield path
+    cluster = path / "pg"
+    if cluster.is_symlink():  # as root: /var/lib/flowforge-dev/<hash>, as make dev-reset does
+        shutil.rmtree(cluster.resolve(), ignore_errors=True)
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -145,3 +149,143 @@ def test_make_dev_says_which_port_to_set_when_the_api_port_is_taken(dev_dir: Pat
     assert len(lines) == 1 and f"port {port}" in lines[0] and "API_PORT=" in lines[0], lines
     assert "FlowForge is up" not in out.stdout + out.stderr
     assert not (dev_dir / "pg").exists()  # nothing started
+
+
+def _exports(banner: str) -> dict[str, str]:
+    """The banner's `export NAME=VALUE` lines, as a shell that pastes them would have them
+    (`$PATH` expanded)."""
+    found = dict(re.findall(r"^\s*export (\w+)=(\S+)$", banner, re.MULTILINE))
+    if "PATH" in found:
+        found["PATH"] = found["PATH"].replace("$PATH", os.environ["PATH"])
+    return found
+
+
+def _pending_after(cluster: Path, task_id: int) -> dict:
+    """The task's row in make dev's kept cluster, read with make dev stopped."""
+    server = TempPostgres(port=free_port(), directory=cluster).start()
+    try:
+        with psycopg.connect(server.url(), row_factory=psycopg.rows.dict_row) as conn:
+            row = conn.execute("SELECT * FROM tasks WHERE id = %s", (task_id,)).fetchone()
+    finally:
+        server.stop()
+    assert row is not None
+    return row
+
+
+def test_make_dev_runs_from_a_closed_directory_and_a_second_one_says_where_the_first_is(
+    dev_dir: Path,
+) -> None:
+    port, db_port = free_port(), free_port()
+    env = _env(dev_dir, port, db_port)
+    proc = _start(env, dev_dir / "out-1")
+    try:
+        text = _banner(proc, dev_dir / "out-1")
+        assert "Traceback" not in text, text[-3000:]
+        cluster = (dev_dir / "pg").resolve()
+        if os.geteuid() == 0:
+            # The postgres user cannot enter the mode-700 directory: the cluster lives where
+            # it can, and .dev/pg links to it (make dev-reset removes both).
+            assert (dev_dir / "pg").is_symlink(), text[-3000:]
+            assert cluster.parent == Path("/var/lib/flowforge-dev")
+            assert (cluster / "data").stat().st_uid == pwd.getpwnam("postgres").pw_uid
+            assert (cluster / "clone").read_text().strip() == str(dev_dir.resolve())
+        assert f"data       {cluster}" in text
+        # What a newcomer needs next: the dashboard, the docs, the CLI on PATH.
+        exports = _exports(text)
+        api_url = f"http://127.0.0.1:{port}"
+        assert f"dashboard  {api_url}/dashboard" in text and f"API docs   {api_url}/docs" in text
+        assert exports["API_URL"] == api_url
+        assert Path(exports["PATH"].split(":")[0], "flowforge").exists()
+        for page in ("/dashboard", "/docs"):
+            assert requests.get(api_url + page, timeout=5).status_code == 200
+
+        # A second make dev in the same clone: one line saying where the first one is.
+        second = subprocess.run(
+            [sys.executable, DEVSTACK], env={**env, "API_PORT": str(free_port())},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert second.returncode == 1, second.stderr
+        lines = second.stderr.splitlines()
+        assert len(lines) == 1, lines
+        assert "already running in this clone" in lines[0], lines
+        assert api_url in lines[0] and f"pid {proc.pid}" in lines[0], lines
+        assert requests.get(api_url + "/health", timeout=5).status_code == 200  # untouched
+    finally:
+        assert _ctrl_c(proc) == 0
+
+
+def test_a_second_ctrl_c_stops_at_once_and_gives_running_tasks_back(dev_dir: Path) -> None:
+    env = {**_env(dev_dir, free_port(), free_port()), "WORKER_SHUTDOWN_TIMEOUT": "60s"}
+    out_path = dev_dir / "out"
+    proc = _start(env, out_path)
+    try:
+        exports = _exports(_banner(proc, out_path))
+        auth = {"Authorization": f"Bearer {exports['API_TOKEN']}"}
+        tasks_url = exports["API_URL"] + "/v1/tasks"
+        body = {"title": "long", "type": "sleep", "payload": {"seconds": 120}}
+        task = requests.post(tasks_url, json=body, headers=auth, timeout=5).json()["data"]
+        deadline = time.monotonic() + 20
+        while (
+            requests.get(f"{tasks_url}/{task['id']}", headers=auth, timeout=5).json()["data"][
+                "status"
+            ]
+            != "processing"
+        ):
+            assert time.monotonic() < deadline, "the sleep task did not start"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(1.5)
+        assert proc.poll() is None  # the first Ctrl-C waits for the running task
+        assert "Ctrl-C again stops at once" in out_path.read_text()
+        os.killpg(proc.pid, signal.SIGINT)
+        started = time.monotonic()
+        code = proc.wait(timeout=90)
+        took = time.monotonic() - started
+    finally:
+        _ctrl_c(proc)
+    output = out_path.read_text()
+    assert code == 0, output[-3000:]
+    assert took < 15, f"the second Ctrl-C took {took:.1f} s to stop make dev\n{output[-3000:]}"
+    assert "task still running when told to stop at once: given back" in output
+    row = _pending_after((dev_dir / "pg").resolve(), task["id"])
+    assert row["status"] == "pending" and row["attempts"] == 1, row
+    assert "told to stop at once" in row["last_error"], row
+
+
+def test_make_dev_says_in_one_line_why_postgresql_does_not_start(dev_dir: Path) -> None:
+    env = _env(dev_dir, free_port(), free_port())
+    out = subprocess.run(
+        [sys.executable, DEVSTACK], env={**env, "PG_BINDIR": "/nonexistent/bin"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 1
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("make dev: "), out.stderr
+    assert "postgresql-15" in lines[0] and "PG_BINDIR" in lines[0], lines
+
+    # A kept cluster that cannot start (here: its data directory is not one).
+    data = dev_dir / "pg" / "data"
+    data.mkdir(parents=True)
+    (data / "PG_VERSION").write_text("15\n")
+    if os.geteuid() == 0:
+        shutil.chown(data.parent, "postgres")
+        shutil.chown(data, "postgres")
+    out = subprocess.run(
+        [sys.executable, DEVSTACK], env=env, capture_output=True, text=True, timeout=90
+    )
+    assert out.returncode == 1
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("make dev: "), out.stderr
+    assert "PostgreSQL did not start" in lines[0] and "make dev-reset" in lines[0], lines
+
+
+def test_make_dev_says_in_one_line_why_the_api_does_not_start(dev_dir: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, DEVSTACK], env={**_env(dev_dir, free_port(), free_port()),
+                                         "API_WORKERS": "many"},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr, out.stderr
+    last = out.stderr.splitlines()[-1]
+    assert last.startswith("make dev: ") and "API_WORKERS" in last, out.stderr
