@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import requests
 
 from flowforge.devdb import TempPostgres, free_port
 
-from ..support import ROOT
+from ..support import ROOT, write_plugin
 
 DEVSTACK = str(ROOT / "tools" / "devstack.py")
 
@@ -289,3 +290,65 @@ def test_make_dev_says_in_one_line_why_the_api_does_not_start(dev_dir: Path) -> 
     assert "Traceback" not in out.stderr, out.stderr
     last = out.stderr.splitlines()[-1]
     assert last.startswith("make dev: ") and "API_WORKERS" in last, out.stderr
+
+
+def _fenced(text: str, lang: str) -> list[str]:
+    return re.findall(rf"^```{lang}\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+
+
+def test_the_readme_examples_work_as_written_against_make_dev(dev_dir: Path) -> None:
+    """Every shell block of README.md that calls curl, taken from README.md itself and run
+    in order with the banner's exports pasted, each answer a 2xx; the handler of the tour
+    installed from the README's own pyproject and module."""
+    readme = (ROOT / "README.md").read_text()
+    [pyproject] = [b for b in _fenced(readme, "toml") if "flowforge.handlers" in b]
+    [module_source] = [b for b in _fenced(readme, "python") if "flowforge.handlers" in b]
+    entry_points = tomllib.loads(pyproject)["project"]["entry-points"]["flowforge.handlers"]
+    module = next(iter(entry_points.values())).split(":")[0]
+    assert entry_points == {name: f"{module}:{name}" for name in entry_points}
+    (dev_dir / "plugin").mkdir()
+    plugin = write_plugin(dev_dir / "plugin", module, module_source, entry_points)
+    curl_blocks = [b for b in _fenced(readme, "sh") if "curl " in b]
+    assert len(curl_blocks) >= 4, curl_blocks  # create, watch, cancel, the handler's type
+
+    env = {**_env(dev_dir, free_port(), free_port()), "WORKER_SHUTDOWN_TIMEOUT": "2s"}
+    proc = _start({**env, "PYTHONPATH": plugin}, dev_dir / "out")
+    try:
+        text = _banner(proc, dev_dir / "out")
+        exports = "\n".join(re.findall(r"^\s*(export \w+=\S+)$", text, re.MULTILINE))
+        assert {"PATH", "API_URL", "API_TOKEN"} <= set(_exports(text)), exports
+        # As a user pastes them; curl fails on any answer but a 2xx, and so does the script.
+        script = "\n".join([
+            "set -euo pipefail",
+            'curl() { command curl --fail-with-body --show-error --max-time 20 "$@"; }',
+            exports, *curl_blocks,
+        ])  # fmt: skip
+        run = subprocess.run(
+            ["bash", "-c", script], cwd=dev_dir, capture_output=True, text=True, timeout=120,
+            env={k: v for k, v in os.environ.items() if not k.startswith(("API_", "DATABASE_"))},
+        )  # fmt: skip
+        assert run.returncode == 0, f"{run.stdout[-2000:]}\n{run.stderr[-2000:]}"
+
+        found = _exports(text)
+        auth = {"Authorization": f"Bearer {found['API_TOKEN']}"}
+        tasks_url = found["API_URL"] + "/v1/tasks"
+
+        def only(**query: str) -> dict:
+            [task] = requests.get(tasks_url, params=query, headers=auth, timeout=5).json()["data"]
+            return task
+
+        deadline = time.monotonic() + 30
+        while (
+            only(type="send_email")["status"] != "completed"
+            or requests.get(
+                tasks_url, params={"status": "cancelled"}, headers=auth, timeout=5
+            ).json()["meta"]["total"]
+            != 1
+        ):
+            assert time.monotonic() < deadline, requests.get(tasks_url, headers=auth).text
+            time.sleep(0.2)
+        assert only(type="send_email")["result"] == {"sent": 1}
+        assert only(status="cancelled")["request_id"] == "tour-1"
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
