@@ -487,7 +487,7 @@ WITH given AS (
         completed_at = CASE WHEN t.cancel_requested
                                  OR (d.started AND t.attempts >= t.max_attempts)
                             THEN now() END,
-        run_at = now(),
+        run_at = greatest(t.run_at, now()),  -- as the reaper: a later run_at stands
         started_at = CASE WHEN t.cancel_requested
                                OR (d.started AND t.attempts >= t.max_attempts)
                           THEN t.started_at END,
@@ -542,7 +542,9 @@ WITH expired AS (
                 t.attempts, t.max_attempts, coalesce(t.worker, '?'))
             ELSE format('lease expired (worker %%s stopped heartbeating); given back',
                         coalesce(t.worker, '?')) END,
-        run_at = now(),
+        -- Due again now, unless it was due later (a client put a future task in
+        -- processing): that time stands.
+        run_at = greatest(t.run_at, now()),
         lease_token = NULL,
         lease_expires_at = NULL,
         updated_at = now()

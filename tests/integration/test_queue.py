@@ -117,6 +117,27 @@ def test_heartbeat_keeps_a_lease_from_expiring(database_url, db) -> None:
     q.close()
 
 
+def test_a_reaped_task_keeps_a_run_at_in_the_future(database_url, db) -> None:
+    # The bug: the reaper set run_at = now(), so a task due in 2099 that a client had put
+    # in processing (PUT) ran at once when its lease expired.
+    later, due = add_tasks(db, 2)
+    db.execute(
+        "UPDATE tasks SET status = 'processing', attempts = 1, run_at = CASE id WHEN %s "
+        "THEN '2099-01-01T00:00:00Z'::timestamptz ELSE now() - interval '1 hour' END, "
+        "lease_token = gen_random_uuid(), lease_expires_at = now() - interval '1s'",
+        (later,),
+    )
+    q = _queue(database_url, "host-a:1")
+    assert sorted(r.id for r in q.reap_expired()) == [later, due]
+    row = task_row(db, later)
+    assert (row["status"], row["run_at"].year) == ("pending", 2099)
+    row = task_row(db, due)  # due already: due now, not an hour ago (FIFO among retries)
+    assert row["status"] == "pending"
+    assert abs(row["run_at"] - row["updated_at"]).total_seconds() < 0.001
+    assert [t.id for t in q.claim(10)] == [due]
+    q.close()
+
+
 def test_a_task_whose_lease_keeps_expiring_ends_failed(database_url, db) -> None:
     (task_id,) = add_tasks(db, max_attempts=5)  # the expiry limit, not the attempts, ends it
     q = _queue(database_url, "host-a:1", WORKER_MAX_LEASE_EXPIRIES="3")
