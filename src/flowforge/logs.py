@@ -66,6 +66,32 @@ class ContextFilter(logging.Filter):
         return True
 
 
+def encodable(text: str) -> str:
+    """``text`` as UTF-8 can carry it: each lone surrogate written as its escape (``\\ud800``,
+    six characters). Python strings may hold them (``"\\ud800"``, ``os.fsdecode`` of bytes
+    that are not UTF-8) and neither PostgreSQL, orjson nor a UTF-8 stream takes them: one
+    in a handler's exception message stopped the worker's dispatcher. The same string
+    when there is none (the usual case: an ASCII check, no copy)."""
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
+
+
+def _encodable_value(value: Any) -> Any:
+    """``value`` with ``encodable`` applied to every string in it (dict keys too)."""
+    if isinstance(value, str):
+        return encodable(value)
+    if isinstance(value, dict):
+        return {_encodable_value(k): _encodable_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encodable_value(v) for v in value]
+    return value
+
+
 def own_fields(record: logging.LogRecord) -> dict[str, Any]:
     """A record's own fields: its ``extra`` and the bound context, in the order they were
     set (``None`` values included), without the record's machinery (msg, args, ...)."""
@@ -116,7 +142,7 @@ class JsonFormatter(OrjsonFormatter):
             data["stack_info"] = self.formatStack(record.stack_info)
         data.update(fields)
         data["timestamp"] = datetime.fromtimestamp(record.created, UTC)
-        return orjson.dumps(data, default=self.json_default, option=_ORJSON_OPTIONS).decode()
+        return self._dumps(data)
 
     def format_line(
         self,
@@ -139,7 +165,18 @@ class JsonFormatter(OrjsonFormatter):
         data["timestamp"] = (
             datetime.now(UTC) if created is None else datetime.fromtimestamp(created, UTC)
         )
-        return orjson.dumps(data, default=self.json_default, option=_ORJSON_OPTIONS).decode()
+        return self._dumps(data)
+
+    def _dumps(self, data: dict[str, Any]) -> str:
+        try:
+            return orjson.dumps(data, default=self.json_default, option=_ORJSON_OPTIONS).decode()
+        except TypeError:  # a lone surrogate somewhere (a handler's text): write it escaped
+            default = self.json_default
+            return orjson.dumps(
+                _encodable_value(data),
+                default=lambda obj: _encodable_value(default(obj)),
+                option=_ORJSON_OPTIONS,
+            ).decode()
 
 
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
@@ -181,7 +218,7 @@ class TextFormatter(logging.Formatter):
                 continue
             text = str(value)
             if not _PLAIN_VALUE.match(text):
-                text = orjson.dumps(text).decode()
+                text = orjson.dumps(encodable(text)).decode()
             pairs.append(f"{key}={text}")
         if pairs:
             line += "  " + " ".join(pairs)
@@ -191,7 +228,7 @@ class TextFormatter(logging.Formatter):
             line += "\n" + record.exc_text
         if record.stack_info:
             line += "\n" + self.formatStack(record.stack_info)
-        return line + below
+        return encodable(line + below)  # the stream writes UTF-8 and refuses lone surrogates
 
 
 def make_formatter(service: str, log_format: str = "json") -> logging.Formatter:
@@ -218,7 +255,12 @@ def journal_fields(record: logging.LogRecord) -> dict[str, str]:
 
 
 def _as_journal_fields(fields: dict[str, Any]) -> dict[str, str]:
-    return {_journal_name(key): str(value) for key, value in fields.items() if value is not None}
+    # sd_journal takes UTF-8: a value with a lone surrogate would lose the whole entry.
+    return {
+        _journal_name(key): encodable(str(value))
+        for key, value in fields.items()
+        if value is not None
+    }
 
 
 class JournalHandler(logging.Handler):

@@ -33,7 +33,7 @@ from ..support import (
 )
 
 HANDLERS = '''
-import ctypes, os, time
+import ctypes, logging, os, time
 
 def _record(task, outcome):
     line = f"{task.id} {task.attempt} {os.getpid()} {time.time():.6f} {outcome}\\n"
@@ -71,6 +71,19 @@ def cooperative(task):
     while not task.cancelled.wait(0.05):
         pass
     raise RuntimeError("stopped: cancelled")
+
+def surrogate(task):
+    """Logs and raises text with lone surrogates (not encodable as UTF-8)."""
+    logging.getLogger("ff_isolation_handlers").warning(
+        "a line with \\ud800 in it", extra={"field": "x\\udfffy"}
+    )
+    raise ValueError("bad \\ud800 text")
+
+def surrogate_result(task):
+    return {"text": "\\udc80"}
+
+def not_finite(task):
+    return {"ratio": float(task.payload["value"])}
 '''
 
 ENTRY_POINTS = [
@@ -81,6 +94,9 @@ ENTRY_POINTS = [
     "give",
     "unserialisable",
     "cooperative",
+    "surrogate",
+    "surrogate_result",
+    "not_finite",
 ]
 
 
@@ -425,4 +441,85 @@ def test_thread_isolation_asks_a_task_to_stop_at_its_timeout(db, spawn) -> None:
     assert row["last_error"] == "timed out after 1 s (thread isolation: asked to stop)"
     took = (row["completed_at"] - row["started_at"]).total_seconds()
     assert 1 <= took < 2
+    assert w.stop() == 0
+
+
+# --- hostile handlers: the worker keeps its heartbeat and keeps claiming through each ---------
+
+
+def _keeps_serving(db: psycopg.Connection, w: WorkerProc, seconds: float = 2.0) -> None:
+    """For ``seconds``: the worker's registry row stays fresh (it heartbeats every third of
+    WORKER_LEASE: every second at the tests' 3 s) and each new task is claimed and
+    completed at once."""
+    me = f"{socket.gethostname()}:{w.proc.pid}"
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        task_id = _insert(db, "noop")
+        row = _final(db, task_id, timeout=2)
+        assert row["status"] == "completed"
+        (age,) = db.execute(
+            "SELECT extract(epoch FROM now() - heartbeat_at)::float8 FROM workers WHERE id = %s",
+            (me,),
+        ).fetchone()
+        assert age < 2.0, f"no heartbeat for {age:.1f} s"
+        time.sleep(0.1)
+    assert w.proc.poll() is None
+
+
+@pytest.mark.parametrize("isolation", ["process", "thread"])
+def test_lone_surrogates_from_a_handler_are_recorded_escaped(
+    db, spawn, tmp_path, isolation
+) -> None:
+    # The bug: a message that cannot be encoded as UTF-8 killed the dispatcher in the
+    # outcome's write; it stopped claiming, committing and heartbeating.
+    runs = tmp_path / "runs"
+    w = spawn(WORKER_ISOLATION=isolation, WORKER_CONCURRENCY="4", WORKER_LEASE="3s")
+    neighbours = [_insert(db, "record", {"file": str(runs), "sleep": 0.5}) for _ in range(3)]
+    raised = _insert(db, "surrogate", max_attempts=1)
+    returned = _insert(db, "surrogate_result", max_attempts=1)
+    row = _final(db, raised)
+    assert (row["status"], row["last_error"]) == ("failed", "ValueError: bad \\ud800 text")
+    row = _final(db, returned)
+    assert (row["status"], row["result"]) == ("failed", None)
+    assert (
+        row["last_error"]
+        == "result not JSON-serialisable: str is not valid UTF-8: surrogates not allowed"
+    )
+    for task_id in neighbours:
+        assert _final(db, task_id)["status"] == "completed"
+    _keeps_serving(db, w)
+    # The handler's own line is written, escaped, not lost to a logging error.
+    line = w.wait_for("a line with", timeout=5)
+    assert (line["message"], line["field"], line["task_id"]) == (
+        "a line with \\ud800 in it",
+        "x\\udfffy",
+        raised,
+    )
+    # The outcome line (the logging thread's, after the commit) has the same text.
+    wait_until(
+        lambda: any(
+            ln.get("task_id") == raised and ln.get("outcome") == "failed" for ln in w.lines()
+        ),
+        5,
+        "the outcome line",
+    )
+    (failed,) = [ln for ln in w.lines() if ln.get("task_id") == raised and ln.get("outcome")]
+    assert failed["error"] == "ValueError: bad \\ud800 text"
+    assert w.stop() == 0
+
+
+@pytest.mark.parametrize("isolation", ["process", "thread"])
+def test_a_result_that_is_not_finite_fails_the_attempt(db, spawn, isolation) -> None:
+    # The bug: NaN and Infinity were stored as null.
+    w = spawn(WORKER_ISOLATION=isolation)
+    kinds = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+    ids = {v: _insert(db, "not_finite", {"value": v}, max_attempts=1) for v in kinds}
+    fine = _insert(db, "not_finite", {"value": "1.5"})
+    for value, task_id in ids.items():
+        row = _final(db, task_id)
+        assert (row["status"], row["result"]) == ("failed", None), value
+        assert row["last_error"] == (
+            f"result not JSON-serialisable: {kinds[value]} is not allowed in JSON (at result.ratio)"
+        )
+    assert _final(db, fine)["result"] == {"ratio": 1.5}
     assert w.stop() == 0

@@ -337,3 +337,44 @@ def test_a_second_stop_signal_says_so_in_last_error(db, spawn, tmp_path) -> None
     messages = [line["message"] for line in w.lines()]
     assert "task still running when told to stop at once: given back" in messages
     assert not any("at the shutdown timeout" in m for m in messages)
+
+
+def test_an_outcome_that_cannot_be_recorded_fails_only_its_own_attempt(database_url, db) -> None:
+    """The dispatcher's write of a batch: an outcome the driver cannot send (a lone
+    surrogate, which nothing from a handler carries any more) or the database refuses
+    (JSON it cannot parse) fails its own attempt with the reason; the others are recorded,
+    the claim riding along still claims, and the dispatcher goes on."""
+    from flowforge.worker.queue import Outcome
+    from flowforge.worker.runner import Worker
+
+    ids = add_tasks(db, 5, max_attempts=1)
+    worker = Worker(make_settings(database_url, WORKER_ISOLATION="thread"), handlers={})
+    try:
+        ok, unsendable, refused = worker.queue.claim(3)
+        worker.held.update({t.id: t for t in (ok, unsendable, refused)})
+        worker.pending_outcomes = [
+            Outcome(ok, result='{"n": 1}'),
+            Outcome(unsendable, error="ValueError: \ud800"),
+            Outcome(refused, result="{not json"),
+        ]
+        worker._write(2)
+    finally:
+        worker.queue.close()
+    assert worker.pending_outcomes == [] and set(worker.held) == set(ids[3:])
+    rows = dict(
+        (r[0], r[1:]) for r in db.execute("SELECT id, status, last_error, result FROM tasks")
+    )
+    assert rows[ok.id] == ("completed", None, {"n": 1})
+    status, error, result = rows[unsendable.id]
+    assert (status, result) == ("failed", None)
+    assert error.startswith(
+        "the worker could not record this attempt's outcome (UnicodeEncodeError: 'utf-8' codec "
+        "can't encode character '\\ud800'"
+    )
+    status, error, result = rows[refused.id]
+    assert (status, result) == ("failed", None)
+    assert error.startswith(
+        "the worker could not record this attempt's outcome (DatabaseRefused: invalid input "
+        "syntax for type json)"
+    )
+    assert [rows[i][0] for i in ids[3:]] == ["processing", "processing"]  # claimed

@@ -77,6 +77,31 @@ def test_text_lines_reach_the_journal_with_their_fields(monkeypatch: pytest.Monk
     assert sent[0]["message"].endswith("hello world  request_id=rq task_id=3")
 
 
+def test_lone_surrogates_are_written_escaped_in_every_format() -> None:
+    # A handler's text may hold them and UTF-8 cannot: the line was lost to a logging error.
+    assert logs.encodable("bad \ud800 text") == "bad \\ud800 text"
+    plain, accented = "plain", "caf\u00e9 \u2713"
+    assert logs.encodable(plain) is plain and logs.encodable(accented) is accented
+    record = _record(error="ValueError: \udc80", nested={"k\udfff": ["\ud800"]})
+    record.msg = "hello \ud83d %s"
+    line = logs.json_formatter("worker").format(record)
+    assert json.loads(line)["message"] == "hello \\ud83d world"
+    assert json.loads(line)["error"] == "ValueError: \\udc80"
+    assert json.loads(line)["nested"] == {"k\\udfff": ["\\ud800"]}
+    line = logs.json_formatter("worker").format_line("x", "INFO", "m", {"f": "\ud800"})
+    assert json.loads(line)["f"] == "\\ud800"
+    text = logs.make_formatter("worker", "text").format(record)
+    text.encode()  # the stream writes UTF-8
+    assert "hello \\ud83d world" in text and 'error="ValueError: \\\\udc80"' in text
+    sent: list[dict] = []
+    handler = logs.JournalHandler("worker")
+    handler._send = lambda **kw: sent.append(kw)
+    handler.setFormatter(logs.json_formatter("worker"))
+    handler.emit(record)
+    assert sent[0]["error"] == "ValueError: \\udc80"
+    assert json.loads(sent[0]["message"])["error"] == "ValueError: \\udc80"
+
+
 def test_bound_context_reaches_every_line_and_explicit_extra_wins() -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

@@ -95,14 +95,18 @@ def make_executor(
     deliver: Deliver,
     handlers: dict[str, Handler],
     on_take: Callable[[], None],
+    on_fail: Callable[[], None] = lambda: None,
 ) -> Executor:
     """WORKER_ISOLATION's executor. ``on_take`` is called when a thread takes a task (the
-    thread pool's cue to claim more); child processes load the handlers themselves."""
+    thread pool's cue to claim more); child processes load the handlers themselves.
+    ``on_fail``: the process pool's thread failed (a bug), no outcome will come."""
     if settings.worker_isolation == "thread":
         pool = ThreadPool(settings, deliver, handlers)
         pool.on_take = on_take
         return pool
-    return ProcessPool(settings, deliver)
+    process_pool = ProcessPool(settings, deliver)
+    process_pool.on_fail = on_fail
+    return process_pool
 
 
 def death_reason(exitcode: int | None) -> str:
@@ -233,6 +237,7 @@ class ProcessPool:
         self._thread = threading.Thread(target=self._run, name="flowforge-pool", daemon=True)
         self.started = threading.Event()
         self.done = threading.Event()
+        self.on_fail: Callable[[], None] = lambda: None
 
     # --- the dispatcher's side (other threads) --------------------------------------------
     def start(self) -> None:
@@ -312,6 +317,7 @@ class ProcessPool:
         except Exception:  # a bug here must not leave the dispatcher waiting forever
             log.exception("handler pool failed")
             self.abandoned = True
+            self.on_fail()
         finally:
             self.done.set()
 

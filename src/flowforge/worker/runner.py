@@ -32,14 +32,15 @@ from time import monotonic
 
 from .. import logs, schedules
 from ..config import Settings, format_duration
-from ..db import DatabaseRefused, DatabaseUnavailable
+from ..db import DatabaseRefused, DatabaseUnavailable, first_line
 from ..handlers import Handler, load_handlers
 from .backoff import Backoff, retry_delay
+from .execute import storable
 from .listener import Listener
 from .metrics import make_metrics
 from .pool import Executor, make_executor
 from .prefetch import Prefetch
-from .queue import ClaimedTask, Outcome, TaskQueue
+from .queue import ClaimedTask, FinishResult, Outcome, TaskQueue
 from .sdnotify import Notifier
 
 log = logging.getLogger("flowforge.worker")
@@ -115,12 +116,13 @@ class Worker:
             heartbeat=now, reap=now, schedules=now, poll=now + settings.worker_poll_interval
         )
         self.signalled = False  # an executor has woken the dispatcher for outcomes
+        self.failed = False  # stopping for a failure of its own: exit 1
         self.listener = Listener(settings, self._on_notify, self._on_cancel)
         self.heartbeat_interval = max(0.05, settings.worker_lease / 3)
         self.reap_interval = max(0.1, min(settings.worker_lease / 2, 10.0))
         self.metrics = make_metrics(settings)
         self.executor: Executor = make_executor(
-            settings, self._deliver, self.handlers, on_take=self._on_take
+            settings, self._deliver, self.handlers, on_take=self._on_take, on_fail=self._on_fail
         )
         self.executor.set_fast(self.prefetch.fast)
 
@@ -133,6 +135,13 @@ class Worker:
         """A cancellation (NOTIFY flowforge_cancel, or seen with the heartbeat)."""
         if task_id in self.held:
             self.executor.cancel(task_id)
+
+    def _on_fail(self) -> None:
+        """The executor failed (a bug, logged where it happened): stop, and exit 1 so the
+        supervisor starts a fresh worker, rather than claim for an executor that runs
+        nothing."""
+        self.failed = True
+        self.request_stop()
 
     def request_stop(self, signum: int | None = None) -> None:
         if self.stopping.is_set():
@@ -153,12 +162,7 @@ class Worker:
         duration_ms: float,
         note: str | None,
     ) -> None:
-        delay = 0.0
-        if error is not None and task.attempt < task.max_attempts:
-            settings = self.settings
-            delay = retry_delay(
-                task.attempt, settings.task_retry_backoff, settings.task_retry_backoff_max
-            )
+        delay = 0.0 if error is None else self._retry_delay(task)
         self.done.append(Outcome(task, error, delay, duration_ms, result, note))
         # Wake the dispatcher for the first outcome since it last drained `done` (it
         # resets the flag before draining, so an outcome is never left unnoticed), not
@@ -166,6 +170,15 @@ class Worker:
         if not self.signalled:
             self.signalled = True
             self.wake.set()
+
+    def _retry_delay(self, task: ClaimedTask) -> float:
+        """How long a failed attempt waits before the next (0: it was the last)."""
+        if task.attempt >= task.max_attempts:
+            return 0.0
+        settings = self.settings
+        return retry_delay(
+            task.attempt, settings.task_retry_backoff, settings.task_retry_backoff_max
+        )
 
     def _log_outcome(
         self, outcome: Outcome, accepted: bool, cancelled: bool, refused: str | None
@@ -234,15 +247,28 @@ class Worker:
             },
         )
         self.notifier.ready(f"ready: {self.name}, concurrency {self.concurrency}")
-        self._loop()
-        self._drain()
+        failed = False
+        try:
+            self._loop()
+        except Exception:
+            # A bug, not a handler's doing (those are contained where they happen): stop
+            # as on SIGTERM, and exit 1 so the supervisor starts a fresh worker. Never
+            # live on without a dispatcher, holding leases nobody extends.
+            log.critical("the dispatcher failed: stopping the worker", exc_info=True)
+            failed = True
+        try:
+            self._drain()
+        except Exception:
+            log.critical("stopping failed: ending every run now", exc_info=True)
+            self.executor.abandon()
+            failed = True
         self.listener.stop()
         with contextlib.suppress(DatabaseUnavailable):  # else the row expires by itself
             self.queue.unregister()
         self.queue.close()
         self.metrics.stop()
         log.info("worker stopped", extra={"worker": self.name})
-        return 0
+        return 1 if failed or self.failed else 0
 
     def _stop_executor(self) -> None:
         self.executor.stop()
@@ -282,8 +308,62 @@ class Worker:
     def _write(self, limit: int) -> None:
         """Record pending outcomes and claim up to ``limit`` tasks (one statement)."""
         outcomes = self.pending_outcomes
-        result = self.queue.finish_and_claim(outcomes, limit)
+        try:
+            result = self.queue.finish_and_claim(outcomes, limit)
+        except DatabaseUnavailable as exc:
+            if not outcomes or not isinstance(exc, DatabaseRefused):
+                raise  # an outage, or nothing of ours refused: retried as it is
+            self._write_apart(limit, exc)
+            return
+        except Exception as exc:  # e.g. text the driver cannot encode: never sent
+            if not outcomes:
+                raise
+            self._write_apart(limit, exc)
+            return
         self.pending_outcomes = []
+        self._recorded(outcomes, result, limit)
+
+    def _write_apart(self, limit: int, exc: Exception) -> None:
+        """The batch's write failed, not for an outage: one outcome the database (or the
+        driver) refuses must not hold back the others, nor stop the dispatcher. Each is
+        written alone; one that fails alone is replaced by a failed attempt saying why,
+        and the claim goes on its own. If even that replacement fails, the trouble is not
+        the outcome: raised, and the outcomes left are kept for the next try."""
+        log.warning(
+            "outcomes could not be recorded together (%s): recording them one by one",
+            first_line(exc),
+            extra={"outcomes": len(self.pending_outcomes)},
+        )
+        while self.pending_outcomes:
+            outcome = self.pending_outcomes[0]
+            try:
+                result = self.queue.finish_and_claim([outcome], 0)
+            except DatabaseUnavailable as refusal:
+                if not isinstance(refusal, DatabaseRefused):
+                    raise
+                outcome = self._unrecordable(outcome, refusal)
+                result = self.queue.finish_and_claim([outcome], 0)
+            except Exception as refusal:
+                outcome = self._unrecordable(outcome, refusal)
+                result = self.queue.finish_and_claim([outcome], 0)
+            self.pending_outcomes.pop(0)
+            self._recorded([outcome], result, 0)
+        if limit:
+            self._recorded([], self.queue.finish_and_claim([], limit), limit)
+
+    def _unrecordable(self, outcome: Outcome, exc: Exception) -> Outcome:
+        """The failed attempt that replaces an outcome which cannot be written."""
+        task = outcome.task
+        error = storable(
+            f"the worker could not record this attempt's outcome ({type(exc).__name__}: "
+            f"{first_line(exc)}); the attempt counts as failed"
+        )
+        with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
+            log.error("outcome not recordable: the attempt fails instead", extra={"error": error})
+        return Outcome(task, error, self._retry_delay(task), outcome.duration_ms, None, None)
+
+    def _recorded(self, outcomes: list[Outcome], result: FinishResult, limit: int) -> None:
+        """After a write: hand the claimed tasks over, log and count the outcomes."""
         held = self.held
         for task in result.claimed:
             held[task.id] = task
