@@ -67,6 +67,16 @@ def test_an_unknown_token_is_401_invalid_token(anon_client: ApiClient, db, heade
     assert challenge == 'Bearer realm="flowforge", error="invalid_token"'
 
 
+@pytest.mark.parametrize("header", ["Bearer", "Bearer ", "Bearer   ", "bearer \t"])
+def test_bearer_with_no_token_says_none_was_given(anon_client: ApiClient, header: str) -> None:
+    # What `curl -H "Authorization: Bearer $API_TOKEN"` sends with the variable unset.
+    response = anon_client.get("/v1/tasks", headers={"Authorization": header})
+    error = assert_error(response, 401, "unauthorized")
+    assert error["message"].startswith("no token was given"), error
+    assert "unknown or revoked" not in error["message"]
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="flowforge", error="invalid_token"'
+
+
 @pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Token abc", "ff_abc"])
 def test_another_scheme_is_401(anon_client: ApiClient, header: str) -> None:
     response = anon_client.get("/v1/tasks", headers={"Authorization": header})

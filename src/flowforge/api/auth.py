@@ -135,6 +135,16 @@ class TokenCheck:
                 'Bearer realm="flowforge"',
             )
         token = token.strip()
+        if not token:
+            # `Bearer $API_TOKEN` with the variable unset: say so, not "unknown or revoked".
+            refuse(
+                401,
+                "unauthorized",
+                "no token was given: 'Authorization: Bearer' has nothing after it (an empty "
+                "$API_TOKEN?); send 'Authorization: Bearer <token>' (make dev prints one, "
+                "an operator makes one with `flowforge token create`)",
+                'Bearer realm="flowforge", error="invalid_token"',
+            )
         try:
             grant = self.cache.grant(token)
         except DatabaseUnavailable as exc:
