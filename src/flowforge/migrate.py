@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -21,6 +25,19 @@ def alembic_config(settings: Settings) -> Config:
     return config
 
 
+@contextmanager
+def _quiet_alembic() -> Iterator[None]:
+    """Alembic's migration context logs "Context impl PostgresqlImpl." and "Will assume
+    transactional DDL." at info whenever it is set up: noise before a status answer."""
+    logger = logging.getLogger("alembic.runtime.migration")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def upgrade(settings: Settings, revision: str = "head") -> None:
     command.upgrade(alembic_config(settings), revision)
 
@@ -35,7 +52,7 @@ def status(settings: Settings) -> dict[str, object]:
     script = ScriptDirectory.from_config(config)
     engine = create_engine(config.attributes["sqlalchemy_url"])
     try:
-        with engine.connect() as conn:
+        with engine.connect() as conn, _quiet_alembic():
             current = MigrationContext.configure(conn).get_current_revision()
     finally:
         engine.dispose()

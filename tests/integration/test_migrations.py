@@ -130,6 +130,17 @@ def test_cli_migrate_up_status_down(empty_db: str) -> None:
     assert "tasks" in _tables(empty_db)
 
 
+def test_cli_migrate_status_prints_its_answer_alone(empty_db: str) -> None:
+    # Not alembic's "Context impl PostgresqlImpl." and "Will assume transactional DDL."
+    for _ in range(2):  # on an empty database, then a migrated one
+        status = _cli(empty_db, "status")
+        assert status.returncode == 0, status.stderr
+        lines = status.stdout.splitlines()
+        assert [line.split(":")[0] for line in lines] == ["current", "head", "pending"], lines
+        assert status.stderr == ""
+        assert _cli(empty_db).returncode == 0
+
+
 def test_cli_migrate_errors_are_one_line(empty_db: str) -> None:
     unknown = _cli(empty_db, "down", "nonsense")
     assert unknown.returncode == 2
