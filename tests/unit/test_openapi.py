@@ -88,3 +88,45 @@ def test_the_payload_rule_on_nul_is_in_the_spec() -> None:
     for year, valid in (("0001", False), ("0002", True), ("9998", True), ("9999", False)):
         body = {"title": "t", "run_at": f"{year}-06-01T00:00:00Z"}
         assert validator.is_valid(body) is valid, year
+
+
+def _resolved(spec: dict, node: dict) -> dict:
+    while "$ref" in node:
+        target: dict = spec
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def test_the_docs_try_it_out_prefills_nothing_the_caller_did_not_choose() -> None:
+    """Swagger UI's "Try it out" fills a parameter with its default or example and sends it:
+    a default on a list filter narrows the answer (the queue filter reused Queue's
+    `default`, so tasks of other queues vanished), a default page contradicts a cursor,
+    and an example X-Request-ID or Idempotency-Key would go out with every try."""
+    spec = yaml.safe_load(SPEC_PATH.read_text())
+    checked = set()
+    for item in spec["paths"].values():
+        for method, op in item.items():
+            if method == "parameters" or not isinstance(op, dict):
+                continue
+            for param in item.get("parameters", []) + op.get("parameters", []):
+                param = _resolved(spec, param)
+                schema = _resolved(spec, param.get("schema", {}))
+                if param["in"] == "query" and param["name"] != "limit":  # limit: same answer
+                    assert "default" not in schema, param["name"]
+                if param["in"] == "header":
+                    assert "example" not in param and "examples" not in param, param["name"]
+                    assert "example" not in schema and "default" not in schema, param["name"]
+                checked.add(param["name"])
+    assert {
+        "queue",
+        "status",
+        "type",
+        "page",
+        "cursor",
+        "X-Request-ID",
+        "Idempotency-Key",
+    } <= checked
+    # The body's queue keeps its default: a new task goes to `default`.
+    assert spec["components"]["schemas"]["Queue"]["default"] == "default"
