@@ -14,12 +14,13 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages. `make dev` needs only the first set (PostgreSQL's server binaries and
 # venv); the tests, the systemd host (debootstrap, nspawn, NAT), the load generator,
-# Vagrant (validates the Vagrantfile), Prometheus (promtool checks the alert rules in
+# Vagrant and vagrant-libvirt (validate the Vagrantfile's providers), Prometheus (promtool checks the alert rules in
 # deploy/prometheus/), chromium (the browser tests) and HAProxy with socat (the balancer
 # role's flowforge-lb against a local HAProxy) are the test set: add test-time packages there.
 DEV_APT_PACKAGES := postgresql-15 python3-venv
 TEST_APT_PACKAGES := debootstrap systemd-container iptables iproute2 \
-	openssh-client rsync wrk curl vagrant prometheus chromium chromium-driver haproxy socat
+	openssh-client rsync wrk curl vagrant vagrant-libvirt prometheus chromium chromium-driver \
+	haproxy socat
 APT_PACKAGES := $(DEV_APT_PACKAGES) $(TEST_APT_PACKAGES)
 # Wait for another apt/dpkg (unattended-upgrades, a second terminal) instead of failing.
 APT_GET := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=600
