@@ -72,6 +72,18 @@ def cooperative(task):
         pass
     raise RuntimeError("stopped: cancelled")
 
+def fork_and_crash(task):
+    """Forks a grandchild that outlives it, holding every descriptor the handler process
+    had (payload.fork: "os" through Python, "libc" through C, so no at-fork hook runs),
+    then dies."""
+    pid = os.fork() if task.payload["fork"] == "os" else ctypes.CDLL(None).fork()
+    if pid == 0:
+        _record(task, "grandchild")
+        time.sleep(task.payload.get("sleep", 30))
+        os._exit(0)
+    time.sleep(0.2)
+    os._exit(1)
+
 def surrogate(task):
     """Logs and raises text with lone surrogates (not encodable as UTF-8)."""
     logging.getLogger("ff_isolation_handlers").warning(
@@ -94,6 +106,7 @@ ENTRY_POINTS = [
     "give",
     "unserialisable",
     "cooperative",
+    "fork_and_crash",
     "surrogate",
     "surrogate_result",
     "not_finite",
@@ -464,6 +477,34 @@ def _keeps_serving(db: psycopg.Connection, w: WorkerProc, seconds: float = 2.0) 
         assert age < 2.0, f"no heartbeat for {age:.1f} s"
         time.sleep(0.1)
     assert w.proc.poll() is None
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie counts: whoever adopted it may never reap it here)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+@pytest.mark.parametrize("fork", ["os", "libc"])
+def test_a_handler_that_forks_a_grandchild_and_crashes_never_freezes_the_worker(
+    db, spawn, tmp_path, fork
+) -> None:
+    # The bug: the reaper read the dead child's pipe to its end, and the grandchild held a
+    # copy of its write end: no claim, outcome, heartbeat or log line for 30 s.
+    runs = tmp_path / "runs"
+    w = spawn(WORKER_CONCURRENCY="2", WORKER_LEASE="3s")
+    payload = {"file": str(runs), "fork": fork, "sleep": 30}
+    bad = _insert(db, "fork_and_crash", payload, max_attempts=1)
+    row = _final(db, bad, timeout=5)
+    assert (row["status"], row["last_error"]) == ("failed", "worker child died: exit code 1")
+    _keeps_serving(db, w)
+    (grandchild,) = [int(f[2]) for f in handler_runs(runs, "grandchild")]
+    # Killed with the handler process's group once that process was gone.
+    wait_until(lambda: _gone(grandchild), 5, "the grandchild to be killed")
+    assert w.stop() == 0
 
 
 @pytest.mark.parametrize("isolation", ["process", "thread"])

@@ -10,6 +10,11 @@ more tasks wait in the child, outcomes are sent together: when none is left, eve
 and at the latest 5 ms after the first one (a flusher thread sees to that, so a slow task
 never holds back the outcomes of the short ones before it).
 
+The child leads a process group of its own: whatever its handlers start is in it, and
+the dispatcher kills the group when the child ends (exits, crashes, times out, is
+replaced). A process a handler forks has the child's pipes replaced at once (an at-fork
+hook), so it can never keep them open after the child is gone.
+
 Which task is running is kept in shared memory (``state``: task id, start time on the
 monotonic clock, 0 when idle), so the dispatcher can time a task out and knows which
 task a dead child was running without a message per start.
@@ -17,6 +22,7 @@ task a dead child was running without a message per start.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import os
 import pickle
@@ -51,7 +57,8 @@ class MessageReader:
         self.buf = bytearray()
 
     def read(self) -> list[Any] | None:
-        """Messages complete after one read (maybe none); None at end of file."""
+        """Messages complete after one read (maybe none); None at end of file. On a
+        non-blocking pipe with nothing to read: BlockingIOError."""
         chunk = os.read(self.fd, 1 << 20)
         if not chunk:
             return None
@@ -104,9 +111,12 @@ def main(
     """The child's entry point (multiprocessing target). ``inbox``/``outbox``: connection
     objects whose file descriptors carry the messages; ``state``: the shared array;
     ``fault_path``: the file its tracebacks go to (a crash's, SIGTERM's)."""
-    # Ctrl-C in a terminal reaches the whole process group: the dispatcher drains, the
-    # child finishes its task. SIGTERM (the dispatcher's, at a timeout) ends it, with a
-    # traceback of where the handler was; a crash leaves one too.
+    # A process group of its own, for the dispatcher to kill with whatever the handlers
+    # left running (not a session: it stays in the worker's). So Ctrl-C in a terminal no
+    # longer reaches it, and SIGINT stays ignored for a signal sent to it by hand: the
+    # dispatcher drains, the child finishes its task. SIGTERM (the dispatcher's, at a
+    # timeout) ends it, with a traceback of where the handler was; a crash leaves one too.
+    os.setpgid(0, 0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # The dispatcher blocks its stop signals in every thread, and a blocked mask survives
@@ -130,6 +140,20 @@ def main(
 
     logs.configure_logging("worker", log_level, log_format=log_format)
     in_fd, out_fd = inbox.fileno(), outbox.fileno()
+
+    def forget_pipes() -> None:
+        # In a process a handler forks (os.fork, multiprocessing): without this it would
+        # hold the pipes open after the child is gone, and the dispatcher's end of file
+        # would wait for it. /dev/null takes the descriptors' place rather than a close:
+        # the connection objects still name them, and closing a reused number later would
+        # close something else.
+        with contextlib.suppress(OSError):
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (in_fd, out_fd):
+                os.dup2(null, fd, inheritable=False)
+            os.close(null)
+
+    os.register_at_fork(after_in_child=forget_pipes)
     work: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
     cancelled: set[int] = set()
     current: list[Any] = [0, None]  # the running task's id and context

@@ -11,6 +11,10 @@ message each way per child), reads outcomes, and enforces the rules:
   child takes the slot at once;
 - a child that dies fails only the task it was running ("worker child died: signal 11
   (SIGSEGV)" / "exit code 1"); tasks it had not started go to another child;
+- each child leads a process group; when the child ends (exits, crashes, times out, is
+  replaced) the group is killed, so nothing a handler started outlives its process, and
+  the pool never waits on such a process: a dead child's pipe is read for what is in it
+  now (non-blocking), not to its end of file, which a grandchild may hold back;
 - a cancelled task's handler sees ``task.cancelled`` (a message to the child's reader
   thread); if it is still running WORKER_CANCEL_GRACE later, its child is terminated;
 - a child is replaced after WORKER_MAX_TASKS_PER_CHILD tasks or once its memory passed
@@ -153,6 +157,7 @@ class _Child:
         self._keep = (inbox_w, outbox_r)
         self.to_child = inbox_w.fileno()
         self.from_child = outbox_r.fileno()
+        os.set_blocking(self.from_child, False)  # the pool thread never waits on a child
         self.sentinel = self.proc.sentinel
         self.reader = child.MessageReader(self.from_child)
         self.inflight: deque[ClaimedTask] = deque()  # sent, no outcome yet (run in order)
@@ -188,6 +193,17 @@ class _Child:
             if task.id == last:
                 return tasks[: i + 1], tasks[i + 1 :]
         return [], tasks  # the last one started was reported: none of these started
+
+    def signal_group(self, signum: int) -> None:
+        """Signal the child's process group: the child and whatever its handlers started
+        (the child alone while it has not made its group yet, just started)."""
+        try:
+            os.killpg(self.pid, signum)
+        except ProcessLookupError:  # (these check that it was not reaped first)
+            with contextlib.suppress(Exception):
+                self.proc.kill() if signum == signal.SIGKILL else self.proc.terminate()
+        except PermissionError:  # not ours any more (the number was reused)
+            pass
 
     def send(self, message: Any) -> bool:
         try:
@@ -282,8 +298,7 @@ class ProcessPool:
         unstarted = self.take_unstarted()
         for c in self.children + self.dying:
             unstarted.extend(c.split()[1])
-            with contextlib.suppress(Exception):
-                c.proc.kill()
+            c.signal_group(signal.SIGKILL)
             with contextlib.suppress(OSError):
                 os.unlink(c.fault_path)
         return unstarted
@@ -392,17 +407,26 @@ class ProcessPool:
                 continue
             c.inflight.extend(batch)
 
-    def _read(self, c: _Child) -> None:
+    def _read(self, c: _Child) -> bool:
+        """Handle what the child sent; False when there was nothing to read (or it ended)."""
         try:
             messages = c.reader.read()
+        except BlockingIOError:
+            return False
         except OSError:
+            messages = None
+        except Exception:  # not the protocol: something the handler wrote into the pipe
+            log.exception("a handler process sent an unreadable message: killing it",
+                          extra={"pid": c.pid})  # fmt: skip
+            c.signal_group(signal.SIGKILL)
             messages = None
         if messages is None:
             c.eof = True
             self._selector.unregister(c.from_child)
-            return
+            return False
         for message in messages:
             self._handle(c, message)
+        return True
 
     def _handle(self, c: _Child, message: tuple[Any, ...]) -> None:
         if message[0] == "stopped":
@@ -446,9 +470,9 @@ class ProcessPool:
         self._spawn()
 
     def _terminate(self, c: _Child, now: float) -> None:
-        """SIGTERM now, SIGKILL after the grace; a new child takes the slot at once."""
-        with contextlib.suppress(Exception):
-            c.proc.terminate()
+        """SIGTERM now, SIGKILL after the grace (to its process group: what the handler
+        started goes too); a new child takes the slot at once."""
+        c.signal_group(signal.SIGTERM)
         c.kill_at = now + self.settings.worker_kill_grace
         c.retiring = True
         if c in self.children:
@@ -505,8 +529,7 @@ class ProcessPool:
         for c in self.dying:
             if c.kill_at is not None:
                 if now >= c.kill_at:
-                    with contextlib.suppress(Exception):
-                        c.proc.kill()
+                    c.signal_group(signal.SIGKILL)
                     c.kill_at = None
                 else:
                     deadlines.append(c.kill_at)
@@ -515,12 +538,22 @@ class ProcessPool:
         return max(0.0, min(deadlines) - monotonic())
 
     def _reap(self, c: _Child) -> None:
-        """A child exited: read what it wrote last, charge its running task, re-queue the
-        tasks it had not started, and put a new child in its slot."""
-        c.proc.join(1)
+        """A child exited: kill what its handlers left running, read what it wrote last,
+        charge its running task, re-queue the tasks it had not started, and put a new
+        child in its slot."""
+        c.proc.join(1)  # at once: its sentinel said so (the fork server reaped it by pid)
         exitcode = c.proc.exitcode
-        while not c.eof:  # everything it wrote before it went is still in the pipe
-            self._read(c)
+        # Before a new child can take its number: a group outlives its leader while any
+        # member lives, and the kernel reuses no number a group still has.
+        c.signal_group(signal.SIGKILL)
+        # Everything it wrote before it went is in the pipe now. Not to the end of file: a
+        # process it forked (by a means the child's at-fork hook missed) may hold the
+        # write end open, even after the kill above, until it is reaped by whoever
+        # adopted it.
+        while not c.eof and self._read(c):
+            pass
+        if not c.eof:
+            self._selector.unregister(c.from_child)
         ran, _ = c.split()
         running = ran[-1] if ran and c.state[1] else None
         reason = death_reason(exitcode)
