@@ -297,9 +297,10 @@ def _fenced(text: str, lang: str) -> list[str]:
 
 
 def test_the_readme_examples_work_as_written_against_make_dev(dev_dir: Path) -> None:
-    """Every shell block of README.md that calls curl, taken from README.md itself and run
-    in order with the banner's exports pasted, each answer a 2xx; the handler of the tour
-    installed from the README's own pyproject and module."""
+    """Every shell block of README.md that calls curl or flowforge, taken from README.md
+    itself and run in order with the banner's exports pasted, each answer a 2xx (each
+    command exit 0); the handler of the tour installed from the README's own pyproject and
+    module."""
     readme = (ROOT / "README.md").read_text()
     [pyproject] = [b for b in _fenced(readme, "toml") if "flowforge.handlers" in b]
     [module_source] = [b for b in _fenced(readme, "python") if "flowforge.handlers" in b]
@@ -308,8 +309,8 @@ def test_the_readme_examples_work_as_written_against_make_dev(dev_dir: Path) -> 
     assert entry_points == {name: f"{module}:{name}" for name in entry_points}
     (dev_dir / "plugin").mkdir()
     plugin = write_plugin(dev_dir / "plugin", module, module_source, entry_points)
-    curl_blocks = [b for b in _fenced(readme, "sh") if "curl " in b]
-    assert len(curl_blocks) >= 4, curl_blocks  # create, watch, cancel, the handler's type
+    blocks = [b for b in _fenced(readme, "sh") if "curl " in b or re.search("^flowforge ", b, re.M)]
+    assert len(blocks) >= 5, blocks  # create, watch, cancel, the handler's type, the CLI
 
     env = {**_env(dev_dir, free_port(), free_port()), "WORKER_SHUTDOWN_TIMEOUT": "2s"}
     proc = _start({**env, "PYTHONPATH": plugin}, dev_dir / "out")
@@ -321,11 +322,16 @@ def test_the_readme_examples_work_as_written_against_make_dev(dev_dir: Path) -> 
         script = "\n".join([
             "set -euo pipefail",
             'curl() { command curl --fail-with-body --show-error --max-time 20 "$@"; }',
-            exports, *curl_blocks,
+            exports, *blocks,
         ])  # fmt: skip
+        # `flowforge` only through the banner's PATH, as in a new terminal.
+        shell_env = {k: v for k, v in os.environ.items() if not k.startswith(("API_", "DATABASE_"))}
+        shell_env["PATH"] = ":".join(
+            d for d in os.environ["PATH"].split(":") if not Path(d, "flowforge").exists()
+        )
         run = subprocess.run(
             ["bash", "-c", script], cwd=dev_dir, capture_output=True, text=True, timeout=120,
-            env={k: v for k, v in os.environ.items() if not k.startswith(("API_", "DATABASE_"))},
+            env=shell_env,
         )  # fmt: skip
         assert run.returncode == 0, f"{run.stdout[-2000:]}\n{run.stderr[-2000:]}"
 
