@@ -1,7 +1,7 @@
 """`vagrant up` for real, without a hypervisor: the Vagrantfile's lxc provider end to end.
 
-As README tells a user: `make vagrant-box` (the box, lxc-net on the host), then from a copy
-of the repository with the project's venv on PATH `vagrant up --provider=lxc`, the units
+As docs/deployment.md tells a user: `make vagrant-box` (the box, lxc-net on the host), then
+from a copy of the repository with the project's venv on PATH `vagrant up --provider=lxc`, the units
 through `vagrant ssh`, `GET /health` from the host at the private address, `vagrant
 provision` again (changed=0), and `vagrant destroy -f` whatever happened. The host's links,
 iptables rules and ip_forward must be as they were before. Marker `vagrant` (also `deploy`).

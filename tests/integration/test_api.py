@@ -1,4 +1,4 @@
-"""The HTTP contract (README, openapi.yaml), over real HTTP against a real PostgreSQL:
+"""The HTTP contract (docs/api.md, openapi.yaml), over real HTTP against a real PostgreSQL:
 every route, its statuses and its errors, all in the JSON envelope with X-Request-ID."""
 
 from __future__ import annotations

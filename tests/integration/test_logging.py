@@ -1,5 +1,6 @@
-"""Logs: one JSON object per line with the fields README names, one access line per request,
-the request ID on every line of a request, no secret anywhere; journald field mapping."""
+"""Logs: one JSON object per line with the fields docs/operations.md names, one access line
+per request, the request ID on every line of a request, no secret anywhere; journald field
+mapping."""
 
 from __future__ import annotations
 
