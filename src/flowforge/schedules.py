@@ -101,6 +101,23 @@ def zone(name: str) -> zoneinfo.ZoneInfo:
     return zoneinfo.ZoneInfo(name)
 
 
+# Names in the zone database that are not a place: "localtime" is a link to the host's own
+# zone (Debian ships it), so a schedule in it would fire at other hours on other hosts.
+HOST_ZONES = frozenset({"localtime", "posixrules"})
+
+
+def check_zone(name: str) -> str:
+    """A time zone a schedule may be given: an IANA name this system knows, and not the
+    host's own (``ValueError``). Rows already stored are read with ``zone`` alone."""
+    if name in HOST_ZONES:
+        raise ValueError(
+            f"{name!r} is the host's own time zone, different on each host: "
+            "name an IANA zone such as Europe/Riga (or UTC)"
+        )
+    zone(name)
+    return name
+
+
 def check_cron(expression: str) -> str:
     """A 5-field cron expression, normalized to single spaces (``ValueError`` if bad)."""
     fields = expression.split()
@@ -130,7 +147,7 @@ def schedule_body(
     checks: dict[str, Callable[[Any], Any]] = {
         "name": _name,
         "cron": lambda v: check_cron(_text(v, maximum=200, blank_ok=False)),
-        "timezone": lambda v: zone(_text(v, maximum=100, blank_ok=False)) and v,
+        "timezone": lambda v: check_zone(_text(v, maximum=100, blank_ok=False)),
         "title": lambda v: _text(v, maximum=TITLE_MAX, blank_ok=False).strip(),
         "type": lambda v: _text(v, maximum=TYPE_MAX, blank_ok=False).strip(),
         "payload": _payload,

@@ -156,3 +156,59 @@ def test_put_of_queue_fields_while_pending(client: ApiClient) -> None:
         "sleep", {"seconds": 1}, 3
     )  # fmt: skip
     assert updated["run_at"].startswith("2031-05-05T05:05:05")
+
+
+# run_at is RFC 3339 (flowforge/timestamps.py), not what fromisoformat reads: issue 22, 7.
+NOT_RFC_3339 = [
+    ("2026-01-01T00:00:00Z\u0000junk", "NUL"),  # 3.11's fromisoformat stopped at the NUL
+    ("2026-01-01 00:00:00Z", "a T between"),
+    ("2026-W01-1T00:00:00Z", "RFC 3339"),  # a week date
+    ("2026-001T00:00:00Z", "RFC 3339"),  # an ordinal date
+    ("20260101T000000Z", "RFC 3339"),  # the basic format
+    ("2026-01-01T00:00Z", "RFC 3339"),  # no seconds
+    ("2026-01-01T00:00:00,5Z", "RFC 3339"),
+    ("2026-01-01T00:00:00.1234567891Z", "RFC 3339"),  # ten fractional digits
+    ("2026-01-01T00:00:00+0100", "RFC 3339"),
+    ("2026-01-01T00:00:00+01", "RFC 3339"),
+    ("2026-01-01T00:00:00Z\n", "RFC 3339"),
+    ("\uff12\uff10\uff12\uff16-01-01T00:00:00Z", "RFC 3339"),  # fullwidth digits
+    ("2026-01-01T00:00:00 localtime", "RFC 3339"),
+    ("2026-12-31T23:59:60Z", "leap second"),
+    ("2026-02-30T00:00:00Z", "real time"),
+    ("2026-01-01T24:00:00Z", "real time"),
+    ("2026-01-01T00:00:00+24:00", "offset"),
+]
+
+
+@pytest.mark.parametrize(("run_at", "problem"), NOT_RFC_3339)
+def test_run_at_must_be_rfc_3339_everywhere_it_is_taken(
+    client: ApiClient, db, run_at: str, problem: str
+) -> None:
+    """POST, a batch's item and PUT share the one parser; nothing is stored or changed."""
+    details = rejected(client, {"title": "ok", "run_at": run_at})
+    assert problem in details["run_at"], details
+    batch = rejected(client, {"tasks": [{"title": "ok"}, {"title": "ok", "run_at": run_at}]},
+                     path="/v1/tasks/batch")  # fmt: skip
+    assert set(batch) == {"tasks[1].run_at"} and problem in batch["tasks[1].run_at"]
+    assert db.execute("SELECT count(*) FROM tasks").fetchone() == (0,)
+    task = create(client)
+    put = rejected(client, {"run_at": run_at}, method="PUT", path=f"/v1/tasks/{task['id']}")
+    assert problem in put["run_at"], put
+    assert client.get(f"/v1/tasks/{task['id']}").json()["data"] == task
+
+
+@pytest.mark.parametrize(
+    ("run_at", "stored"),
+    [
+        ("2030-01-01t10:00:00z", "2030-01-01T10:00:00Z"),  # RFC 3339 5.6's note: lower case
+        ("2030-01-01T10:00:00-00:00", "2030-01-01T10:00:00Z"),  # "offset unknown": UTC
+        ("2030-01-01T10:00:00.5+02:00", "2030-01-01T08:00:00.500000Z"),
+        # seven (.NET) and nine (Go, Java) digits: kept to the microsecond, not rounded
+        ("2030-01-01T10:00:00.9999999Z", "2030-01-01T10:00:00.999999Z"),
+        ("2030-01-01T10:00:00.123456789-01:30", "2030-01-01T11:30:00.123456Z"),
+    ],
+)
+def test_run_at_takes_what_rfc_3339_allows(client: ApiClient, run_at: str, stored: str) -> None:
+    task = create(client, run_at=run_at)
+    assert task["run_at"] == stored
+    assert client.get(f"/v1/tasks/{task['id']}").json()["data"]["run_at"] == stored

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from .. import pagination
+from .. import pagination, timestamps
 from ..models import TASK_COLUMNS, Status
 from ..pagination import Cursor
 
@@ -27,7 +26,6 @@ POST_FIELDS = frozenset(
     {"title", "description", "type", "payload", "max_attempts", "run_at", "queue", "priority",
      "timeout"}
 )  # fmt: skip
-RUN_AT_YEAR_MIN, RUN_AT_YEAR_MAX = 2, 9998
 PUT_FIELDS = POST_FIELDS | {"status"}
 # The query parameters GET /v1/tasks knows; any other is a 400.
 LIST_PARAMETERS = frozenset({"page", "limit", "status", "type", "queue", "cursor", "fields"})
@@ -51,23 +49,6 @@ def _text(value: Any, *, maximum: int, blank_ok: bool) -> str:
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
     return value
-
-
-def _timestamp(value: Any) -> datetime:
-    if not isinstance(value, str):
-        raise ValueError("must be an RFC 3339 timestamp string")
-    try:
-        parsed = datetime.fromisoformat(value.replace("z", "Z"))
-    except ValueError:
-        raise ValueError("must be an RFC 3339 timestamp, e.g. 2026-01-31T12:00:00Z") from None
-    if parsed.tzinfo is None:
-        raise ValueError("must carry a time zone (Z or an offset)")
-    # Years 2..9998 as written: an offset can move 0001-01-01 into year 0 and 9999-12-31
-    # into year 10000, which no datetime holds; the bound is simple enough for
-    # openapi.yaml to state it (RunAt's pattern), so a client's validator agrees.
-    if not RUN_AT_YEAR_MIN <= parsed.year <= RUN_AT_YEAR_MAX:
-        raise ValueError(f"must be between years {RUN_AT_YEAR_MIN} and {RUN_AT_YEAR_MAX}")
-    return parsed.astimezone(UTC)
 
 
 def _attempts(value: Any) -> int:
@@ -142,7 +123,7 @@ _CHECKS: dict[str, Any] = {
     "type": lambda v: _text(v, maximum=TYPE_MAX, blank_ok=False).strip(),
     "payload": _payload,
     "max_attempts": _attempts,
-    "run_at": _timestamp,
+    "run_at": timestamps.parse,  # the one RFC 3339 parser (cursors use it too)
     "status": _status,
     "queue": queue_name,
     "priority": _priority,
