@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
 
+from . import timestamps
+
 _VERSION = 1
+_ALPHABET = re.compile(r"[A-Za-z0-9_-]{1,1000}", re.ASCII)
+ID_MAX = 2**63 - 1  # tasks.id is a bigint
+FILTERS = 3  # status, type, queue
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,15 +42,37 @@ def encode(cursor: Cursor) -> str:
 
 
 def decode(text: str) -> Cursor:
-    """The cursor a client sent back; ``CursorError`` if it is not one of ours."""
+    """The cursor a client sent back; ``CursorError`` if it is not one of ours.
+
+    Every part is checked by type before any of it reaches SQL: a cursor is the client's
+    to change, and one whose id was JSON ``true`` once made the list's query fail in
+    PostgreSQL (``bigint < boolean``), a 500 instead of this 400. ``True`` is an ``int``
+    in Python, so booleans are refused by name."""
+    if not _ALPHABET.fullmatch(text):  # b64decode would skip what is not base64url
+        raise CursorError("not URL-safe base64")
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        version, created_at, task_id, filters = orjson.loads(raw)
-        if version != _VERSION or not isinstance(task_id, int) or not isinstance(filters, list):
-            raise CursorError("not a cursor of this release")
-        when = datetime.fromisoformat(created_at)
-        if when.tzinfo is None:
-            raise CursorError("no time zone")
-        return Cursor(when, task_id, tuple(filters))
-    except (binascii.Error, orjson.JSONDecodeError, TypeError, ValueError) as exc:
+        raw = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (binascii.Error, orjson.JSONDecodeError, ValueError) as exc:
         raise CursorError(str(exc)) from None
+    if not isinstance(raw, list) or len(raw) != 4:
+        raise CursorError("not a cursor of this release")
+    version, created_at, task_id, filters = raw
+    if not _whole(version) or version != _VERSION:
+        raise CursorError("not a cursor of this release")
+    if not _whole(task_id) or not 1 <= task_id <= ID_MAX:
+        raise CursorError("the task id is not a task id")
+    if (
+        not isinstance(filters, list)
+        or len(filters) != FILTERS
+        or not all(f is None or isinstance(f, str) for f in filters)
+    ):
+        raise CursorError("the filters are not a cursor's")
+    try:
+        when = timestamps.parse(created_at)
+    except ValueError as exc:
+        raise CursorError(f"the time {exc}") from None
+    return Cursor(when, task_id, tuple(filters))
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

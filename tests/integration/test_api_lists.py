@@ -71,6 +71,48 @@ def test_cursor_keeps_its_filters(client: ApiClient) -> None:
     assert [i for p in typed for i in p] == mail[::-1]
 
 
+def _cursor(raw: object) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(raw)).rstrip(b"=").decode()
+
+
+WHEN = "2026-01-01T00:00:00+00:00"
+# A cursor the API made, [version, created_at, id, [status, type, queue]], changed in one
+# part: each must be refused by type before any of it reaches SQL (issue 22, 1: an id of
+# `true` was a 500, "bigint < boolean", and broke the lists after it).
+TAMPERED = [
+    [1, WHEN, True, [None] * 3],
+    [1, WHEN, False, [None] * 3],
+    [True, WHEN, 1, [None] * 3],
+    [1, WHEN, "1", [None] * 3],
+    [1, WHEN, 1.0, [None] * 3],
+    [1, WHEN, None, [None] * 3],
+    [1, WHEN, [1], [None] * 3],
+    [1, WHEN, 0, [None] * 3],
+    [1, WHEN, -1, [None] * 3],
+    [1, WHEN, 2**63, [None] * 3],
+    [1, WHEN, 1, [None] * 2],
+    [1, WHEN, 1, [None] * 4],
+    [1, WHEN, 1, [1, None, None]],
+    [1, WHEN, 1, [True, None, None]],
+    [1, WHEN, 1, [[], None, None]],
+    [1, WHEN, 1, {"status": None}],
+    [1, WHEN, 1, None],
+    [1, WHEN, 1],
+    [1, WHEN, 1, [None] * 3, "more"],
+    [1, 1767225600, 1, [None] * 3],
+    [1, None, 1, [None] * 3],
+    [1, WHEN + "\u0000junk", 1, [None] * 3],
+    [1, "2026-01-01 00:00:00+00:00", 1, [None] * 3],
+    [1, "2026-W01-1T00:00:00Z", 1, [None] * 3],
+    [1, "0001-01-01T00:00:00+23:59", 1, [None] * 3],
+    [1, "2026-02-30T00:00:00Z", 1, [None] * 3],
+    {"version": 1},
+    "text",
+    None,
+    17,
+]
+
+
 @pytest.mark.parametrize(
     "cursor",
     [
@@ -79,13 +121,18 @@ def test_cursor_keeps_its_filters(client: ApiClient) -> None:
         base64.urlsafe_b64encode(orjson.dumps([99, "2026-01-01T00:00:00+00:00", 1, []])).decode(),
         base64.urlsafe_b64encode(orjson.dumps([1, "yesterday", 1, [None] * 3])).decode(),
         base64.urlsafe_b64encode(orjson.dumps([1, "2026-01-01T00:00:00", 1, [None] * 3])).decode(),
+        *(_cursor(raw) for raw in TAMPERED),
+        _cursor([1, WHEN, 1, [None] * 3]) + "!",  # base64 would skip what is not its alphabet
+        _cursor([1, WHEN, 1, [None] * 3]) * 30,  # longer than any cursor the API makes
     ],
 )
 def test_a_cursor_we_did_not_make_is_400(client: ApiClient, cursor: str) -> None:
+    create(client)  # a list that reached the database would have a row to compare with
     error = assert_error(
         client.get("/v1/tasks", params={"cursor": cursor}), 400, "validation_failed"
     )
     assert set(error["details"]) == {"cursor"}
+    assert "not a cursor this API gave" in error["details"]["cursor"]
 
 
 def test_cursor_and_page_together_are_400(client: ApiClient) -> None:

@@ -1,15 +1,17 @@
-"""The one RFC 3339 parser (flowforge.timestamps): strict, with openapi.yaml's RunAt
-pattern saying the same."""
+"""The one RFC 3339 parser (flowforge.timestamps) and the cursor decoder built on it:
+strict, with openapi.yaml's RunAt pattern saying the same."""
 
 from __future__ import annotations
 
+import base64
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
+import orjson
 import pytest
 import yaml
 
-from flowforge import timestamps
+from flowforge import pagination, timestamps
 
 from ..support import ROOT
 
@@ -96,3 +98,45 @@ def test_openapi_states_the_same_grammar() -> None:
         if text in ("2026-02-29T00:00:00Z", "2026-01-31T12:00:00Z\n"):
             continue
         assert not pattern.search(text), text
+
+
+def _cursor(raw: object) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(raw)).rstrip(b"=").decode()
+
+
+def test_a_cursor_round_trips() -> None:
+    when = datetime(2026, 1, 31, 12, 0, 0, 250, tzinfo=UTC)
+    for key in (when, when.replace(microsecond=0), when.astimezone(timezone(timedelta(hours=3)))):
+        cursor = pagination.Cursor(key, 2**63 - 1, ("failed", None, "mail"))
+        assert pagination.decode(pagination.encode(cursor)) == cursor
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [1, "2026-01-31T12:00:00+00:00", True, [None] * 3],
+        [True, "2026-01-31T12:00:00+00:00", 1, [None] * 3],
+        [1, "2026-01-31T12:00:00+00:00", 1.0, [None] * 3],
+        [1, "2026-01-31T12:00:00+00:00", "1", [None] * 3],
+        [1, "2026-01-31T12:00:00+00:00", 0, [None] * 3],
+        [1, "2026-01-31T12:00:00+00:00", 2**63, [None] * 3],
+        [1, "2026-01-31T12:00:00+00:00", 1, [None, 1, None]],
+        [1, "2026-01-31T12:00:00+00:00", 1, [None] * 2],
+        [1, "2026-01-31T12:00:00+00:00", 1, "xyz"],
+        [1, "2026-01-31T12:00:00+00:00\x00", 1, [None] * 3],
+        [1, "2026-01-31T12:00:00", 1, [None] * 3],
+        [1, 1767182400, 1, [None] * 3],
+        [1, "2026-01-31T12:00:00+00:00", 1],
+        {"a": 1, "b": 2, "c": 3, "d": 4},  # unpacks into four keys
+        "abcd",
+    ],
+)
+def test_a_changed_cursor_is_refused(raw: object) -> None:
+    with pytest.raises(pagination.CursorError):
+        pagination.decode(_cursor(raw))
+
+
+@pytest.mark.parametrize("text", ["", "a", "!!!!", "e30=", "e30 ", "x" * 1001, "\u00e9t\u00e9"])
+def test_what_is_not_base64url_json_is_refused(text: str) -> None:
+    with pytest.raises(pagination.CursorError):
+        pagination.decode(text)

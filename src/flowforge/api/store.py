@@ -71,7 +71,7 @@ task_row = args_row(Task)
 
 # A list whose estimate is large (no count follows: COUNT_WHEN_ESTIMATE_BELOW) keeps that
 # estimate this long, per process and per filter values: the lists that follow are one
-# statement (the rows), not a pipeline with an EXPLAIN (planning, its JSON parsed) each,
+# statement (the rows), not the rows and an EXPLAIN (planning, its JSON parsed) each,
 # which made a list cost three times a GET by id in CPU. A small estimate is never kept,
 # so a total up to EXACT_TOTAL_MAX is counted on every request and stays exact.
 ESTIMATE_SECONDS = 2.0
@@ -301,12 +301,17 @@ class TaskStore:
                     rows = conn.cursor(row_factory=row_factory).execute(rows_sql, params).fetchall()
                     estimate = kept[0]
                 else:
-                    # The rows and the planner's estimate in one round trip.
-                    with conn.pipeline():
-                        rows_cur = conn.cursor(row_factory=row_factory).execute(rows_sql, params)
-                        plan_cur = conn.execute(queries.estimate_tasks(used), params)
-                    rows = rows_cur.fetchall()
-                    (plan,) = plan_cur.fetchone() or ([{"Plan": {"Plan Rows": 0}}],)
+                    # The rows, then the planner's estimate: two round trips, never one
+                    # pipeline. psycopg prepares a statement on its sixth run; in a pipeline
+                    # whose first statement fails, PostgreSQL skips the second's PREPARE but
+                    # psycopg records it as prepared, and every later run of it on this
+                    # connection fails ("prepared statement _pg3_N does not exist"). Outside
+                    # a pipeline psycopg waits for the PREPARE's answer before recording it.
+                    # The extra trip: bench/bench_list_trips.py.
+                    cur = conn.cursor(row_factory=row_factory)
+                    rows = cur.execute(rows_sql, params).fetchall()
+                    plan_row = conn.execute(queries.estimate_tasks(used), params).fetchone()
+                    (plan,) = plan_row or ([{"Plan": {"Plan Rows": 0}}],)
                     estimate = int(plan[0]["Plan"]["Plan Rows"])
                     if estimate >= queries.COUNT_WHEN_ESTIMATE_BELOW:
                         if len(self._estimates) >= ESTIMATES_KEPT:
