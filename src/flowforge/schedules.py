@@ -178,13 +178,13 @@ def schedule_body(
 
 
 def _name(value: Any) -> str:
-    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
         raise ValueError(NAME_RULE)
     return value
 
 
 def valid_name(value: str) -> bool:
-    return bool(NAME_PATTERN.match(value))
+    return bool(NAME_PATTERN.fullmatch(value))  # `$` alone lets "a\n" through
 
 
 def list_query(query: dict[str, str | None]) -> tuple[int, int]:

@@ -212,3 +212,22 @@ def test_run_at_takes_what_rfc_3339_allows(client: ApiClient, run_at: str, store
     task = create(client, run_at=run_at)
     assert task["run_at"] == stored
     assert client.get(f"/v1/tasks/{task['id']}").json()["data"]["run_at"] == stored
+
+
+@pytest.mark.parametrize("queue", ["default\n", "mail\n"])
+def test_a_queue_name_with_a_trailing_newline_is_400_not_500(
+    client: ApiClient, db, queue: str
+) -> None:
+    """Python's `$` matches before a final newline, PostgreSQL's CHECK does not: "mail\\n"
+    passed the API's check and failed the INSERT (a 500)."""
+    details = rejected(client, {"title": "ok", "queue": queue})
+    assert set(details) == {"queue"}
+    batch = rejected(client, {"tasks": [{"title": "ok", "queue": queue}]}, path="/v1/tasks/batch")
+    assert set(batch) == {"tasks[0].queue"}
+    task = create(client)
+    assert set(
+        rejected(client, {"queue": queue}, method="PUT", path=f"/v1/tasks/{task['id']}")
+    ) == {"queue"}
+    error = assert_error(client.get("/v1/tasks", params={"queue": queue}), 400, "validation_failed")
+    assert set(error["details"]) == {"queue"}
+    assert db.execute("SELECT count(*) FROM tasks").fetchone() == (1,)

@@ -174,7 +174,9 @@ LIST_VALUES: dict[str, st.SearchStrategy[str]] = {
     "limit": _mostly(st.integers(1, 100).map(str), st.integers(-2, 200).map(str) | WILD),
     "status": _mostly(st.sampled_from(["pending", "failed"]), st.just("PENDING") | WILD),
     "type": _mostly(st.sampled_from(["noop", "sleep"]), st.text(max_size=110)),
-    "queue": _mostly(st.sampled_from(["default", "mail"]), st.text(max_size=70)),
+    "queue": _mostly(
+        st.sampled_from(["default", "mail"]), st.just("default\n") | st.text(max_size=70)
+    ),
     "fields": _mostly(
         st.lists(st.sampled_from(["id", "title", "status", "created_at"]), min_size=1),
         st.lists(st.sampled_from(["bogus", "", " id"]) | WILD, max_size=3),
@@ -216,7 +218,9 @@ FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "payload": st.dictionaries(st.text(max_size=8), JSON, max_size=4),
     "max_attempts": _mostly(st.integers(1, 100), st.integers()),
     "run_at": TIMESTAMPS,
-    "queue": _mostly(st.from_regex(r"\A[a-z0-9_-]{1,64}\Z"), st.text(max_size=70)),
+    "queue": _mostly(
+        st.from_regex(r"\A[a-z0-9_-]{1,64}\Z"), st.just("mail\n") | st.text(max_size=70)
+    ),
     "priority": _mostly(st.integers(-100, 100), st.integers()),
     "timeout": _mostly(st.integers(1, 86_400), st.integers() | st.floats()),
 }

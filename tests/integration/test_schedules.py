@@ -169,6 +169,8 @@ def test_defaults_and_a_duplicate_name(client: ApiClient, sched_db) -> None:
         ({"cron": "* * * * *", "title": "t"}, "name"),
         ({"name": "a/b", "cron": "* * * * *", "title": "t"}, "name"),
         ({"name": "-a", "cron": "* * * * *", "title": "t"}, "name"),
+        ({"name": "a\n", "cron": "* * * * *", "title": "t"}, "name"),  # the CHECK refuses it
+        ({"name": "a", "cron": "* * * * *", "title": "t", "queue": "q\n"}, "queue"),
         ({"name": "a", "title": "t"}, "cron"),
         ({"name": "a", "cron": "* * * *", "title": "t"}, "cron"),
         ({"name": "a", "cron": "99 * * * *", "title": "t"}, "cron"),

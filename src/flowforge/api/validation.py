@@ -68,7 +68,9 @@ def _bounded_int(value: Any, low: int, high: int) -> int:
 
 
 def queue_name(value: Any) -> str:
-    if not isinstance(value, str) or not QUEUE_PATTERN.match(value):
+    # fullmatch: `$` also matches before a final newline, which the database's CHECK
+    # (and every worker's WORKER_QUEUES) refuses.
+    if not isinstance(value, str) or not QUEUE_PATTERN.fullmatch(value):
         raise ValueError(QUEUE_RULE)
     return value
 
