@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 try:
-    from flowforge.ops.cleanup import entry
+    from flowforge.cli.cleanup import entry
 except ImportError as exc:  # run outside the virtualenv FlowForge is installed in
     venv_python = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "python"
     hint = (

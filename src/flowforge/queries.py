@@ -627,7 +627,7 @@ WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS
 """
 
 # --- operator scripts ---
-# scripts/seed-database.py, healthcheck.py and cleanup.py (flowforge.ops runs them).
+# scripts/seed-database.py, healthcheck.py and cleanup.py (flowforge.cli runs them).
 
 # The seeder streams rows with COPY, one transaction per batch: far faster than INSERTs.
 SEED_COLUMNS: tuple[str, ...] = (

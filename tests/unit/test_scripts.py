@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from flowforge.ops.common import age, format_age
+from flowforge.cli.scripting import age, format_age
 
 from ..support import ROOT, SCRIPTS, assert_one_line_error, closed_port_db, script
 from ..support import service_env as _service_env

@@ -1,4 +1,5 @@
-"""What the operator scripts share: exit codes, argument types, one-line failures.
+"""What the operator scripts (scripts/*.py: seed, healthcheck, cleanup) share: exit codes,
+argument types, one-line failures.
 
 Operators run the scripts by hand, from cron and from CI, so every failure is one line on
 stderr (``<script>: error: ...``) and a documented exit code, never a traceback.
@@ -20,9 +21,12 @@ import psycopg
 from ..config import ConfigError, Settings, load_settings, parse_duration, redact_url
 from ..db import DatabaseUnavailable, connection, first_line, make_engine
 
+# 1: unhealthy, database unreachable or refusing, not confirmed; 2: bad options or
+# configuration (argparse's own 2): the codes of the flowforge command.
+from .common import EXIT_CONFIG as EXIT_USAGE
+from .common import EXIT_FAILURE, CommandError
+
 EXIT_OK = 0
-EXIT_FAILURE = 1  # unhealthy, database unreachable or refusing, declined confirmation
-EXIT_USAGE = 2  # bad options or configuration (argparse uses 2 as well)
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 EXIT_CODES_HELP = """\
@@ -77,14 +81,6 @@ class GracefulStop:
     def check(self) -> None:
         if self.signum is not None:
             raise Interrupted(self.signum)
-
-
-class ScriptError(Exception):
-    """A failure to report in one line; ``code`` is the exit code."""
-
-    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def age(text: str) -> float:
@@ -158,7 +154,7 @@ def settings_from_env(*, require: tuple[str, ...], **overrides: str | None) -> S
     try:
         return load_settings(env, require=require)
     except ConfigError as exc:
-        raise ScriptError(f"configuration: {exc}", EXIT_USAGE) from None
+        raise CommandError(f"configuration: {exc}", EXIT_USAGE) from None
 
 
 def database_label(url: str) -> str:
@@ -172,14 +168,14 @@ def database_label(url: str) -> str:
     return f"{host}:{port or 5432}{parts.path}"
 
 
-def database_error(exc: BaseException, url: str) -> ScriptError:
+def database_error(exc: BaseException, url: str) -> CommandError:
     """One line for anything that went wrong talking to PostgreSQL."""
     where = database_label(url)
     if isinstance(exc, DatabaseUnavailable):
-        return ScriptError(f"cannot reach the database at {where}: {_first_line(exc)}")
+        return CommandError(f"cannot reach the database at {where}: {_first_line(exc)}")
     if isinstance(exc, psycopg.errors.UndefinedTable):
-        return ScriptError(f"database {where} has no tasks table: run `flowforge migrate` first")
-    return ScriptError(f"database error at {where}: {_first_line(exc)}")
+        return CommandError(f"database {where} has no tasks table: run `flowforge migrate` first")
+    return CommandError(f"database error at {where}: {_first_line(exc)}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -189,10 +185,10 @@ def _first_line(exc: BaseException) -> str:
 
 
 def run(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None) -> int:
-    """Run a script's main: ScriptError, Ctrl-C and the unexpected become one line."""
+    """Run a script's main: CommandError, Ctrl-C and the unexpected become one line."""
     try:
         return main(argv)
-    except ScriptError as exc:
+    except CommandError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.code
     except Interrupted as exc:
@@ -214,12 +210,12 @@ def run(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[s
 
 @contextmanager
 def database(settings: Settings) -> Iterator[psycopg.Connection]:
-    """One autocommit connection (flowforge.db), every failure turned into a ScriptError."""
+    """One autocommit connection (flowforge.db), every failure turned into a CommandError."""
     url = settings.database_url
     try:
         engine = make_engine(settings, pool_size=1)
     except Exception as exc:  # SQLAlchemy refuses a malformed URL (a bad port, say)
-        raise ScriptError(f"configuration: DATABASE_URL: {_first_line(exc)}", EXIT_USAGE) from None
+        raise CommandError(f"configuration: DATABASE_URL: {_first_line(exc)}", EXIT_USAGE) from None
     try:
         with connection(engine) as conn:
             yield conn

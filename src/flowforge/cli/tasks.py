@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from . import queries
-from .api.validation import QUEUE_PATTERN, QUEUE_RULE
-from .models import Status
-
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
+from .. import queries
+from ..models import Status
+from .common import EXIT_CONFIG, CommandError, settings
 
 
-def add_parser(sub: Any) -> None:
-    tasks = sub.add_parser(
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    tasks: argparse.ArgumentParser = sub.add_parser(
         "tasks",
         help="list, show, cancel, retry tasks and see queue stats (over the database)",
         description="Operate the queue straight over DATABASE_URL: `flowforge tasks list "
@@ -44,6 +40,7 @@ def add_parser(sub: Any) -> None:
     tsub.add_parser("stats", help="counts by queue and status, oldest pending age")
     for parser in (lst, show, cancel, retry, tsub.choices["stats"]):
         parser.add_argument("--json", action="store_true", help="machine-readable output")
+    return tasks
 
 
 def _limit(text: str) -> int:
@@ -56,11 +53,6 @@ def _task_id(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 2**63 - 1:
         raise argparse.ArgumentTypeError(f"expected a task id (a positive integer), got {text!r}")
     return int(text)
-
-
-def _fail(message: str, code: int = EXIT_FAILURE) -> int:
-    print(f"flowforge: error: {message}", file=sys.stderr)
-    return code
 
 
 def _json(value: Any) -> str:
@@ -86,89 +78,97 @@ def _age(seconds: float | None) -> str:
     return f"{seconds:.1f}s"
 
 
-def run(args: argparse.Namespace, settings: Any) -> int:
+def run(args: argparse.Namespace) -> int:
     import psycopg
 
-    from .api.store import NotFound, TaskStore, TransitionRefused
-    from .db import DatabaseUnavailable, first_line, make_engine
+    from ..api.store import NotFound, TaskStore, TransitionRefused
+    from ..api.validation import QUEUE_PATTERN, QUEUE_RULE
+    from ..db import DatabaseUnavailable, first_line, make_engine
 
+    config = settings()
     if args.action == "list" and args.queue is not None and not QUEUE_PATTERN.match(args.queue):
-        return _fail(f"--queue {QUEUE_RULE}", EXIT_USAGE)
-    engine = make_engine(settings, pool_size=1)
+        raise CommandError(f"--queue {QUEUE_RULE}", EXIT_CONFIG)
+    engine = make_engine(config, pool_size=1)
     store = TaskStore(
         engine,
-        default_max_attempts=settings.task_max_attempts,
-        lease_seconds=settings.worker_lease,
-        default_timeout=settings.task_timeout,
+        default_max_attempts=config.task_max_attempts,
+        lease_seconds=config.worker_lease,
+        default_timeout=config.task_timeout,
     )
     try:
-        return _run(args, store)
+        return ACTIONS[args.action](args, store)
     except NotFound as exc:
-        return _fail(f"task {exc.args[0]} not found")
+        raise CommandError(f"task {exc.args[0]} not found") from None
     except TransitionRefused as exc:
-        return _fail(str(exc))
+        raise CommandError(str(exc)) from None
     except DatabaseUnavailable as exc:
-        return _fail(f"cannot reach the database: {exc}")
+        raise CommandError(f"cannot reach the database: {exc}") from None
     except psycopg.errors.UndefinedTable:
-        return _fail("the database has no tasks table: run `flowforge migrate` first")
+        raise CommandError(
+            "the database has no tasks table: run `flowforge migrate` first"
+        ) from None
     except psycopg.Error as exc:
-        return _fail(f"database error: {first_line(exc)}")
+        raise CommandError(f"database error: {first_line(exc)}") from None
     finally:
         engine.dispose()
 
 
-def _run(args: argparse.Namespace, store: Any) -> int:
-    from .api.store import NotFound
+def _list(args: argparse.Namespace, store: Any) -> int:
+    filters = {"status": args.status, "type": args.type, "queue": args.queue}
+    page = store.list(limit=args.limit, offset=0, filters=filters)
+    if args.json:
+        print(_json({"tasks": [asdict(t) for t in page.tasks], "total": page.total}))
+        return 0
+    if not page.tasks:
+        print("no tasks match")
+        return 0
+    print(f"{'ID':>8}  {'STATUS':<10} {'QUEUE':<12} {'PRI':>4}  {'TYPE':<12} "
+          f"{'TRIES':<5}  {'CREATED (UTC)':<19}  TITLE")  # fmt: skip
+    for t in page.tasks:
+        print(
+            f"{t.id:>8}  {t.status:<10} {t.queue[:12]:<12} {t.priority:>4}  "
+            f"{t.type[:12]:<12} {t.attempts}/{t.max_attempts:<3}  {_when(t.created_at)}  "
+            f"{t.title[:60]}"
+        )
+    print(f"({len(page.tasks)} of {page.total})")
+    return 0
 
-    if args.action == "list":
-        filters = {"status": args.status, "type": args.type, "queue": args.queue}
-        page = store.list(limit=args.limit, offset=0, filters=filters)
-        if args.json:
-            print(_json({"tasks": [asdict(t) for t in page.tasks], "total": page.total}))
-            return 0
-        if not page.tasks:
-            print("no tasks match")
-            return 0
-        print(f"{'ID':>8}  {'STATUS':<10} {'QUEUE':<12} {'PRI':>4}  {'TYPE':<12} "
-              f"{'TRIES':<5}  {'CREATED (UTC)':<19}  TITLE")  # fmt: skip
-        for t in page.tasks:
-            print(
-                f"{t.id:>8}  {t.status:<10} {t.queue[:12]:<12} {t.priority:>4}  "
-                f"{t.type[:12]:<12} {t.attempts}/{t.max_attempts:<3}  {_when(t.created_at)}  "
-                f"{t.title[:60]}"
-            )
-        print(f"({len(page.tasks)} of {page.total})")
+
+def _show(args: argparse.Namespace, store: Any) -> int:
+    from ..api.store import NotFound
+
+    task = store.get(args.id)
+    if task is None:
+        raise NotFound(args.id)
+    if args.json:
+        print(_json(asdict(task)))
         return 0
-    if args.action == "show":
-        task = store.get(args.id)
-        if task is None:
-            raise NotFound(args.id)
-        if args.json:
-            print(_json(asdict(task)))
-        else:
-            for name, value in asdict(task).items():
-                shown = _when(value) if isinstance(value, datetime) else value
-                if isinstance(value, dict | list):
-                    shown = json.dumps(value)
-                print(f"{name:<17} {'-' if shown is None else shown}")
-        return 0
-    if args.action == "cancel":
-        outcome = store.cancel(args.id)
-        if args.json:
-            print(_json({"task": asdict(outcome.task), "immediate": outcome.immediate}))
-        elif outcome.immediate:
-            print(f"task {args.id} cancelled")
-        else:
-            print(f"task {args.id} is running: its worker was told to stop it")
-        return 0
-    if args.action == "retry":
-        task = store.retry(args.id)
-        if args.json:
-            print(_json(asdict(task)))
-        else:
-            print(f"task {args.id} is pending again (attempts 0)")
-        return 0
-    return _stats(args, store)
+    for name, value in asdict(task).items():
+        shown = _when(value) if isinstance(value, datetime) else value
+        if isinstance(value, dict | list):
+            shown = json.dumps(value)
+        print(f"{name:<17} {'-' if shown is None else shown}")
+    return 0
+
+
+def _cancel(args: argparse.Namespace, store: Any) -> int:
+    outcome = store.cancel(args.id)
+    if args.json:
+        print(_json({"task": asdict(outcome.task), "immediate": outcome.immediate}))
+    elif outcome.immediate:
+        print(f"task {args.id} cancelled")
+    else:
+        print(f"task {args.id} is running: its worker was told to stop it")
+    return 0
+
+
+def _retry(args: argparse.Namespace, store: Any) -> int:
+    task = store.retry(args.id)
+    if args.json:
+        print(_json(asdict(task)))
+    else:
+        print(f"task {args.id} is pending again (attempts 0)")
+    return 0
 
 
 def _stats(args: argparse.Namespace, store: Any) -> int:
@@ -193,3 +193,6 @@ def _stats(args: argparse.Namespace, store: Any) -> int:
         counts = "  ".join(f"{entry['counts'].get(s, 0):>10}" for s in statuses)
         print(f"{queue:<{width}}  {counts}  {_age(entry['oldest_pending_seconds'])}")
     return 0
+
+
+ACTIONS = {"list": _list, "show": _show, "cancel": _cancel, "retry": _retry, "stats": _stats}

@@ -28,11 +28,11 @@ import orjson
 
 from ..config import Settings
 from ..queries import SEED_COPY
-from .common import (
+from .scripting import (
     EXIT_OK,
     EXIT_USAGE,
+    CommandError,
     GracefulStop,
-    ScriptError,
     age,
     database,
     database_label,
@@ -117,7 +117,7 @@ class TaskFactory:
         try:
             from faker import Faker
         except ImportError:  # pragma: no cover - Faker comes with the scripts extra
-            raise ScriptError(
+            raise CommandError(
                 "Faker is not installed: pip install 'flowforge[scripts]'", EXIT_USAGE
             ) from None
         fake = Faker()

@@ -22,11 +22,11 @@ from typing import Any
 
 from ..config import Settings
 from ..queries import HEALTH, LIVE_WORKERS, QUEUE_HEALTH, UNSERVED_QUEUES
-from .common import (
+from .scripting import (
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
-    ScriptError,
+    CommandError,
     age,
     database,
     database_label,
@@ -162,21 +162,27 @@ def check_database(settings: Settings, args: Any) -> list[Check]:
             row = conn.execute(QUEUE_HEALTH, {"grace": args.stuck_grace}).fetchone()
             workers = conn.execute(LIVE_WORKERS).fetchall()
             unserved = conn.execute(UNSERVED_QUEUES).fetchall()
-    except ScriptError as exc:
+    except CommandError as exc:
         if exc.code == EXIT_USAGE:
             raise
         return [Check("database", False, str(exc), {"database": where})]
     assert row is not None
-    oldest, due, processing, stuck = row
-    oldest = float(oldest) if oldest is not None else 0.0
-    checks = [
+    return [
         Check(
             "database",
             True,
             f"{where} answered in {took_ms:.0f} ms",
             {"database": where, "duration_ms": took_ms},
-        )
+        ),
+        _queue_check(row, args),
+        _workers_check(workers, unserved),
     ]
+
+
+def _queue_check(row: Sequence[Any], args: Any) -> Check:
+    """How long due tasks wait and how many are stuck past their lease (QUEUE_HEALTH)."""
+    oldest, due, processing, stuck = row
+    oldest = float(oldest) if oldest is not None else 0.0
     figures = {
         "oldest_pending_seconds": round(oldest, 3),
         "due_pending": due,
@@ -200,7 +206,11 @@ def check_database(settings: Settings, args: Any) -> list[Check]:
         f"{due} due pending (oldest waited {format_age(oldest)}), "
         f"{processing} processing, {stuck} stuck"
     )
-    checks.append(Check("queue", not problems, "; ".join(problems) or summary, figures))
+    return Check("queue", not problems, "; ".join(problems) or summary, figures)
+
+
+def _workers_check(workers: Sequence[Any], unserved: Sequence[Any]) -> Check:
+    """The live workers (LIVE_WORKERS) and the queues with due tasks none of them serves."""
     live = [
         {"id": w[0], "queues": list(w[1]), "capacity": w[2], "busy": w[3], "isolation": w[4],
          "version": w[5], "heartbeat_age_seconds": round(float(w[6]), 3)}
@@ -213,13 +223,11 @@ def check_database(settings: Settings, args: Any) -> list[Check]:
     if waiting:
         names = ", ".join(f"{w['queue']} ({w['due_pending']} due)" for w in waiting)
         message = f"no live worker serves queue(s) with due pending tasks: {names}"
-        checks.append(Check("workers", False, message, details))
-    else:
-        capacity = sum(w["capacity"] for w in live)
-        busy = sum(w["busy"] for w in live)
-        message = f"{len(live)} live worker(s), {busy} of {capacity} slots busy"
-        checks.append(Check("workers", True, message, details))
-    return checks
+        return Check("workers", False, message, details)
+    capacity = sum(w["capacity"] for w in live)
+    busy = sum(w["busy"] for w in live)
+    message = f"{len(live)} live worker(s), {busy} of {capacity} slots busy"
+    return Check("workers", True, message, details)
 
 
 def report(checks: list[Check], *, as_json: bool, quiet: bool) -> bool:

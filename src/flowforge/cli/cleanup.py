@@ -17,7 +17,7 @@ import psycopg
 
 from ..models import Status
 from ..queries import CLEANUP_COUNT, CLEANUP_CUTOFF, CLEANUP_DELETE_BATCH
-from .common import (
+from .scripting import (
     EXIT_FAILURE,
     EXIT_OK,
     GracefulStop,

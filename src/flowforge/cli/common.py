@@ -1,0 +1,65 @@
+"""What the ``flowforge`` commands share: exit codes, one-line failures, the settings, the
+variables' part of ``--help``."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from collections.abc import Iterable
+
+from ..config import VARIABLES, ConfigError, Settings, Variable, load_settings
+
+EXIT_FAILURE = 1  # refused or failed
+EXIT_CONFIG = 2  # usage or configuration error
+
+
+class CommandError(Exception):
+    """A failure to report in one line (``flowforge: error: ...``); ``code`` is the exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> int:
+    """Print ``message`` as the one line of a failure and return ``code``."""
+    print(f"flowforge: error: {message}", file=sys.stderr)
+    return code
+
+
+def settings(require: tuple[str, ...] = ("DATABASE_URL",)) -> Settings:
+    """The configuration from the environment; a bad variable is a CommandError (exit 2)."""
+    try:
+        return load_settings(require=require)
+    except ConfigError as exc:
+        raise CommandError(f"configuration: {exc}", EXIT_CONFIG) from None
+
+
+def describe(variables: Iterable[Variable]) -> str:
+    """``NAME [default]`` and the help indented below it, for an epilog."""
+    lines = []
+    for v in variables:
+        lines.append(f"  {v.name} [{'required' if v.default is None else v.default}]")
+        lines.append(textwrap.fill(v.help, 79, initial_indent="      ",
+                                   subsequent_indent="      "))  # fmt: skip
+    return "\n".join(lines)
+
+
+def _reads(service: str, name: str) -> bool:
+    """Whether ``flowforge SERVICE`` reads the variable NAME."""
+    if name.startswith(("DATABASE_", "LOG_")):
+        return True
+    if service == "api":
+        return (name.startswith("API_") and name not in ("API_URL", "API_TOKEN")) or name in (
+            "METRICS_ALLOW",
+            "TASK_MAX_ATTEMPTS",
+            "TASK_TIMEOUT",
+            "WORKER_LEASE",
+        )
+    return name.startswith(("WORKER_", "TASK_"))
+
+
+def variables_epilog(service: str) -> str:
+    """The environment variables SERVICE reads, each with its default and meaning."""
+    head = "environment variables (default in brackets; `flowforge config` shows the values):"
+    return head + "\n" + describe(v for v in VARIABLES if _reads(service, v.name))

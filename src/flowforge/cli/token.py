@@ -1,0 +1,103 @@
+"""``flowforge token create|list|revoke``: the API's bearer tokens (over ``flowforge.tokens``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .common import EXIT_CONFIG, CommandError, settings
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "token",
+        help="create, list and revoke the API's bearer tokens",
+        description="Bearer tokens for the API. A token is shown once, when it is made; "
+        "the database keeps only its SHA-256. A revoked token is refused by every API "
+        "process within 5 seconds.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    create = actions.add_parser(
+        "create",
+        help="make a token and print it (alone, on stdout)",
+        description="Make a token named NAME and print it, alone, on stdout: "
+        'TOKEN=$(flowforge token create NAME --scope read). "read" may GET; '
+        '"write" may also create, change and delete tasks.',
+    )
+    create.add_argument("name", metavar="NAME", help="a unique label (letters, digits, ._@:-)")
+    create.add_argument(
+        "--scope", metavar="read|write", required=True, help="what the token may do"
+    )
+    actions.add_parser("list", help="names, scopes and dates of every token (never a token)")
+    revoke = actions.add_parser("revoke", help="revoke the token NAME (its name stays taken)")
+    revoke.add_argument("name", metavar="NAME")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..db import ConnectionSource, make_engine
+    from ..tokens import TokenError, TokenStore, check_name, check_scope
+
+    config = settings()
+    try:  # judged before the database is asked
+        if args.action == "create":
+            check_name(args.name)
+            check_scope(args.scope)
+    except TokenError as exc:
+        raise CommandError(str(exc), EXIT_CONFIG) from None
+    engine = make_engine(config, pool_size=1)
+    try:
+        _act(args, TokenStore(ConnectionSource(engine)))
+    except Exception as exc:
+        error = _one_line(exc)
+        if error is None:
+            raise
+        raise error from None
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _act(args: argparse.Namespace, store: Any) -> None:
+    if args.action == "create":
+        token, _ = store.create(args.name, args.scope)
+        print(token)
+    elif args.action == "list":
+        _print_tokens(store.list())
+    else:
+        row, already = store.revoke(args.name)
+        if already:
+            when = f"{row.revoked_at:%Y-%m-%d %H:%M:%S} UTC"
+            print(f"token {row.name!r} was already revoked at {when}", file=sys.stderr)
+        else:
+            print(f"revoked token {row.name!r} ({row.scope})", file=sys.stderr)
+
+
+def _one_line(exc: Exception) -> CommandError | None:
+    """The store's and the database's failures as one line (exit 1); None: not ours."""
+    import psycopg
+
+    from ..db import DatabaseUnavailable, first_line
+    from ..tokens import TokenError
+
+    if isinstance(exc, TokenError):
+        return CommandError(str(exc))
+    if isinstance(exc, DatabaseUnavailable):
+        return CommandError(f"cannot reach the database: {exc}")
+    if isinstance(exc, psycopg.errors.UndefinedTable):  # an unmigrated database
+        return CommandError("the database has no api_tokens table: run `flowforge migrate` first")
+    if isinstance(exc, psycopg.Error):  # a refused role, say
+        return CommandError(f"database error: {first_line(exc)}")
+    return None
+
+
+def _print_tokens(rows: list[Any]) -> None:
+    if not rows:
+        print("no tokens (make one with `flowforge token create NAME --scope read|write`)")
+        return
+    width = max(4, *(len(r.name) for r in rows))
+    print(f"{'NAME':<{width}}  SCOPE  CREATED (UTC)        REVOKED (UTC)")
+    for r in rows:
+        revoked = f"{r.revoked_at:%Y-%m-%d %H:%M:%S}" if r.revoked_at else "-"
+        print(f"{r.name:<{width}}  {r.scope:<5}  {r.created_at:%Y-%m-%d %H:%M:%S}  {revoked}")
