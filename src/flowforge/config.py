@@ -16,10 +16,10 @@ from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+# Also imported from here (flowforge.config.parse_duration): the settings' own syntax.
+from .durations import format_duration, parse_duration
+
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-# One duration syntax for every setting and script option: 500ms, 5s, 2m, 1h, 1d, 2w.
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
 class ConfigError(Exception):
@@ -29,24 +29,6 @@ class ConfigError(Exception):
         super().__init__(f"{variable}: {problem}")
         self.variable = variable
         self.problem = problem
-
-
-def parse_duration(text: str) -> float:
-    """Parse ``500ms``, ``5s``, ``2m``, ``1h``, ``1d`` or ``2w`` into seconds (a float)."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError(f"expected a duration such as 500ms, 5s, 2m, 1h or 1d, got {text!r}")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-
-
-def format_duration(seconds: float) -> str:
-    """Seconds as a duration setting reads: ``600.0`` -> ``10m``, ``0.5`` -> ``500ms``
-    (the largest unit that holds it whole; ``parse_duration`` reads it back)."""
-    for unit in ("w", "d", "h", "m", "s", "ms"):
-        count = seconds / _UNIT_SECONDS[unit]
-        if count >= 1 and abs(count - round(count)) < 1e-9:
-            return f"{round(count)}{unit}"
-    return f"{seconds:g}s"
 
 
 def _positive_int(text: str) -> int:
@@ -112,7 +94,13 @@ def _isolation(text: str) -> str:
 
 
 def _non_negative_int(text: str) -> int:
-    return 0 if text.strip() == "0" else _positive_int(text)
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"expected a number of at least 0, got {value}")
+    return value
 
 
 def _size(text: str) -> int:
@@ -187,16 +175,6 @@ def address_allowed(address: str | None, networks: tuple[IPv4Network | IPv6Netwo
     if ip.version == 6 and ip.ipv4_mapped is not None:  # ::ffff:10.0.0.5 on a v6 socket
         ip = ip.ipv4_mapped
     return any(ip in net for net in networks)
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise ValueError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise ValueError(f"expected a number of at least 0, got {value}")
-    return value
 
 
 AUTH_MODES = ("token", "off")

@@ -18,8 +18,9 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from ..config import ConfigError, Settings, load_settings, parse_duration, redact_url
+from ..config import ConfigError, Settings, load_settings, redact_url
 from ..db import DatabaseUnavailable, connection, first_line, make_engine
+from ..durations import format_duration, parse_duration
 
 # 1: unhealthy, database unreachable or refusing, not confirmed; 2: bad options or
 # configuration (argparse's own 2): the codes of the flowforge command.
@@ -119,16 +120,7 @@ non_negative_int = whole_number(0)
 
 def format_age(seconds: float) -> str:
     """``93784`` -> ``1d 2h``: the two largest units, for human-readable reports."""
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size:
-            count = int(seconds // size)
-            seconds -= count * size
-            parts.append(f"{count}{unit}")
-    return " ".join(parts[:2])
+    return format_duration(seconds, "units")
 
 
 def make_parser(

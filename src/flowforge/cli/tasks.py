@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .. import queries
+from ..durations import format_duration
 from ..models import Status
 from .common import EXIT_CONFIG, CommandError, settings
 
@@ -69,13 +70,7 @@ def _when(value: datetime | None) -> str:
 
 
 def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = max(0.0, seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.1f}s"
+    return "-" if seconds is None else format_duration(seconds, "decimal")
 
 
 def run(args: argparse.Namespace) -> int:
