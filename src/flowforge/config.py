@@ -262,7 +262,14 @@ VARIABLES: tuple[Variable, ...] = (
         "30s",
         "longest statement the services run before PostgreSQL cancels it",
     ),
-    Variable("API_HOST", "api_host", _nonblank, "0.0.0.0", "address the API listens on"),
+    Variable(
+        "API_HOST",
+        "api_host",
+        _nonblank,
+        "127.0.0.1",
+        "address the API listens on (loopback: nginx in front is the edge; 0.0.0.0 exposes "
+        "gunicorn itself, whose sync workers a few slow clients can keep busy)",
+    ),
     Variable("API_PORT", "api_port", _port, "8080", "TCP port the API listens on"),
     Variable(
         "API_WORKERS",

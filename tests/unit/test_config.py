@@ -40,7 +40,7 @@ def test_bad_durations(text: str) -> None:
 def test_defaults() -> None:
     s = load_settings({"DATABASE_URL": URL})
     assert (s.api_host, s.api_port, s.log_level, s.api_url) == (
-        "0.0.0.0",
+        "127.0.0.1",  # loopback: gunicorn itself is not exposed unless asked
         8080,
         "info",
         "http://127.0.0.1:8080",
