@@ -187,6 +187,11 @@ class ApiServer(BaseApplication):
             # Behind a proxy (Vagrant port forward, a load balancer), trust nobody's
             # X-Forwarded-* unless the operator sets FORWARDED_ALLOW_IPS.
             "forwarded_allow_ips": "127.0.0.1",
+            # ... and no SCRIPT_NAME or PATH_INFO header from anyone (gunicorn takes them
+            # from forwarded_allow_ips by default; a SCRIPT_NAME the path does not start
+            # with was a 500). FlowForge is served at the root: with no forwarder headers,
+            # header_map "drop" discards them as any header with an underscore.
+            "forwarder_headers": "",
             "child_exit": self.status.child_exit,
             "on_reload": self.status.on_reload,
         }
