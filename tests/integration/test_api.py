@@ -331,12 +331,25 @@ def test_a_body_just_under_one_mib_is_read(client: ApiClient) -> None:
     assert_error(response, 400, "validation_failed")
 
 
-def test_a_body_without_content_length_is_411(api_url: str, db, auth_headers) -> None:
-    status, reply = raw_request(
-        api_url, "POST", "/v1/tasks", b"", {"Content-Type": "application/json", **auth_headers}
-    )
-    assert status == 411
-    assert reply["body"]["error"]["code"] == "length_required"
+@pytest.mark.parametrize(
+    ("body", "framing"),
+    [
+        (b"", {}),  # neither Content-Length nor chunking: HTTP/1.1's empty body
+        (b"", {"Content-Length": "0"}),
+        (b"0\r\n\r\n", {"Transfer-Encoding": "chunked"}),
+    ],
+    ids=["no-length", "length-0", "chunked"],
+)
+def test_an_empty_body_is_a_400_saying_so(
+    real_api: str, db, auth_headers, body: bytes, framing: dict
+) -> None:
+    # not 411 "a Content-Length header is required": there is no body to measure.
+    # gunicorn (real_api), which de-chunks; the in-process server does not.
+    headers = {"Content-Type": "application/json", **framing, **auth_headers}
+    status, reply = raw_request(real_api, "POST", "/v1/tasks", body, headers)
+    assert status == 400
+    assert reply["body"]["error"]["code"] == "invalid_json"  # as any body that is not JSON
+    assert reply["body"]["error"]["message"].startswith("the body is empty")
     assert reply["headers"]["X-Request-ID"]
 
 

@@ -28,6 +28,7 @@ _JSON_TYPES = re.compile(r"^application/(?:[\w.+-]+\+)?json\s*(?:;.*)?$", re.IGN
 # three-digit exponent can hold one; only such a body is read a second time to find it.
 _MAYBE_INEXACT = re.compile(rb"[0-9]{19}|[eE][+-]?[0-9]{3}")
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what orjson keeps as an int
+EMPTY_BODY = "the body is empty: send a JSON document (Content-Type: application/json)"
 
 
 def _exact_int(token: str) -> int:
@@ -80,8 +81,11 @@ def read_json(validate: Callable[[Any], T], max_body: int) -> T:
         raise ApiError(413, f"the body is larger than {max_body} bytes")
     stream = environ["wsgi.input"]
     chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-    if length < 0 and not chunked:
-        raise ApiError(411, "a Content-Length header is required")
+    # HTTP/1.1 (RFC 9112 6.3): a request with neither Content-Length nor chunking has no
+    # body, and gunicorn reads it so; "a length is required" would send the client after
+    # the wrong thing. Content-Length: 0 and an empty chunked body are the same case.
+    if length == 0 or (length < 0 and not chunked):
+        raise ApiError(400, EMPTY_BODY, code="invalid_json")
     try:
         # gunicorn de-chunks while the body is read: a broken chunk size or a client
         # that stops mid-chunk surfaces here, as gunicorn's parse error or NoMoreData.
@@ -91,6 +95,8 @@ def read_json(validate: Callable[[Any], T], max_body: int) -> T:
         raise ApiError(400, f"the body could not be read ({reason[:200]})") from None
     if len(raw) > max_body:
         raise ApiError(413, f"the body is larger than {max_body} bytes")
+    if not raw:
+        raise ApiError(400, EMPTY_BODY, code="invalid_json")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
