@@ -286,6 +286,14 @@ VARIABLES: tuple[Variable, ...] = (
         "gunicorn kills a worker silent for longer than this",
     ),
     Variable(
+        "API_READ_TIMEOUT",
+        "api_read_timeout",
+        _positive_duration,
+        "10s",
+        "how long a client may take to send a whole request (line, headers and body), "
+        "from its connection; slower: 408 and the connection closed (below API_TIMEOUT)",
+    ),
+    Variable(
         "API_GRACEFUL_TIMEOUT",
         "api_graceful_timeout",
         _positive_duration,
@@ -512,6 +520,7 @@ class Settings:
     api_port: int
     api_workers: int
     api_timeout: float
+    api_read_timeout: float
     api_graceful_timeout: float
     api_max_body: int
     api_auth: str
@@ -572,6 +581,17 @@ def check_api_auth(settings: Settings) -> None:
             "API_AUTH",
             f"off is refused unless API_HOST is a loopback address (127.0.0.1, ::1, "
             f"localhost); API_HOST is {settings.api_host}",
+        )
+
+
+def check_api_timeouts(settings: Settings) -> None:
+    """A request must be read before gunicorn would kill its worker for silence: raise
+    ``ConfigError`` unless ``API_READ_TIMEOUT`` is shorter than ``API_TIMEOUT``."""
+    if settings.api_read_timeout >= settings.api_timeout:
+        raise ConfigError(
+            "API_READ_TIMEOUT",
+            f"must be shorter than API_TIMEOUT ({format_duration(settings.api_timeout)}); "
+            f"it is {format_duration(settings.api_read_timeout)}",
         )
 
 

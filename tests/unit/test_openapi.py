@@ -32,7 +32,7 @@ def test_the_spec_describes_every_route_and_error() -> None:
         if isinstance(op, dict)
         for status in op.get("responses", {})
     }
-    assert {"200", "201", "204", "400", "401", "403", "404", "409", "413", "415", "429",
+    assert {"200", "201", "204", "400", "401", "403", "404", "408", "409", "413", "415", "429",
             "500", "503"} <= statuses  # fmt: skip
     assert "Allow" in spec["components"]["responses"]["MethodNotAllowed"]["headers"]
     assert spec["components"]["schemas"]["TaskUpdate"]["additionalProperties"] is False

@@ -24,6 +24,7 @@ ERROR_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
+    408: "request_timeout",
     411: "length_required",
     413: "payload_too_large",
     414: "uri_too_long",

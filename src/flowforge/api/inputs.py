@@ -88,11 +88,22 @@ def read_json(validate: Callable[[Any], T], max_body: int) -> T:
         raise ApiError(400, EMPTY_BODY, code="invalid_json")
     try:
         # gunicorn de-chunks while the body is read: a broken chunk size or a client
-        # that stops mid-chunk surfaces here, as gunicorn's parse error or NoMoreData.
+        # that stops mid-chunk surfaces here, as gunicorn's parse error or NoMoreData;
+        # one that stops sending as the server's RequestTimeout (408), a chunk larger
+        # than max_body as its ChunkTooLarge (413): ParseExceptions with a status.
         raw = stream.read(length if length >= 0 else max_body + 1)
     except (ParseException, OSError, ValueError) as exc:
+        status = getattr(exc, "status", None)
+        if isinstance(status, int):
+            raise ApiError(status, str(exc)) from None
         reason = type(exc).__name__ if not str(exc) else f"{type(exc).__name__}: {exc}"
         raise ApiError(400, f"the body could not be read ({reason[:200]})") from None
+    if len(raw) < length:
+        # gunicorn hands over what came before the client closed its side: a body cut
+        # short, never to be taken for the whole one.
+        raise ApiError(
+            400, f"the body ended after {len(raw)} of the {length} bytes of its Content-Length"
+        )
     if len(raw) > max_body:
         raise ApiError(413, f"the body is larger than {max_body} bytes")
     if not raw:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, check_api_auth
+from ..config import ConfigError, check_api_auth, check_api_timeouts
 from ..logs import configure_logging
 from .common import EXIT_CONFIG, CommandError, settings, variables_epilog
 
@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging("api", config.log_level, background=False, log_format=config.log_format)
     try:
         check_api_auth(config)
+        check_api_timeouts(config)
     except ConfigError as exc:
         raise CommandError(f"configuration: {exc}", EXIT_CONFIG) from None
     from ..api.server import serve
