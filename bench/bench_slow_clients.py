@@ -16,8 +16,9 @@ API_READ_TIMEOUT from the environment or its default), then measures:
    a half-close, a 20-hex-digit chunk size, a TLS ClientHello on the plain port, a
    ``SCRIPT_NAME`` header from loopback and an empty POST.
 
-Writes bench/results/slow-clients.json and slow-clients.md (``--label`` names the run, so
-the code before and after a change can be put side by side).
+Writes bench/results/slow-clients.json and slow-clients.md (``--label`` names the run and
+``--out`` where it goes, so the code before and after a change can be put side by side; to
+serve older code, put its ``src`` first on PYTHONPATH and say its commit with --commit).
 """
 
 from __future__ import annotations
@@ -195,6 +196,9 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=40.0)
     parser.add_argument("--probes", type=int, default=8)
     parser.add_argument("--label", default="run")
+    parser.add_argument(
+        "--commit", help="the commit the served code is from (default: this checkout's HEAD)"
+    )
     parser.add_argument("--out", default=str(RESULTS / "slow-clients"))
     args = parser.parse_args()
     # a SIGTERM (or a background job's SIGINT, ignored there) still stops what was started
@@ -238,7 +242,7 @@ def main() -> int:
                 time.sleep(0.2)
         result = {
             "label": args.label,
-            "commit": commit(),
+            "commit": args.commit or commit(),
             "workers": args.workers,
             "read_timeout": read_timeout,
             "probes": args.probes,
