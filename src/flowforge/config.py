@@ -214,7 +214,12 @@ def _nonblank(text: str) -> str:
 
 @dataclass(frozen=True)
 class Variable:
-    """One environment variable: its name, parser, default and meaning."""
+    """One environment variable: its name, parser, default and meaning.
+
+    ``help`` is the short meaning (``--help``, ``flowforge config``); the reference made from
+    this table (deploy/systemd/flowforge.env.example and docs/configuration.md, by
+    ``flowforge config --format env|markdown``) adds ``notes`` after it.
+    """
 
     name: str
     field: str
@@ -222,6 +227,9 @@ class Variable:
     default: str | None  # None: required
     help: str
     secret: bool = False
+    notes: str = ""  # sentences for the reference: advice, units, what it must stay below
+    default_text: str | None = None  # the reference's words for a default computed per host
+    example: str | None = None  # a required variable's value in the env example
 
 
 VARIABLES: tuple[Variable, ...] = (
@@ -232,6 +240,7 @@ VARIABLES: tuple[Variable, ...] = (
         None,
         "libpq URL of the database: postgresql://user:password@host:5432/db",
         secret=True,
+        example="postgresql://flowforge_app:CHANGE-ME@127.0.0.1:5432/flowforge",
     ),
     Variable(
         "DATABASE_POOL_SIZE",
@@ -269,6 +278,12 @@ VARIABLES: tuple[Variable, ...] = (
         "127.0.0.1",
         "address the API listens on (loopback: nginx in front is the edge; 0.0.0.0 exposes "
         "gunicorn itself, whose sync workers a few slow clients can keep busy)",
+        notes=(
+            "Loopback is the Ansible roles' layout: nginx on the same host is the edge, and "
+            "gunicorn is not reachable from other hosts. Gunicorn's sync workers serve one "
+            "connection each, so on 0.0.0.0 as many slow clients as workers keep every other "
+            "client waiting (each for up to API_READ_TIMEOUT)"
+        ),
     ),
     Variable("API_PORT", "api_port", _port, "8080", "TCP port the API listens on"),
     Variable(
@@ -277,6 +292,7 @@ VARIABLES: tuple[Variable, ...] = (
         _positive_int,
         str(2 * (os.cpu_count() or 1)),
         "gunicorn worker processes (default: 2 x CPU cores)",
+        default_text="2 x CPU cores",
     ),
     Variable(
         "API_TIMEOUT",
@@ -292,6 +308,10 @@ VARIABLES: tuple[Variable, ...] = (
         "10s",
         "how long a client may take to send a whole request (line, headers and body), "
         "from its connection; slower: 408 and the connection closed (below API_TIMEOUT)",
+        notes=(
+            "The 408's code is request_timeout; flowforge api refuses a value not shorter "
+            "than API_TIMEOUT. Behind nginx, which buffers requests, it is never reached"
+        ),
     ),
     Variable(
         "API_GRACEFUL_TIMEOUT",
@@ -299,6 +319,7 @@ VARIABLES: tuple[Variable, ...] = (
         _positive_duration,
         "20s",
         "on SIGTERM, how long in-flight requests get to finish",
+        notes="Keep it below the API unit's TimeoutStopSec= (35s)",
     ),
     Variable(
         "API_MAX_BODY",
@@ -306,6 +327,10 @@ VARIABLES: tuple[Variable, ...] = (
         _positive_int,
         str(1024 * 1024),
         "largest request body in bytes (larger: 413)",
+        notes=(
+            "Keep nginx's client_max_body_size equal (the nginx role's "
+            "nginx_client_max_body_size follows flowforge_env_extra.API_MAX_BODY)"
+        ),
     ),
     Variable(
         "API_AUTH",
@@ -314,6 +339,10 @@ VARIABLES: tuple[Variable, ...] = (
         "token",
         "token: /v1 and /tasks need 'Authorization: Bearer <token>' (flowforge token create); "
         "off: no check, refused unless API_HOST is a loopback address",
+        notes=(
+            "A token is made by `flowforge token create NAME --scope read|write`; off with "
+            "any other API_HOST than 127.0.0.1, ::1 or localhost stops the API (exit 2)"
+        ),
     ),
     Variable(
         "API_MAX_PENDING",
@@ -322,6 +351,10 @@ VARIABLES: tuple[Variable, ...] = (
         "0",
         "above this many pending tasks, creating one answers 429 queue_full with "
         "Retry-After (0: no limit); counted at most once a second per process",
+        notes=(
+            "Retry-After is 5 seconds. Each API process adds what it creates meanwhile, so "
+            "the limit holds to within about a second's worth of requests"
+        ),
     ),
     Variable(
         "API_URL",
@@ -337,6 +370,7 @@ VARIABLES: tuple[Variable, ...] = (
         "",
         "bearer token that clients such as the benchmarks send to the API",
         secret=True,
+        notes="The services do not read it; make dev prints one",
     ),
     Variable(
         "WORKER_POLL_INTERVAL",
@@ -351,6 +385,7 @@ VARIABLES: tuple[Variable, ...] = (
         _positive_int,
         "8",
         "tasks one worker process runs at a time",
+        notes="With process isolation, that many handler processes",
     ),
     Variable(
         "WORKER_BATCH_SIZE",
@@ -372,6 +407,7 @@ VARIABLES: tuple[Variable, ...] = (
         _positive_duration,
         "30s",
         "on SIGTERM, how long running tasks get to finish before they are given back",
+        notes="Keep it below TimeoutStopSec= of the worker units (45s)",
     ),
     Variable(
         "WORKER_MAX_LEASE_EXPIRIES",
@@ -386,6 +422,7 @@ VARIABLES: tuple[Variable, ...] = (
         _queues,
         "*",
         "the queues a worker claims from: * (every queue) or a comma list",
+        notes='A list reads emails,reports; a task names its queue in "queue" (default: default)',
     ),
     Variable(
         "WORKER_ISOLATION",
@@ -394,6 +431,10 @@ VARIABLES: tuple[Variable, ...] = (
         "process",
         "process: handlers run in child processes (a crash, hang or leak costs only its "
         "own task); thread: in the worker's threads (trusted, short handlers only)",
+        notes=(
+            "With process, a timeout terminates the handler's process; with thread, a crash"
+            " takes the worker down and a timeout only sets task.cancelled"
+        ),
     ),
     Variable(
         "WORKER_MAX_TASKS_PER_CHILD",
@@ -417,6 +458,7 @@ VARIABLES: tuple[Variable, ...] = (
         "5s",
         "how long a handler has to stop after task.cancelled is set before its process is "
         "terminated",
+        notes="A cancel is POST /v1/tasks/{id}/cancel or `flowforge tasks cancel ID`",
     ),
     Variable(
         "WORKER_KILL_GRACE",
@@ -439,6 +481,7 @@ VARIABLES: tuple[Variable, ...] = (
         _task_timeout,
         "15m",
         "how long one attempt of a task may run unless it says otherwise (1s to 24h)",
+        notes="Whole seconds (the tasks.timeout column)",
     ),
     Variable(
         "TASK_RETRY_BACKOFF",
@@ -461,6 +504,10 @@ VARIABLES: tuple[Variable, ...] = (
         "9464",
         "TCP port of a worker's own /metrics; instance N of flowforge-worker@N adds N-1; "
         "0 turns worker metrics off",
+        notes=(
+            "flowforge-worker.service is instance 1. A port already in use is logged and "
+            "the worker runs on without metrics"
+        ),
     ),
     Variable(
         "WORKER_METRICS_HOST",
@@ -476,6 +523,10 @@ VARIABLES: tuple[Variable, ...] = (
         "1",
         "which worker process of this host this is (flowforge-worker@N sets N); "
         "offsets WORKER_METRICS_PORT",
+        notes=(
+            "The template unit sets it itself (Environment=WORKER_INSTANCE=%i): leave it "
+            "out of the env file"
+        ),
     ),
     Variable(
         "METRICS_ALLOW",
@@ -484,6 +535,10 @@ VARIABLES: tuple[Variable, ...] = (
         "127.0.0.0/8,::1",
         "addresses or CIDR networks (comma separated) that may read /metrics of the API "
         "and the workers; others get 403",
+        notes=(
+            "Loopback plus your Prometheus hosts, e.g. 127.0.0.0/8,::1,10.0.9.5. Behind a "
+            "proxy on this host every client looks like loopback: the proxy must filter too"
+        ),
     ),
     Variable(
         "API_METRICS_DIR",
@@ -492,6 +547,7 @@ VARIABLES: tuple[Variable, ...] = (
         "",
         "where the API's gunicorn workers keep their metrics files, wiped at start "
         "(the unit uses its RuntimeDirectory; empty: a private temporary directory)",
+        notes="prometheus-client's multiprocess files; the API's unit uses /run/flowforge-api",
     ),
     Variable(
         "LOG_LEVEL", "log_level", _log_level, "info", "debug, info, warning, error or critical"
@@ -503,6 +559,10 @@ VARIABLES: tuple[Variable, ...] = (
         "json",
         "json (one object per line) or text (one readable line, for a terminal); "
         "journald gets its fields either way",
+        notes=(
+            "json is what log shippers read; text shows the same fields as key=value (make "
+            "dev uses it). The journal's fields are REQUEST_ID, TASK_ID and the like"
+        ),
     ),
 )
 
