@@ -305,7 +305,7 @@ VARIABLES: tuple[Variable, ...] = (
         "API_READ_TIMEOUT",
         "api_read_timeout",
         _positive_duration,
-        "10s",
+        "5s",
         "how long a client may take to send a whole request (line, headers and body), "
         "from its connection; slower: 408 and the connection closed (below API_TIMEOUT)",
         notes=(

@@ -162,7 +162,7 @@ class ReadingWorker(SyncWorker):
     answered in the envelope. ``read_timeout`` and ``max_body`` are set on the class by
     ``ApiServer.load_config`` in the arbiter, before it forks the workers."""
 
-    read_timeout = 10.0
+    read_timeout = 5.0
     max_body = 1024 * 1024
 
     def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
