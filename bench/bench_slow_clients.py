@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -263,6 +264,7 @@ def main() -> int:
             proc.terminate()
             proc.wait(timeout=60)
         pg.destroy()
+    shutil.rmtree(work)  # the API's log, kept only when a run fails
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
