@@ -38,7 +38,8 @@ def _no_database_env() -> dict[str, str]:
 def test_env_example_is_made_from_the_variables() -> None:
     assert (ROOT / ENV_EXAMPLE).read_text() == render_env(), (
         f"{ENV_EXAMPLE} is stale: run `.venv/bin/flowforge config --format env --write "
-        f"{ENV_EXAMPLE}` (and change a variable's text in src/flowforge/config.py, not there)"
+        f"{ENV_EXAMPLE}` (and change a variable's text in src/flowforge/config/variables.py, "
+        "not there)"
     )
 
 
@@ -48,7 +49,7 @@ def test_configuration_page_table_is_made_from_the_variables() -> None:
     assert page[begin:end] == render_markdown(), (
         f"{CONFIGURATION_PAGE}'s table is stale: run `.venv/bin/flowforge config --format "
         f"markdown --write {CONFIGURATION_PAGE}` (and change a variable's text in "
-        "src/flowforge/config.py, not there)"
+        "src/flowforge/config/variables.py, not there)"
     )
 
 
