@@ -96,6 +96,7 @@ def test_stats_by_queue_and_status(db, database_url: str) -> None:
         (("list", "--limit", "0"), 2, "from 1 to 1000"),
         (("list", "--status", "done"), 2, "invalid choice"),
         (("list", "--queue", "Mail"), 2, "--queue must be"),
+        (("list", "--queue", "mail\n"), 2, "--queue must be"),  # $ matches before a final \n
     ],
 )
 def test_errors_are_one_line_and_non_zero(db, database_url: str, args, code, words) -> None:

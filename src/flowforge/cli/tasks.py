@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from ..db import DatabaseUnavailable, first_line, make_engine
 
     config = settings()
-    if args.action == "list" and args.queue is not None and not QUEUE_PATTERN.match(args.queue):
+    if args.action == "list" and args.queue is not None and not QUEUE_PATTERN.fullmatch(args.queue):
         raise CommandError(f"--queue {QUEUE_RULE}", EXIT_CONFIG)
     engine = make_engine(config, pool_size=1)
     store = TaskStore(
