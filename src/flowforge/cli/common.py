@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import sys
 import textwrap
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from ..config import VARIABLES, ConfigError, Settings, Variable, load_settings
 
@@ -33,6 +34,26 @@ def settings(require: tuple[str, ...] = ("DATABASE_URL",)) -> Settings:
         return load_settings(require=require)
     except ConfigError as exc:
         raise CommandError(f"configuration: {exc}", EXIT_CONFIG) from None
+
+
+@contextmanager
+def database_errors(table: str) -> Iterator[None]:
+    """A failure talking to PostgreSQL as one line (exit 1): unreachable, not migrated (no
+    TABLE), or refused (a role without the rights, say)."""
+    import psycopg
+
+    from ..db import DatabaseUnavailable, first_line
+
+    try:
+        yield
+    except DatabaseUnavailable as exc:
+        raise CommandError(f"cannot reach the database: {exc}") from None
+    except psycopg.errors.UndefinedTable:
+        raise CommandError(
+            f"the database has no {table} table: run `flowforge migrate` first"
+        ) from None
+    except psycopg.Error as exc:
+        raise CommandError(f"database error: {first_line(exc)}") from None
 
 
 def describe(variables: Iterable[Variable]) -> str:

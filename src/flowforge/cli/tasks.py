@@ -17,7 +17,7 @@ from typing import Any
 from .. import queries
 from ..durations import format_duration
 from ..models import Status
-from .common import EXIT_CONFIG, CommandError, settings
+from .common import EXIT_CONFIG, CommandError, database_errors, settings
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -74,11 +74,9 @@ def _age(seconds: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import psycopg
-
     from ..api.store import NotFound, TaskStore, TransitionRefused
     from ..api.validation import QUEUE_PATTERN, QUEUE_RULE
-    from ..db import DatabaseUnavailable, first_line, make_engine
+    from ..db import make_engine
 
     config = settings()
     if args.action == "list" and args.queue is not None and not QUEUE_PATTERN.fullmatch(args.queue):
@@ -91,19 +89,12 @@ def run(args: argparse.Namespace) -> int:
         default_timeout=config.task_timeout,
     )
     try:
-        return ACTIONS[args.action](args, store)
+        with database_errors("tasks"):
+            return ACTIONS[args.action](args, store)
     except NotFound as exc:
         raise CommandError(f"task {exc.args[0]} not found") from None
     except TransitionRefused as exc:
         raise CommandError(str(exc)) from None
-    except DatabaseUnavailable as exc:
-        raise CommandError(f"cannot reach the database: {exc}") from None
-    except psycopg.errors.UndefinedTable:
-        raise CommandError(
-            "the database has no tasks table: run `flowforge migrate` first"
-        ) from None
-    except psycopg.Error as exc:
-        raise CommandError(f"database error: {first_line(exc)}") from None
     finally:
         engine.dispose()
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from .common import EXIT_CONFIG, CommandError, settings
+from .common import EXIT_CONFIG, CommandError, database_errors, settings
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -48,12 +48,10 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(exc), EXIT_CONFIG) from None
     engine = make_engine(config, pool_size=1)
     try:
-        _act(args, TokenStore(ConnectionSource(engine)))
-    except Exception as exc:
-        error = _one_line(exc)
-        if error is None:
-            raise
-        raise error from None
+        with database_errors("api_tokens"):
+            _act(args, TokenStore(ConnectionSource(engine)))
+    except TokenError as exc:  # a name taken, an unknown token
+        raise CommandError(str(exc)) from None
     finally:
         engine.dispose()
     return 0
@@ -72,24 +70,6 @@ def _act(args: argparse.Namespace, store: Any) -> None:
             print(f"token {row.name!r} was already revoked at {when}", file=sys.stderr)
         else:
             print(f"revoked token {row.name!r} ({row.scope})", file=sys.stderr)
-
-
-def _one_line(exc: Exception) -> CommandError | None:
-    """The store's and the database's failures as one line (exit 1); None: not ours."""
-    import psycopg
-
-    from ..db import DatabaseUnavailable, first_line
-    from ..tokens import TokenError
-
-    if isinstance(exc, TokenError):
-        return CommandError(str(exc))
-    if isinstance(exc, DatabaseUnavailable):
-        return CommandError(f"cannot reach the database: {exc}")
-    if isinstance(exc, psycopg.errors.UndefinedTable):  # an unmigrated database
-        return CommandError("the database has no api_tokens table: run `flowforge migrate` first")
-    if isinstance(exc, psycopg.Error):  # a refused role, say
-        return CommandError(f"database error: {first_line(exc)}")
-    return None
 
 
 def _print_tokens(rows: list[Any]) -> None:
