@@ -25,6 +25,7 @@ from flowforge import queries
 from ..support import (
     WorkerProc,
     add_task,
+    add_tasks,
     handler_runs,
     statuses,
     task_row,
@@ -546,6 +547,33 @@ def test_lone_surrogates_from_a_handler_are_recorded_escaped(
     )
     (failed,) = [ln for ln in w.lines() if ln.get("task_id") == raised and ln.get("outcome")]
     assert failed["error"] == "ValueError: bad \\ud800 text"
+    assert w.stop() == 0
+
+
+def test_a_segfault_fails_only_its_task_not_those_that_ran_before_it_in_its_process(
+    db, spawn
+) -> None:
+    # The bug: outcomes waited in the child up to 5 ms to be sent together, and a crash lost
+    # them: the healthy tasks before it failed "after this task ran but before it reported".
+    w = spawn(WORKER_CONCURRENCY="1", WORKER_LEASE="3s")
+    add_tasks(db, 200, "noop", notify=True)  # short: the worker hands them over 32 at a time
+    wait_until(lambda: statuses(db) == {"completed": 200}, 20, "the warm-up to complete")
+    with db.transaction():  # one claim sees them all, in id order
+        before = add_tasks(db, 30, "noop", max_attempts=1)
+        bad = _insert(db, "segfault", max_attempts=1)
+        after = add_tasks(db, 30, "noop", max_attempts=1)
+    row = _final(db, bad)
+    assert (row["status"], row["last_error"]) == (
+        "failed",
+        "worker child died: signal 11 (SIGSEGV)",
+    )
+    wait_until(lambda: not {"pending", "processing"} & set(statuses(db)), 10, "the rest to end")
+    rows = db.execute(
+        "SELECT status, attempts, last_error FROM tasks WHERE id = ANY(%s)", (before + after,)
+    ).fetchall()
+    assert set(rows) == {("completed", 1, None)}
+    assert statuses(db) == {"completed": 260, "failed": 1}
+    _keeps_serving(db, w)
     assert w.stop() == 0
 
 

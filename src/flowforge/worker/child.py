@@ -5,10 +5,10 @@ Messages are length-prefixed pickles over two pipes. A reader can parse every me
 ``os.read`` brought, so a batch of short tasks costs the dispatcher one read, not one per
 message. The dispatcher sends ``("run", [task, ...])``, ``("cancel", id)`` and
 ``("stop",)``; the child answers ``("done", [(id, error, result, duration_ms, rss,
-note), ...])`` and ``("stopped", [ids not started])`` before it exits on a stop. While
-more tasks wait in the child, outcomes are sent together: when none is left, every 32,
-and at the latest 5 ms after the first one (a flusher thread sees to that, so a slow task
-never holds back the outcomes of the short ones before it).
+note)])`` as each task ends, and ``("stopped", [ids not started])`` before it exits on a
+stop. Each outcome is in the pipe before the next task starts: a crash (a segfault, the
+OOM killer) cannot take the outcomes of the tasks that ran before it with it, since what
+a process wrote to a pipe outlives it.
 
 The child leads a process group of its own: whatever its handlers start is in it, and
 the dispatcher kills the group when the child ends (exits, crashes, times out, is
@@ -36,8 +36,6 @@ from typing import Any
 
 _HEADER = struct.Struct("!I")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-FLUSH_AFTER = 0.005  # seconds an outcome may wait for others to share its message
-FLUSH_COUNT = 32
 FAULT_LIMIT = 64 * 1024  # bytes of a traceback file the dispatcher logs
 _fault_file: Any = None  # kept open: faulthandler writes to its descriptor
 
@@ -183,32 +181,11 @@ def main(
                     work.put(None)
 
     threading.Thread(target=read, name="flowforge-child-reader", daemon=True).start()
-    out: list[tuple[Any, ...]] = []  # outcomes not yet sent
-    lock = threading.Condition()
-
-    def flush() -> None:  # with the lock held
-        if out:
-            write_message(out_fd, ("done", out[:]))
-            out.clear()
 
     def report(outcome: tuple[Any, ...]) -> None:
-        with lock:
-            out.append(outcome)
-            if len(out) >= FLUSH_COUNT or work.empty():
-                flush()
-            elif len(out) == 1:
-                lock.notify()
+        # At once, before the next task starts: in the pipe, it survives this process.
+        write_message(out_fd, ("done", [outcome]))
 
-    def flusher() -> None:
-        while True:
-            with lock:
-                while not out:
-                    lock.wait()
-            time.sleep(FLUSH_AFTER)
-            with lock:
-                flush()
-
-    threading.Thread(target=flusher, name="flowforge-child-flusher", daemon=True).start()
     while True:
         task = work.get()
         if task is None or stopping.is_set():
@@ -220,9 +197,7 @@ def main(
                     break
                 if more is not None:
                     left.append(more[0])
-            with lock:
-                flush()
-                write_message(out_fd, ("stopped", left))
+            write_message(out_fd, ("stopped", left))
             return
         task_id, type_, payload, attempt, max_attempts, request_id, queue_name, timeout = task
         ctx = TaskContext(
@@ -240,7 +215,10 @@ def main(
         with logs.bind(request_id=request_id, task_id=task_id, attempt=attempt):
             error, result, duration_ms = run_handler(HANDLERS, ctx)
         note = cancelled_note(error) if ctx.is_cancelled() else None
-        state[1] = 0.0
+        # The outcome first, then "not running": a crash in between leaves the outcome
+        # received and nothing charged (the dispatcher reads the outcome before it looks
+        # at the state of a dead child).
         report((task_id, error, result, duration_ms, _rss() if rss else 0, note))
+        state[1] = 0.0
         current[0], current[1] = 0, None
         cancelled.discard(task_id)

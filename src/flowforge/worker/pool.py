@@ -10,7 +10,8 @@ message each way per child), reads outcomes, and enforces the rules:
   SIGTERM (a traceback in the log), then SIGKILL after WORKER_KILL_GRACE, and a new
   child takes the slot at once;
 - a child that dies fails only the task it was running ("worker child died: signal 11
-  (SIGSEGV)" / "exit code 1"); tasks it had not started go to another child;
+  (SIGSEGV)" / "exit code 1"): it sends each outcome before it starts the next task, so
+  those before it are in the pipe; tasks it had not started go to another child;
 - each child leads a process group; when the child ends (exits, crashes, times out, is
   replaced) the group is killed, so nothing a handler started outlives its process, and
   the pool never waits on such a process: a dead child's pipe is read for what is in it
@@ -175,8 +176,8 @@ class _Child:
     def running(self) -> tuple[ClaimedTask | None, float]:
         """The task the child is running now and when it started. The child writes the
         id before the start time and clears the start time when the run ends: read the
-        start time first, once. Tasks before it in ``inflight`` ran, their outcomes not
-        yet received (the child sends several together)."""
+        start time first, once. Tasks before it in ``inflight`` ran, their outcomes sent
+        but not yet read here."""
         started = self.state[1]
         if started:
             task_id = int(self.state[0])
