@@ -168,6 +168,13 @@ class _Child:
         self.ended: ClaimedTask | None = None  # the task it was terminated for
         self.eof = False
         self.closed = False
+        # When ``_enforce`` must look at this child again (monotonic; inf: never), unless
+        # ``dirty``: something that may change its deadline happened (a message from it,
+        # tasks or a cancel sent to it). A task starts only after one of those, so between
+        # them the last look holds, and the pool thread, which turns once per outcome
+        # message, looks only at the children that sent one.
+        self.look_at = 0.0
+        self.dirty = True
 
     @property
     def pid(self) -> int:
@@ -255,6 +262,8 @@ class ProcessPool:
         self.started = threading.Event()
         self.done = threading.Event()
         self.on_fail: Callable[[], None] = lambda: None
+        self._dirty = True  # some child's deadline may have changed (``_Child.dirty``)
+        self._next_look = 0.0  # the earliest of the children's ``look_at``
 
     # --- the dispatcher's side (other threads) --------------------------------------------
     def start(self) -> None:
@@ -312,6 +321,7 @@ class ProcessPool:
     def _spawn(self) -> _Child:
         c = _Child(self.ctx, self.settings)
         self.children.append(c)
+        self._dirty = True
         self._selector.register(c.sentinel, selectors.EVENT_READ, (c, True))
         self._selector.register(c.from_child, selectors.EVENT_READ, (c, False))
         return c
@@ -382,6 +392,7 @@ class ProcessPool:
             if any(t.id == task_id for t in c.inflight):
                 self.cancelling[task_id] = monotonic()
                 c.send(("cancel", task_id))
+                self._touch(c)
                 return
 
     def _assign(self) -> None:
@@ -407,6 +418,7 @@ class ProcessPool:
                 waiting.extendleft(reversed(batch))
                 continue
             c.inflight.extend(batch)
+            self._touch(c)
 
     def _read(self, c: _Child) -> bool:
         """Handle what the child sent; False when there was nothing to read (or it ended)."""
@@ -430,6 +442,7 @@ class ProcessPool:
         return True
 
     def _handle(self, c: _Child, message: tuple[Any, ...]) -> None:
+        self._touch(c)  # its next task starts now
         if message[0] == "stopped":
             ids = set(message[1])
             left = [t for t in c.inflight if t.id in ids]
@@ -474,6 +487,7 @@ class ProcessPool:
         """SIGTERM now, SIGKILL after the grace (to its process group: what the handler
         started goes too); a new child takes the slot at once."""
         c.signal_group(signal.SIGTERM)
+        self._touch(c)
         c.kill_at = now + self.settings.worker_kill_grace
         c.retiring = True
         if c in self.children:
@@ -482,18 +496,32 @@ class ProcessPool:
             if not self.stopping:
                 self._spawn()
 
+    def _touch(self, c: _Child) -> None:
+        c.dirty = self._dirty = True
+
     def _enforce(self, now: float) -> float | None:
         """Time out running tasks, end ignored cancellations, SIGKILL what outlived its
         grace; returns the seconds until the next such deadline (None: none)."""
+        if not self._dirty and now < self._next_look and not self.dying:
+            # Nothing changed since the last look: the pool thread turns once per outcome
+            # message, and looking at every child each time cost more than the rest.
+            return None if self._next_look == math.inf else self._next_look - now
+        self._dirty = False
         deadlines: list[float] = []
         grace = self.settings.worker_cancel_grace
         for c in self.children + [c for c in self.dying if c.kill_at is None]:
+            if not c.dirty and now < c.look_at:
+                if c.look_at != math.inf:
+                    deadlines.append(c.look_at)
+                continue
+            c.dirty = False
             task, started = c.running()
             if task is None:
                 # Not started yet (or between tasks): it cannot time out before a full
                 # timeout from now; look again then, or at once when it reports.
+                c.look_at = now + c.inflight[0].timeout if c.inflight else math.inf
                 if c.inflight:
-                    deadlines.append(now + c.inflight[0].timeout)
+                    deadlines.append(c.look_at)
                 continue
             timeout_at = started + task.timeout
             asked = self.cancelling.get(task.id)
@@ -526,7 +554,8 @@ class ProcessPool:
                 c.ended = task
                 self._terminate(c, now)
             else:
-                deadlines.append(min(timeout_at, cancel_at))
+                c.look_at = min(timeout_at, cancel_at)
+                deadlines.append(c.look_at)
         for c in self.dying:
             if c.kill_at is not None:
                 if now >= c.kill_at:
@@ -534,9 +563,10 @@ class ProcessPool:
                     c.kill_at = None
                 else:
                     deadlines.append(c.kill_at)
+        self._next_look = min(deadlines, default=math.inf)
         if not deadlines:
             return None
-        return max(0.0, min(deadlines) - monotonic())
+        return max(0.0, self._next_look - monotonic())
 
     def _reap(self, c: _Child) -> None:
         """A child exited: kill what its handlers left running, read what it wrote last,
