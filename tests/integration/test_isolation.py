@@ -151,7 +151,7 @@ def _final(db: psycopg.Connection, task_id: int, timeout: float = 15) -> dict:
 
 def test_a_crashing_handler_fails_only_its_own_task(db, spawn, tmp_path) -> None:
     runs = tmp_path / "runs"
-    w = spawn(WORKER_CONCURRENCY="6", TASK_RETRY_BACKOFF="100ms")
+    w = spawn(WORKER_CONCURRENCY="6", TASK_RETRY_BACKOFF="100ms", WORKER_LEASE="3s")
     normal = [_insert(db, "record", {"file": str(runs), "sleep": 1.5}) for _ in range(5)]
     bad = _insert(db, "crash", {"after": 0.3}, max_attempts=2)
     crashed = _final(db, bad)
@@ -168,11 +168,12 @@ def test_a_crashing_handler_fails_only_its_own_task(db, spawn, tmp_path) -> None
 
     wait_until(lambda: len(died()) >= 2, 5, "both 'worker child died' lines")
     assert [line["task_id"] for line in died()] == [bad, bad]
+    _keeps_serving(db, w)
     assert w.stop() == 0
 
 
 def test_a_segfault_leaves_a_traceback_and_fails_its_task(db, spawn) -> None:
-    w = spawn(WORKER_CONCURRENCY="2")
+    w = spawn(WORKER_CONCURRENCY="2", WORKER_LEASE="3s")
     bad = _insert(db, "segfault", max_attempts=1)
     row = _final(db, bad)
     assert (row["status"], row["attempts"]) == ("failed", 1)
@@ -185,11 +186,14 @@ def test_a_segfault_leaves_a_traceback_and_fails_its_task(db, spawn) -> None:
     assert "in segfault" in line["traceback"]
     ok = _insert(db, "give", {"value": 1})
     assert _final(db, ok)["status"] == "completed"  # a new child took the slot
+    _keeps_serving(db, w)
     assert w.stop() == 0
 
 
 def test_a_hung_handler_times_out_and_frees_its_slot_at_once(db, spawn) -> None:
-    w = spawn(WORKER_CONCURRENCY="1", WORKER_KILL_GRACE="10s", TASK_RETRY_BACKOFF="30s")
+    w = spawn(
+        WORKER_CONCURRENCY="1", WORKER_KILL_GRACE="10s", TASK_RETRY_BACKOFF="30s", WORKER_LEASE="3s"
+    )
     hung = _insert(db, "hang", timeout=2, max_attempts=2)
     wait_until(lambda: task_row(db, hung)["status"] == "processing", 10, "the hang to start")
     time.sleep(0.5)
@@ -215,6 +219,7 @@ def test_a_hung_handler_times_out_and_frees_its_slot_at_once(db, spawn) -> None:
     assert (where["task_id"], where["attempt"], where["pid"]) == (hung, 1, line["pid"])
     assert "in hang" in where["traceback"]
     assert all("level" in ln for ln in w.lines()), w.log.read_text()  # JSON lines only
+    _keeps_serving(db, w)
     assert w.stop() == 0
 
 
