@@ -44,10 +44,19 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(
         "config",
         help="print the effective configuration (secrets hidden)",
-        description="Print the effective configuration: every variable FlowForge reads "
-        "from the environment, secrets hidden. --format env or markdown prints instead the "
-        f"reference of every variable, whatever the environment holds: {ENV_EXAMPLE} and "
-        f"the table of {CONFIGURATION_PAGE} are made so.",
+        # The raw formatter keeps the epilog's layout; the description is wrapped here.
+        description=textwrap.fill(
+            "Print the effective configuration: every variable FlowForge reads from the "
+            "environment, secrets hidden.",
+            79,
+        )
+        + "\n\n"
+        + textwrap.fill(
+            "--format env or markdown prints instead the reference of every variable, "
+            f"whatever the environment holds: {ENV_EXAMPLE} and the table of "
+            f"{CONFIGURATION_PAGE} are made so.",
+            79,
+        ),
         epilog="variables (default in brackets):\n" + describe(VARIABLES),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
