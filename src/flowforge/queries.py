@@ -10,7 +10,8 @@ import functools
 
 from psycopg import sql
 
-from .models import TASK_COLUMNS
+from .domain.states import CANCELLABLE, RETRYABLE, sql_list
+from .domain.tasks import TASK_COLUMNS
 
 COLUMNS = ", ".join(TASK_COLUMNS)
 
@@ -263,7 +264,7 @@ WITH c AS (
         completed_at = CASE WHEN status = 'pending' THEN now() ELSE completed_at END,
         cancel_requested = true,
         updated_at = now()
-    WHERE id = %(id)s AND status IN ('pending', 'processing')
+    WHERE id = %(id)s AND status IN ({sql_list(CANCELLABLE)})
     RETURNING {COLUMNS}
 )
 SELECT c.* FROM c LEFT JOIN LATERAL (
@@ -289,7 +290,7 @@ WITH r AS (
         started_at = NULL,
         completed_at = NULL,
         updated_at = now()
-    WHERE id = %(id)s AND status IN ('failed', 'cancelled', 'completed')
+    WHERE id = %(id)s AND status IN ({sql_list(RETRYABLE)})
     RETURNING {COLUMNS}
 )
 SELECT r.* FROM r LEFT JOIN LATERAL (

@@ -26,6 +26,30 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
+from .domain.fields import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_PRIORITY,
+    DEFAULT_QUEUE,
+    DEFAULT_TIMEOUT,
+    DEFAULT_TIMEZONE,
+    DEFAULT_TYPE,
+    DESCRIPTION_MAX,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    QUEUE_REGEX,
+    SCHEDULE_NAME_REGEX,
+    TIMEOUT_MAX,
+    TITLE_MAX,
+)
+from .domain.states import STATUSES, Status, sql_list
+
+# The values of the CHECK constraints and column defaults come from the domain's field
+# table (migrations write them as literals: test_migrations compares the two).
+_QUEUE_CHECK = f"queue ~ '{QUEUE_REGEX}'"
+_TITLE_CHECK = f"char_length(btrim(title)) BETWEEN 1 AND {TITLE_MAX}"
+_PRIORITY_CHECK = f"priority BETWEEN {PRIORITY_MIN} AND {PRIORITY_MAX}"
+_TIMEOUT_CHECK = f"timeout BETWEEN 1 AND {TIMEOUT_MAX}"
+
 metadata = MetaData()
 
 tasks = Table(
@@ -34,11 +58,11 @@ tasks = Table(
     Column("id", BigInteger, Identity(always=False), primary_key=True),
     Column("title", Text, nullable=False),
     Column("description", Text, nullable=False, server_default=text("''")),
-    Column("status", Text, nullable=False, server_default=text("'pending'")),
-    Column("type", Text, nullable=False, server_default=text("'noop'")),
+    Column("status", Text, nullable=False, server_default=text(f"'{Status.PENDING}'")),
+    Column("type", Text, nullable=False, server_default=text(f"'{DEFAULT_TYPE}'")),
     Column("payload", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
-    Column("max_attempts", Integer, nullable=False, server_default=text("3")),
+    Column("max_attempts", Integer, nullable=False, server_default=text(str(DEFAULT_MAX_ATTEMPTS))),
     Column("last_error", Text),
     Column("run_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("started_at", DateTime(timezone=True)),
@@ -52,21 +76,23 @@ tasks = Table(
     Column("lease_token", Uuid),
     Column("lease_expiries", Integer, nullable=False, server_default=text("0")),
     # Added by revision 0004: queue control.
-    Column("queue", Text, nullable=False, server_default=text("'default'")),
-    Column("priority", Integer, nullable=False, server_default=text("0")),
+    Column("queue", Text, nullable=False, server_default=text(f"'{DEFAULT_QUEUE}'")),
+    Column("priority", Integer, nullable=False, server_default=text(str(DEFAULT_PRIORITY))),
     Column("result", JSONB),
     Column("cancel_requested", Boolean, nullable=False, server_default=text("false")),
-    Column("timeout", Integer, nullable=False, server_default=text("900")),
+    Column("timeout", Integer, nullable=False, server_default=text(str(DEFAULT_TIMEOUT))),
     Column("schedule", Text),
     CheckConstraint(
-        "status IN ('pending', 'processing', 'completed', 'failed', 'cancelled')",
+        f"status IN ({sql_list(STATUSES)})",
         name="tasks_status_check",
     ),
-    CheckConstraint("queue ~ '^[a-z0-9_-]{1,64}$'", name="tasks_queue_check"),
-    CheckConstraint("priority BETWEEN -100 AND 100", name="tasks_priority_check"),
-    CheckConstraint("timeout BETWEEN 1 AND 86400", name="tasks_timeout_check"),
-    CheckConstraint("char_length(btrim(title)) BETWEEN 1 AND 200", name="tasks_title_check"),
-    CheckConstraint("char_length(description) <= 10000", name="tasks_description_check"),
+    CheckConstraint(_QUEUE_CHECK, name="tasks_queue_check"),
+    CheckConstraint(_PRIORITY_CHECK, name="tasks_priority_check"),
+    CheckConstraint(_TIMEOUT_CHECK, name="tasks_timeout_check"),
+    CheckConstraint(_TITLE_CHECK, name="tasks_title_check"),
+    CheckConstraint(
+        f"char_length(description) <= {DESCRIPTION_MAX}", name="tasks_description_check"
+    ),
     CheckConstraint("max_attempts >= 1", name="tasks_max_attempts_check"),
     # Revision 0007: every start of a run is an attempt, and there are never more.
     CheckConstraint("attempts >= 0 AND attempts <= max_attempts", name="tasks_attempts_check"),
@@ -161,24 +187,24 @@ schedules = Table(
     metadata,
     Column("name", Text, primary_key=True),
     Column("cron", Text, nullable=False),
-    Column("timezone", Text, nullable=False, server_default=text("'UTC'")),
+    Column("timezone", Text, nullable=False, server_default=text(f"'{DEFAULT_TIMEZONE}'")),
     Column("title", Text, nullable=False),
-    Column("type", Text, nullable=False, server_default=text("'noop'")),
+    Column("type", Text, nullable=False, server_default=text(f"'{DEFAULT_TYPE}'")),
     Column("payload", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
-    Column("queue", Text, nullable=False, server_default=text("'default'")),
-    Column("priority", Integer, nullable=False, server_default=text("0")),
-    Column("max_attempts", Integer, nullable=False, server_default=text("3")),
-    Column("timeout", Integer, nullable=False, server_default=text("900")),
+    Column("queue", Text, nullable=False, server_default=text(f"'{DEFAULT_QUEUE}'")),
+    Column("priority", Integer, nullable=False, server_default=text(str(DEFAULT_PRIORITY))),
+    Column("max_attempts", Integer, nullable=False, server_default=text(str(DEFAULT_MAX_ATTEMPTS))),
+    Column("timeout", Integer, nullable=False, server_default=text(str(DEFAULT_TIMEOUT))),
     Column("next_run_at", DateTime(timezone=True), nullable=False),
     Column("last_run_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
-    CheckConstraint("name ~ '^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$'", name="schedules_name_check"),
-    CheckConstraint("char_length(btrim(title)) BETWEEN 1 AND 200", name="schedules_title_check"),
-    CheckConstraint("queue ~ '^[a-z0-9_-]{1,64}$'", name="schedules_queue_check"),
-    CheckConstraint("priority BETWEEN -100 AND 100", name="schedules_priority_check"),
+    CheckConstraint(f"name ~ '{SCHEDULE_NAME_REGEX}'", name="schedules_name_check"),
+    CheckConstraint(_TITLE_CHECK, name="schedules_title_check"),
+    CheckConstraint(_QUEUE_CHECK, name="schedules_queue_check"),
+    CheckConstraint(_PRIORITY_CHECK, name="schedules_priority_check"),
     CheckConstraint("max_attempts >= 1", name="schedules_max_attempts_check"),
-    CheckConstraint("timeout BETWEEN 1 AND 86400", name="schedules_timeout_check"),
+    CheckConstraint(_TIMEOUT_CHECK, name="schedules_timeout_check"),
     CheckConstraint("jsonb_typeof(payload) = 'object'", name="schedules_payload_check"),
 )
 Index("schedules_next_run_idx", schedules.c.next_run_at)

@@ -36,7 +36,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from flowforge import pagination
-from flowforge.api.validation import LIST_PARAMETERS, POST_FIELDS
+from flowforge.domain.fields import POST_FIELDS
+from flowforge.domain.validation import LIST_PARAMETERS
 
 from ..support import Tokens, bearer, start_api, stop_api
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine
+from sqlalchemy import CheckConstraint, create_engine
 
 from flowforge import migrate
 from flowforge.db import sqlalchemy_url
@@ -79,6 +80,35 @@ def test_up_down_up_keeps_schema_and_code_in_step(empty_db: str) -> None:
 
     migrate.upgrade(settings)
     assert _drift(empty_db) == []
+
+
+def _check_values(definition: str) -> list[str]:
+    """The literals of a CHECK: its quoted strings and its numbers. PostgreSQL rewrites a
+    CHECK (IN becomes = ANY (ARRAY[...]), BETWEEN two comparisons, -100 a quoted
+    '-100'::integer) but keeps these."""
+    quoted = re.findall(r"'((?:[^']|'')*)'", definition)
+    bare = re.findall(r"-?\b\d+\b", re.sub(r"'(?:[^']|'')*'", "", definition))
+    return sorted(quoted + bare)
+
+
+def test_check_constraints_hold_the_field_tables_values(empty_db: str) -> None:
+    """compare_metadata does not compare CHECKs: schema.py's (made from the domain's field
+    table and state list) are compared with the migrated database's by their values."""
+    migrate.upgrade(make_settings(empty_db))
+    with psycopg.connect(empty_db) as conn:
+        stored = dict(
+            conn.execute(
+                "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE contype = 'c' AND conrelid <> 0 AND connamespace = 'public'::regnamespace"
+            ).fetchall()
+        )
+    checks = [
+        c for table in metadata.tables.values() for c in table.constraints
+        if isinstance(c, CheckConstraint)
+    ]  # fmt: skip
+    assert {c.name for c in checks} == set(stored)
+    for check in checks:
+        assert _check_values(str(check.sqltext)) == _check_values(stored[check.name]), check.name
 
 
 def test_drift_is_detected(empty_db: str) -> None:

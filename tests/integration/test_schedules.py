@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from flowforge import schedules
+from flowforge.domain import schedules
 from flowforge.schedules import fire_due, on
 
 from ..support import ApiClient, assert_error, statuses, wait_until

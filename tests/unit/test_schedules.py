@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flowforge.schedules import check_cron, next_after
+from flowforge.domain.schedules import check_cron, next_after
 
 T0 = datetime(2026, 11, 25, 12, 0, 30, tzinfo=UTC)
 

@@ -8,13 +8,12 @@
     admission.py   API_MAX_PENDING (429 queue_full)
     routes/        tasks.py, schedules.py, service.py (/health, /metrics, /openapi.yaml,
                    /v1/stats); /docs and /dashboard are flowforge.web's
-    validation.py  what a request may contain (per-field errors)
     store.py       TaskStore: the API's database access, thin over queries.py
     metrics.py     the API's Prometheus metrics
     server.py      gunicorn, configured from the environment (reload, metrics directory)
 
 Nothing is imported here: ``flowforge api`` must set prometheus-client's multiprocess
-directory before ``metrics`` is first imported, and the worker imports ``validation``.
+directory before ``metrics`` is first imported.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ import bottle
 import orjson
 from gunicorn.http.errors import ParseException
 
+from ..domain.validation import ValidationError
 from .envelope import IDEMPOTENCY_HEADER, ApiError
-from .validation import ValidationError
 
 T = TypeVar("T")
 

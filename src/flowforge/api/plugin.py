@@ -26,6 +26,7 @@ import bottle
 
 from .. import logs
 from ..db import DatabaseUnavailable
+from ..domain.validation import ValidationError
 from ..schedules import ScheduleExists
 from .envelope import (
     ERROR_CODES,
@@ -37,7 +38,6 @@ from .envelope import (
     request_id_from,
 )
 from .store import IdempotencyMismatch, IdempotentTaskGone, NotFound, TransitionRefused
-from .validation import ValidationError
 
 log = logging.getLogger("flowforge.api")
 

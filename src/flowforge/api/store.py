@@ -15,7 +15,9 @@ from sqlalchemy import Engine
 
 from .. import queries
 from ..db import ConnectionSource, DatabaseUnavailable, ping
-from ..models import TASK_COLUMNS, TERMINAL, Status, Task, transition_allowed
+from ..domain.fields import DEFAULT_PRIORITY, DEFAULT_QUEUE, DEFAULT_TIMEOUT, DEFAULT_TYPE
+from ..domain.states import CANCELLABLE, RETRYABLE, STATUSES, Status, transition_allowed
+from ..domain.tasks import TASK_COLUMNS, Task
 
 T = TypeVar("T")
 
@@ -33,12 +35,12 @@ class TransitionRefused(Exception):
 class NewTask:
     title: str
     description: str = ""
-    type: str = "noop"
+    type: str = DEFAULT_TYPE
     payload: dict[str, Any] | None = None
     max_attempts: int | None = None
     run_at: datetime | None = None
-    queue: str = "default"
-    priority: int = 0
+    queue: str = DEFAULT_QUEUE
+    priority: int = DEFAULT_PRIORITY
     timeout: int | None = None
 
 
@@ -78,7 +80,7 @@ ESTIMATE_SECONDS = 2.0
 ESTIMATES_KEPT = 256  # filter value combinations kept at most (then forgotten at once)
 
 # Every status a task can have (the schema's CHECK), counted whether present or not.
-METRIC_STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
+METRIC_STATUSES = STATUSES
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +146,7 @@ class TaskStore:
         *,
         default_max_attempts: int,
         lease_seconds: float,
-        default_timeout: int = 900,
+        default_timeout: int = DEFAULT_TIMEOUT,
         keep_connection: bool = False,
         health_timeout: float = 3.0,
     ) -> None:
@@ -522,8 +524,8 @@ class TaskStore:
         return self._conditional(queries.RETRY_TASK, task_id, Status.PENDING, _RETRYABLE)
 
 
-_CANCELLABLE = frozenset({Status.PENDING.value, Status.PROCESSING.value})
-_RETRYABLE = frozenset(s.value for s in TERMINAL)
+_CANCELLABLE = frozenset(s.value for s in CANCELLABLE)
+_RETRYABLE = frozenset(s.value for s in RETRYABLE)
 _REFUSALS = {
     "deleted": "a processing task cannot be deleted while a worker runs it: cancel it first",
     Status.CANCELLED.value: "a {} task cannot be cancelled: it has already finished",

@@ -15,7 +15,7 @@ from datetime import datetime
 
 import psycopg
 
-from ..models import Status
+from ..domain.states import Status
 from ..queries import CLEANUP_COUNT, CLEANUP_CUTOFF, CLEANUP_DELETE_BATCH
 from .scripting import (
     EXIT_FAILURE,

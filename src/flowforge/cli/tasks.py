@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .. import queries
+from ..domain.states import Status
 from ..durations import format_duration
-from ..models import Status
 from .common import EXIT_CONFIG, CommandError, database_errors, settings
 
 
@@ -75,8 +75,8 @@ def _age(seconds: float | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..api.store import NotFound, TaskStore, TransitionRefused
-    from ..api.validation import QUEUE_PATTERN, QUEUE_RULE
     from ..db import make_engine
+    from ..domain.fields import QUEUE_PATTERN, QUEUE_RULE
 
     config = settings()
     if args.action == "list" and args.queue is not None and not QUEUE_PATTERN.fullmatch(args.queue):

@@ -8,11 +8,12 @@ from typing import Any
 
 import bottle
 
-from ...schedules import Schedule, ScheduleStore, schedule_body, valid_name
-from ...schedules import list_query as schedule_list_query
+from ...domain.schedules import Schedule, schedule_body, valid_name
+from ...domain.schedules import list_query as schedule_list_query
+from ...domain.validation import ValidationError
+from ...schedules import ScheduleStore
 from ..envelope import ApiError, ok
 from ..inputs import query_params, read_json
-from ..validation import ValidationError
 
 log = logging.getLogger("flowforge.api")
 

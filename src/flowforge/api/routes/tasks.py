@@ -10,11 +10,11 @@ import bottle
 import orjson
 
 from ... import logs, pagination
+from ...domain.validation import batch_body, list_query, task_body
 from ..admission import Admission
 from ..envelope import ApiError, ok
 from ..inputs import check_id, idempotency_key, query_params, read_json
 from ..store import NewTask, TaskStore
-from ..validation import batch_body, list_query, task_body
 
 log = logging.getLogger("flowforge.api")
 

@@ -1,32 +1,30 @@
-"""Checks on what clients send; each problem is reported per field."""
+"""Checks on what clients send; each problem is reported per field. The checks of a
+task's and a schedule's fields are made from ``fields.py``'s tables."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .. import pagination, timestamps
-from ..models import TASK_COLUMNS, Status
 from ..pagination import Cursor
+from .fields import (
+    PAYLOAD_DEPTH_MAX,
+    POST_FIELDS,
+    PUT_FIELDS,
+    QUEUE_PATTERN,
+    QUEUE_RULE,
+    TASK_FIELDS,
+    TYPE_MAX,
+    Field,
+)
+from .tasks import TASK_COLUMNS
 
-TITLE_MAX = 200
-DESCRIPTION_MAX = 10_000
-TYPE_MAX = 100
 PAGE_LIMIT_MAX = 100
 PAGE_LIMIT_DEFAULT = 20
 PAGE_MAX = 1_000_000
-ATTEMPTS_MAX = 100
-PAYLOAD_DEPTH_MAX = 100
-PRIORITY_MIN, PRIORITY_MAX = -100, 100
-TIMEOUT_MAX = 86_400  # seconds (one day)
-QUEUE_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
-QUEUE_RULE = "must be 1-64 characters of a-z, 0-9, _ and -"
-POST_FIELDS = frozenset(
-    {"title", "description", "type", "payload", "max_attempts", "run_at", "queue", "priority",
-     "timeout"}
-)  # fmt: skip
-PUT_FIELDS = POST_FIELDS | {"status"}
 # The query parameters GET /v1/tasks knows; any other is a 400.
 LIST_PARAMETERS = frozenset({"page", "limit", "status", "type", "queue", "cursor", "fields"})
 
@@ -51,14 +49,6 @@ def _text(value: Any, *, maximum: int, blank_ok: bool) -> str:
     return value
 
 
-def _attempts(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError("must be an integer")
-    if not 1 <= value <= ATTEMPTS_MAX:
-        raise ValueError(f"must be between 1 and {ATTEMPTS_MAX}")
-    return value
-
-
 def _bounded_int(value: Any, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError("must be an integer")
@@ -73,14 +63,6 @@ def queue_name(value: Any) -> str:
     if not isinstance(value, str) or not QUEUE_PATTERN.fullmatch(value):
         raise ValueError(QUEUE_RULE)
     return value
-
-
-def _priority(value: Any) -> int:
-    return _bounded_int(value, PRIORITY_MIN, PRIORITY_MAX)
-
-
-def _timeout(value: Any) -> int:
-    return _bounded_int(value, 1, TIMEOUT_MAX)
 
 
 _SCALARS = (str, int, float, type(None))
@@ -113,24 +95,58 @@ def _payload(value: Any) -> dict[str, Any]:
     return value
 
 
-def _status(value: Any) -> str:
-    if value not in tuple(Status):
-        raise ValueError(f"must be one of {', '.join(s.value for s in Status)}")
-    return str(value)
+def _enum(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return str(value)
+
+    return check
 
 
-_CHECKS: dict[str, Any] = {
-    "title": lambda v: _text(v, maximum=TITLE_MAX, blank_ok=False).strip(),
-    "description": lambda v: _text(v, maximum=DESCRIPTION_MAX, blank_ok=True),
-    "type": lambda v: _text(v, maximum=TYPE_MAX, blank_ok=False).strip(),
-    "payload": _payload,
-    "max_attempts": _attempts,
-    "run_at": timestamps.parse,  # the one RFC 3339 parser (cursors use it too)
-    "status": _status,
-    "queue": queue_name,
-    "priority": _priority,
-    "timeout": _timeout,
-}
+def _pattern(field: Field) -> Callable[[Any], str]:
+    compiled = re.compile(field.pattern or "")
+    rule = field.rule or f"must match {field.pattern}"
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not compiled.fullmatch(value):
+            raise ValueError(rule)
+        return value
+
+    return check
+
+
+def check_of(field: Field) -> Callable[[Any], Any]:
+    """The check of one field of the table: made once, at import (a closure per field,
+    as cheap per request as a hand-written one)."""
+    if field.kind == "object":
+        return _payload
+    if field.kind == "timestamp":
+        return timestamps.parse  # the one RFC 3339 parser (cursors use it too)
+    if field.kind == "enum":
+        return _enum(field.enum or ())
+    if field.kind == "integer":
+        low, high = field.minimum or 0, field.maximum or 0
+        return lambda v: _bounded_int(v, low, high)
+    if field.pattern is not None:
+        if field.name == "queue":
+            return queue_name
+        return _pattern(field)
+    maximum, blank_ok = field.max_length or 0, field.blank_ok
+    if field.strip:
+        return lambda v: _text(v, maximum=maximum, blank_ok=blank_ok).strip()
+    return lambda v: _text(v, maximum=maximum, blank_ok=blank_ok)
+
+
+def checks_of(table: dict[str, Field]) -> dict[str, Callable[[Any], Any]]:
+    return {name: check_of(field) for name, field in table.items()}
+
+
+_CHECKS = checks_of(TASK_FIELDS)
+_NULL_IS_DEFAULT = {name: f.default for name, f in TASK_FIELDS.items() if f.null_is_default}
+_REQUIRED = tuple(name for name, f in TASK_FIELDS.items() if f.required)
+_status = _CHECKS["status"]
+_type_filter = check_of(Field("type", "string", max_length=TYPE_MAX, blank_ok=False))
 
 
 def task_body(
@@ -145,15 +161,17 @@ def task_body(
     for name, check in _CHECKS.items():
         if name not in body or name not in allowed:
             continue
-        if body[name] is None and name == "description":
-            clean[name] = ""
+        if body[name] is None and name in _NULL_IS_DEFAULT:
+            clean[name] = _NULL_IS_DEFAULT[name]
             continue
         try:
             clean[name] = check(body[name])
         except ValueError as exc:
             details[name] = str(exc)
-    if not partial and "title" not in body:
-        details["title"] = "is required"
+    if not partial:
+        for name in _REQUIRED:
+            if name not in body:
+                details[name] = "is required"
     if partial and not body:
         details["body"] = f"must contain at least one of {', '.join(sorted(PUT_FIELDS))}"
     if known_types is not None and "type" in clean and clean["type"] not in known_types:
@@ -223,7 +241,7 @@ def list_query(query: dict[str, str | None]) -> ListQuery:
             details["limit"] = f"must be a whole number from 1 to {PAGE_LIMIT_MAX}"
     checks = {
         "status": _status,
-        "type": lambda v: _text(v, maximum=TYPE_MAX, blank_ok=False),
+        "type": _type_filter,
         "queue": queue_name,
     }
     for name, check in checks.items():
