@@ -97,6 +97,10 @@ def surrogate_result(task):
 
 def not_finite(task):
     return {"ratio": float(task.payload["value"])}
+
+def gil_hog(task):
+    """Holds the GIL for its whole run (a loop in C: no thread of its process runs)."""
+    sum(range(task.payload["n"]))
 '''
 
 ENTRY_POINTS = [
@@ -111,6 +115,7 @@ ENTRY_POINTS = [
     "surrogate",
     "surrogate_result",
     "not_finite",
+    "gil_hog",
 ]
 
 
@@ -578,6 +583,26 @@ def test_a_segfault_fails_only_its_task_not_those_that_ran_before_it_in_its_proc
     ).fetchall()
     assert set(rows) == {("completed", 1, None)}
     assert statuses(db) == {"completed": 260, "failed": 1}
+    _keeps_serving(db, w)
+    assert w.stop() == 0
+
+
+def test_a_handler_holding_the_gil_is_timed_out_while_its_process_is_sent_more(db, spawn) -> None:
+    # The bug: the pool thread wrote to a child's pipe until the child took the whole
+    # message; a handler holding the GIL kept the child's reader from reading, and the
+    # pool, stuck in that write, enforced no timeout until the handler was done.
+    w = spawn(WORKER_CONCURRENCY="1", WORKER_LEASE="3s")
+    add_tasks(db, 200, "noop", notify=True)  # short: the worker hands them over 32 at a time
+    wait_until(lambda: statuses(db) == {"completed": 200}, 20, "the warm-up to complete")
+    hog = _insert(db, "gil_hog", {"n": 10**9}, timeout=1, max_attempts=1)
+    wait_until(lambda: task_row(db, hog)["status"] == "processing", 10, "the hog to start")
+    time.sleep(0.3)
+    # 32 of these (about 256 KiB, four pipes' worth) go to the hog's process as it runs.
+    add_tasks(db, 40, "noop", {"pad": "x" * 8000}, notify=True)
+    row = _final(db, hog, timeout=5)
+    assert (row["status"], row["last_error"]) == ("failed", "timed out after 1 s")
+    wait_until(lambda: not {"pending", "processing"} & set(statuses(db)), 15, "the rest to end")
+    assert statuses(db) == {"completed": 240, "failed": 1}
     _keeps_serving(db, w)
     assert w.stop() == 0
 

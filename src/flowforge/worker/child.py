@@ -40,9 +40,15 @@ FAULT_LIMIT = 64 * 1024  # bytes of a traceback file the dispatcher logs
 _fault_file: Any = None  # kept open: faulthandler writes to its descriptor
 
 
-def write_message(fd: int, message: Any) -> None:
+def encode_message(message: Any) -> bytes:
+    """A message as it goes down a pipe: its length, then its pickle."""
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    view = memoryview(_HEADER.pack(len(data)) + data)
+    return _HEADER.pack(len(data)) + data
+
+
+def write_message(fd: int, message: Any) -> None:
+    """Write a whole message to a blocking pipe (the child's side)."""
+    view = memoryview(encode_message(message))
     while view:
         view = view[os.write(fd, view) :]
 

@@ -158,7 +158,14 @@ class _Child:
         self._keep = (inbox_w, outbox_r)
         self.to_child = inbox_w.fileno()
         self.from_child = outbox_r.fileno()
-        os.set_blocking(self.from_child, False)  # the pool thread never waits on a child
+        # The pool thread never waits on a child: not for its outcomes, nor for it to take
+        # what is sent to it (a handler holding the GIL keeps the child's reader from
+        # reading; a grandchild may hold a dead child's end open). What the pipe does not
+        # take at once waits in ``outbuf`` until it is writable.
+        os.set_blocking(self.from_child, False)
+        os.set_blocking(self.to_child, False)
+        self.outbuf = bytearray()
+        self.writing = False  # to_child is in the pool's selector, for writing
         self.sentinel = self.proc.sentinel
         self.reader = child.MessageReader(self.from_child)
         self.inflight: deque[ClaimedTask] = deque()  # sent, no outcome yet (run in order)
@@ -214,11 +221,33 @@ class _Child:
             pass
 
     def send(self, message: Any) -> bool:
-        try:
-            child.write_message(self.to_child, message)
+        """Send without waiting: what the pipe does not take now stays in ``outbuf`` for
+        ``flush``. False if the child is gone (its sentinel tells the rest)."""
+        data = child.encode_message(message)
+        if self.outbuf:  # in order, after what waits
+            self.outbuf += data
             return True
-        except OSError:  # it died: its sentinel tells the rest
+        try:
+            n = os.write(self.to_child, data)
+        except BlockingIOError:
+            n = 0
+        except OSError:
             return False
+        if n < len(data):
+            self.outbuf += memoryview(data)[n:]
+        return True
+
+    def flush(self) -> None:
+        """Write what waits in ``outbuf``, as far as the pipe takes it (all of it dropped
+        when the child is gone)."""
+        try:
+            n = os.write(self.to_child, self.outbuf)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.outbuf.clear()
+            return
+        del self.outbuf[:n]
 
     def traceback(self) -> dict[str, str]:
         """The traceback the child left (as a log field), if any; removes its file (the
@@ -322,8 +351,8 @@ class ProcessPool:
         c = _Child(self.ctx, self.settings)
         self.children.append(c)
         self._dirty = True
-        self._selector.register(c.sentinel, selectors.EVENT_READ, (c, True))
-        self._selector.register(c.from_child, selectors.EVENT_READ, (c, False))
+        self._selector.register(c.sentinel, selectors.EVENT_READ, (c, "sentinel"))
+        self._selector.register(c.from_child, selectors.EVENT_READ, (c, "read"))
         return c
 
     def _run(self) -> None:
@@ -364,13 +393,31 @@ class ProcessPool:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_r, 4096)
                     continue
-                c, is_sentinel = key.data
+                c, kind = key.data
                 if c.closed:
                     continue  # reaped earlier in this round
-                if is_sentinel:
+                if kind == "sentinel":
                     self._reap(c)
-                elif not c.eof:
-                    self._read(c)
+                elif kind == "read":
+                    if not c.eof:
+                        self._read(c)
+                else:
+                    c.flush()
+                    self._watch_writes(c)
+
+    def _send(self, c: _Child, message: Any) -> bool:
+        sent = c.send(message)
+        self._watch_writes(c)
+        return sent
+
+    def _watch_writes(self, c: _Child) -> None:
+        """Wait for the child's pipe to take more while something waits for it, not after."""
+        if c.outbuf and not c.writing and not c.closed:
+            self._selector.register(c.to_child, selectors.EVENT_WRITE, (c, "write"))
+            c.writing = True
+        elif c.writing and not c.outbuf:
+            self._selector.unregister(c.to_child)
+            c.writing = False
 
     def _take_incoming(self) -> None:
         incoming = self._incoming
@@ -391,7 +438,7 @@ class ProcessPool:
         for c in self.children + self.dying:
             if any(t.id == task_id for t in c.inflight):
                 self.cancelling[task_id] = monotonic()
-                c.send(("cancel", task_id))
+                self._send(c, ("cancel", task_id))
                 self._touch(c)
                 return
 
@@ -414,7 +461,7 @@ class ProcessPool:
             batch = [waiting.popleft() for _ in range(max(n, 0))]
             if not batch:
                 break
-            if not c.send(("run", [_wire(t) for t in batch])):
+            if not self._send(c, ("run", [_wire(t) for t in batch])):
                 waiting.extendleft(reversed(batch))
                 continue
             c.inflight.extend(batch)
@@ -478,7 +525,7 @@ class ProcessPool:
         """Replace a child: a new one takes the slot now; the old one finishes its task."""
         log.info("replacing a handler process: %s", why, extra={"pid": c.pid})
         c.retiring = True
-        c.send(("stop",))
+        self._send(c, ("stop",))
         self.children.remove(c)
         self.dying.append(c)
         self._spawn()
@@ -625,6 +672,8 @@ class ProcessPool:
         elif c in self.dying:
             self.dying.remove(c)
         self._selector.unregister(c.sentinel)
+        c.outbuf.clear()  # it will never read it
+        self._watch_writes(c)
         c.close()
 
     def _stop_children(self) -> None:
@@ -634,7 +683,7 @@ class ProcessPool:
             self.waiting.clear()
         for c in list(self.children):
             c.retiring = True
-            c.send(("stop",))
+            self._send(c, ("stop",))
             self.children.remove(c)
             self.dying.append(c)
 
