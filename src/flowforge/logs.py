@@ -9,6 +9,7 @@ line of one request in the API and the worker. Elsewhere the same JSON goes to s
 from __future__ import annotations
 
 import atexit
+import io
 import logging
 import os
 import queue
@@ -432,6 +433,12 @@ def configure_logging(
     the thread does that work while the dispatcher waits on PostgreSQL). Lines still
     queued are written at exit. Not for processes that fork after this call.
     """
+    # A handler's print() writes to this stdout (the worker's, or a handler process's
+    # inherited one): with Python's strict errors a lone surrogate in it raised
+    # UnicodeEncodeError in the handler and failed a task that had done its work. Escaped
+    # instead (\ud800), as stderr already writes them and as the log lines keep them.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
     handler: logging.Handler
     if stdout_is_journal():
         try:

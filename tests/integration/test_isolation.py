@@ -95,6 +95,11 @@ def surrogate(task):
 def surrogate_result(task):
     return {"text": "\\udc80"}
 
+def surrogate_print(task):
+    """Prints text with a lone surrogate to stdout, then returns."""
+    print("printed \\ud800 text", flush=True)
+    return {"printed": True}
+
 def not_finite(task):
     return {"ratio": float(task.payload["value"])}
 
@@ -114,6 +119,7 @@ ENTRY_POINTS = [
     "fork_and_crash",
     "surrogate",
     "surrogate_result",
+    "surrogate_print",
     "not_finite",
     "gil_hog",
 ]
@@ -557,6 +563,24 @@ def test_lone_surrogates_from_a_handler_are_recorded_escaped(
     )
     (failed,) = [ln for ln in w.lines() if ln.get("task_id") == raised and ln.get("outcome")]
     assert failed["error"] == "ValueError: bad \\ud800 text"
+    assert w.stop() == 0
+
+
+@pytest.mark.parametrize("isolation", ["process", "thread"])
+def test_a_handler_printing_a_lone_surrogate_completes(db, spawn, isolation) -> None:
+    # The bug: stdout's strict UTF-8 raised UnicodeEncodeError in the handler's print(),
+    # and a task that had done its work failed with that error.
+    w = spawn(WORKER_ISOLATION=isolation, WORKER_CONCURRENCY="2", WORKER_LEASE="3s")
+    task_id = _insert(db, "surrogate_print", max_attempts=1)
+    row = _final(db, task_id)
+    assert (row["status"], row["result"], row["last_error"]) == (
+        "completed",
+        {"printed": True},
+        None,
+    )
+    # The line reaches the worker's output, escaped as stderr would write it.
+    assert w.wait_for("printed \\ud800 text", timeout=5)
+    _keeps_serving(db, w)
     assert w.stop() == 0
 
 
