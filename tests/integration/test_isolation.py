@@ -101,7 +101,11 @@ def surrogate_print(task):
     return {"printed": True}
 
 def not_finite(task):
-    return {"ratio": float(task.payload["value"])}
+    value = float(task.payload["value"])
+    if task.payload.get("as") == "dataclass":  # orjson writes these as objects
+        import dataclasses
+        return dataclasses.make_dataclass("Ratio", ["ratio"])(value)
+    return {"ratio": value}
 
 def gil_hog(task):
     """Holds the GIL for its whole run (a loop in C: no thread of its process runs)."""
@@ -638,6 +642,7 @@ def test_a_result_that_is_not_finite_fails_the_attempt(db, spawn, isolation) -> 
     kinds = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
     ids = {v: _insert(db, "not_finite", {"value": v}, max_attempts=1) for v in kinds}
     fine = _insert(db, "not_finite", {"value": "1.5"})
+    in_dataclass = _insert(db, "not_finite", {"value": "nan", "as": "dataclass"}, max_attempts=1)
     for value, task_id in ids.items():
         row = _final(db, task_id)
         assert (row["status"], row["result"]) == ("failed", None), value
@@ -645,4 +650,9 @@ def test_a_result_that_is_not_finite_fails_the_attempt(db, spawn, isolation) -> 
             f"result not JSON-serialisable: {kinds[value]} is not allowed in JSON (at result.ratio)"
         )
     assert _final(db, fine)["result"] == {"ratio": 1.5}
+    row = _final(db, in_dataclass)
+    assert (row["status"], row["last_error"]) == (
+        "failed",
+        "result not JSON-serialisable: NaN is not allowed in JSON (at result.ratio)",
+    )
     assert w.stop() == 0

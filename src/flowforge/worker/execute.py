@@ -9,6 +9,7 @@ fails the attempt instead of being stored altered."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from time import perf_counter
 from typing import Any
@@ -53,6 +54,11 @@ def _not_finite(value: Any, path: str) -> str | None:
     elif isinstance(value, list | tuple):
         for i, item in enumerate(value):
             found = _not_finite(item, f"{path}[{i}]")
+            if found:
+                return found
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):  # orjson's too
+        for field in dataclasses.fields(value):
+            found = _not_finite(getattr(value, field.name), f"{path}.{field.name}")
             if found:
                 return found
     return None
