@@ -16,6 +16,7 @@ of docs/configuration.md are honoured.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -52,17 +53,27 @@ def _say(message: str) -> None:
 
 
 def _port_free(host: str, port: int) -> bool:
+    """False if something listens there; a StartError if ``host`` cannot be bound at all
+    (not an address of this machine, a name that does not resolve): no port would do, so
+    advice to change the port would send the user round in circles."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
-        except OSError:
-            return False
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            reason = exc.strerror or str(exc)
+            raise StartError(
+                f"cannot listen on API_HOST={host!r} ({reason}): set it to an address of "
+                "this machine, e.g. 127.0.0.1"
+            ) from None
     return True
 
 
-def _a_free_port(host: str, start: int) -> int:
-    return next(p for p in range(start + 1, start + 100) if _port_free(host, p))
+def _a_free_port(host: str, start: int) -> int | str:
+    """A free port above ``start`` to suggest, or what to put instead when none is."""
+    return next((p for p in range(start + 1, start + 100) if _port_free(host, p)), "<a free port>")
 
 
 def _port_setting(env: dict[str, str], name: str, default: int) -> int:

@@ -152,6 +152,24 @@ def test_make_dev_says_which_port_to_set_when_the_api_port_is_taken(dev_dir: Pat
     assert not (dev_dir / "pg").exists()  # nothing started
 
 
+@pytest.mark.parametrize("host", ["192.0.2.1", "no-such-host.invalid"])
+def test_make_dev_says_in_one_line_when_api_host_is_not_of_this_machine(
+    dev_dir: Path, host: str
+) -> None:
+    # The bug: every port failed to bind, the search for a free one to suggest ran dry,
+    # and make dev ended in a StopIteration traceback.
+    out = subprocess.run(
+        [sys.executable, DEVSTACK], env={**_env(dev_dir, free_port(), free_port()),
+                                         "API_HOST": host},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("make dev: "), out.stderr
+    assert f"API_HOST={host!r}" in lines[0] and "127.0.0.1" in lines[0], lines
+    assert not (dev_dir / "pg").exists()  # nothing started
+
+
 def _exports(banner: str) -> dict[str, str]:
     """The banner's `export NAME=VALUE` lines, as a shell that pastes them would have them
     (`$PATH` expanded)."""
