@@ -68,7 +68,10 @@ def unserialisable(task):
     return {1, 2, 3}
 
 def cooperative(task):
-    """Works in small steps until cancelled, then says so."""
+    """Works in small steps until cancelled, then says so (records its start when
+    payload.file names a file)."""
+    if "file" in task.payload:
+        _record(task, "start")
     while not task.cancelled.wait(0.05):
         pass
     raise RuntimeError("stopped: cancelled")
@@ -341,6 +344,16 @@ def test_results_are_stored_and_bad_ones_fail_the_attempt(db, spawn) -> None:
 @pytest.mark.parametrize("isolation", ["process", "thread"])
 def test_cancel_a_running_task_through_the_api(client, spawn, isolation) -> None:
     w = spawn(WORKER_ISOLATION=isolation)
+    # A task shows processing once claimed, before a handler process has it; on a loaded
+    # machine a first child can take longer to start than the cancel below takes to come.
+    # One task run first leaves a child (or thread) idle and ready, so the sleep starts
+    # at once and the cancel reaches a running handler.
+    warm = client.post("/v1/tasks", json={"title": "warm-up"}).json()["data"]
+    wait_until(
+        lambda: client.get(f"/v1/tasks/{warm['id']}").json()["data"]["status"] == "completed",
+        15,
+        "the warm-up task to complete",
+    )
     task = client.post("/v1/tasks", json={"title": "long", "type": "sleep",
                                           "payload": {"seconds": 60}}).json()["data"]  # fmt: skip
     wait_until(
@@ -383,10 +396,12 @@ def test_a_handler_that_ignores_the_cancel_is_terminated_after_the_grace(db, spa
     assert w.stop() == 0
 
 
-def test_a_cancel_missed_by_the_listener_is_seen_with_the_heartbeat(db, spawn) -> None:
+def test_a_cancel_missed_by_the_listener_is_seen_with_the_heartbeat(db, spawn, tmp_path) -> None:
     w = spawn(WORKER_LEASE="1s")  # heartbeat every third of a lease
-    task_id = _insert(db, "cooperative")
-    wait_until(lambda: task_row(db, task_id)["status"] == "processing", 10, "the task to start")
+    started = tmp_path / "started"
+    task_id = _insert(db, "cooperative", {"file": str(started)})
+    # processing is shown once claimed; the handler itself says when it runs
+    wait_until(started.exists, 15, "the handler to start")
     db.execute("UPDATE tasks SET cancel_requested = true WHERE id = %s", (task_id,))  # no NOTIFY
     row = _final(db, task_id, timeout=3)
     assert row["status"] == "cancelled"
