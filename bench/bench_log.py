@@ -66,13 +66,15 @@ class ReferenceJournalHandler(logs.JournalHandler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             fields = {
-                logs._JOURNAL_FIELD.sub("_", key.upper())[:64]: str(value)
+                logs.handlers._JOURNAL_FIELD.sub("_", key.upper())[:64]: str(value)
                 for key, value in record.__dict__.items()
-                if key not in logs._RESERVED and not key.startswith("_") and value is not None
+                if key not in logs.fields._RESERVED
+                and not key.startswith("_")
+                and value is not None
             }
             self._send(
                 message=self.format(record),
-                priority=logs._PRIORITY.get(record.levelno, 2),
+                priority=logs.handlers._PRIORITY.get(record.levelno, 2),
                 syslog_identifier=self._identifier,
                 service=self._service,
                 logger=record.name,
