@@ -11,6 +11,7 @@
     store.py       TaskStore: the API's database access, thin over queries.py
     metrics.py     the API's Prometheus metrics
     server.py      gunicorn, configured from the environment (reload, metrics directory)
+    reading.py     ReadingWorker: the request read under API_READ_TIMEOUT and API_MAX_BODY
 
 Nothing is imported here: ``flowforge api`` must set prometheus-client's multiprocess
 directory before ``metrics`` is first imported.

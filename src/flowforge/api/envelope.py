@@ -2,7 +2,7 @@
 ``{"data": null, "error": {"code", "message", "details"}}``, lists with ``meta``.
 
 Plain functions and ``ApiError``, with no app state: the plugin (``plugin.py``), the routes
-and gunicorn's own error page (``server.write_json_error``) all build bodies here.
+and gunicorn's own error page (``reading.write_json_error``) all build bodies here.
 """
 
 from __future__ import annotations
