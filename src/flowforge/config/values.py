@@ -14,14 +14,25 @@ from ..durations import parse_duration
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
-def _positive_int(text: str) -> int:
+def _int_at_least(text: str, minimum: int) -> int:
     try:
         value = int(text.strip())
     except ValueError:
         raise ValueError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise ValueError(f"expected a number of at least 1, got {value}")
+    if value < minimum:
+        raise ValueError(f"expected a number of at least {minimum}, got {value}")
     return value
+
+
+def _one_of(text: str, choices: tuple[str, ...]) -> str:
+    value = text.strip().lower()
+    if value not in choices:
+        raise ValueError(f"expected one of {', '.join(choices)}, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    return _int_at_least(text, 1)
 
 
 def _port(text: str) -> int:
@@ -70,20 +81,11 @@ def _queues(text: str) -> tuple[str, ...]:
 
 
 def _isolation(text: str) -> str:
-    value = text.strip().lower()
-    if value not in ISOLATIONS:
-        raise ValueError(f"expected one of {', '.join(ISOLATIONS)}, got {text!r}")
-    return value
+    return _one_of(text, ISOLATIONS)
 
 
 def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise ValueError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise ValueError(f"expected a number of at least 0, got {value}")
-    return value
+    return _int_at_least(text, 0)
 
 
 def _size(text: str) -> int:
@@ -113,10 +115,7 @@ def _http_url(text: str) -> str:
 
 
 def _log_level(text: str) -> str:
-    value = text.strip().lower()
-    if value not in LOG_LEVELS:
-        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
-    return value
+    return _one_of(text, LOG_LEVELS)
 
 
 def _port_or_zero(text: str) -> int:
@@ -128,10 +127,7 @@ LOG_FORMATS = ("json", "text")
 
 
 def _log_format(text: str) -> str:
-    value = text.strip().lower()
-    if value not in LOG_FORMATS:
-        raise ValueError(f"expected one of {', '.join(LOG_FORMATS)}, got {text!r}")
-    return value
+    return _one_of(text, LOG_FORMATS)
 
 
 def _networks(text: str) -> tuple[IPv4Network | IPv6Network, ...]:
@@ -164,10 +160,7 @@ AUTH_MODES = ("token", "off")
 
 
 def _auth_mode(text: str) -> str:
-    value = text.strip().lower()
-    if value not in AUTH_MODES:
-        raise ValueError(f"expected one of {', '.join(AUTH_MODES)}, got {text!r}")
-    return value
+    return _one_of(text, AUTH_MODES)
 
 
 def _token(text: str) -> str:
