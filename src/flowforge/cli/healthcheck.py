@@ -27,7 +27,7 @@ from .scripting import (
     EXIT_OK,
     EXIT_USAGE,
     CommandError,
-    age,
+    add_age_option,
     database,
     database_label,
     format_age,
@@ -77,19 +77,17 @@ def build_parser():  # type: ignore[no-untyped-def]
         action="store_true",
         help="also connect to DATABASE_URL and check the queue",
     )
-    parser.add_argument(
+    add_age_option(
+        parser,
         "--timeout",
-        type=age,
-        default=age("5s"),
-        metavar="AGE",
-        help="longest wait for the API and for each database step (default 5s)",
+        "5s",
+        "longest wait for the API and for each database step",
     )
-    parser.add_argument(
+    add_age_option(
+        parser,
         "--max-pending-age",
-        type=age,
-        default=age("5m"),
-        metavar="AGE",
-        help="unhealthy when a due pending task has waited longer (default 5m)",
+        "5m",
+        "unhealthy when a due pending task has waited longer",
     )
     parser.add_argument(
         "--max-stuck",
@@ -98,13 +96,12 @@ def build_parser():  # type: ignore[no-untyped-def]
         metavar="N",
         help="unhealthy when more processing tasks are past their lease (default 0)",
     )
-    parser.add_argument(
+    add_age_option(
+        parser,
         "--stuck-grace",
-        type=age,
-        default=age("1m"),
-        metavar="AGE",
-        help="a processing task counts as stuck once its lease expired this long ago; the "
-        "worker's reaper gives such tasks back (default 1m)",
+        "1m",
+        "a processing task counts as stuck once its lease expired this long ago; the "
+        "worker's reaper gives such tasks back",
     )
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="one JSON document on stdout")

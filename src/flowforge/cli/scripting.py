@@ -97,6 +97,13 @@ def age(text: str) -> float:
     return seconds
 
 
+def add_age_option(parser: argparse.ArgumentParser, flag: str, default: str, help: str) -> None:
+    """An ``AGE`` option (``age``) whose help ends with its default: ``(default 5m)``."""
+    parser.add_argument(
+        flag, type=age, default=age(default), metavar="AGE", help=f"{help} (default {default})"
+    )
+
+
 def whole_number(minimum: int) -> Callable[[str], int]:
     """argparse type: a whole number of at least ``minimum``."""
 

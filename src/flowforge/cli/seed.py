@@ -33,7 +33,7 @@ from .scripting import (
     EXIT_USAGE,
     CommandError,
     GracefulStop,
-    age,
+    add_age_option,
     database,
     database_label,
     make_parser,
@@ -88,12 +88,11 @@ def build_parser():  # type: ignore[no-untyped-def]
         default=None,
         help="random seed: the same seed gives the same tasks (times relative to now)",
     )
-    parser.add_argument(
+    add_age_option(
+        parser,
         "--period",
-        type=age,
-        default=age("30d"),
-        metavar="AGE",
-        help="created_at is spread over this much of the past, e.g. 2h, 30d (default 30d)",
+        "30d",
+        "created_at is spread over this much of the past, e.g. 2h, 30d",
     )
     parser.add_argument(
         "--batch-size",
