@@ -19,7 +19,7 @@ from ..resources import resource_path
 from ..schedules import ScheduleStore
 from .admission import Admission
 from .auth import TokenCache, TokenCheck
-from .plugin import EnvelopePlugin
+from .plugin import EnvelopePlugin, Observe
 from .routes.schedules import ScheduleRoutes
 from .routes.service import ServiceRoutes, served_spec
 from .routes.tasks import TaskRoutes
@@ -60,15 +60,7 @@ def create_app(
     request_metrics = RequestMetrics.for_process()
     admit = Admission(store.count_pending_upto, settings.api_max_pending)
 
-    app = bottle.Bottle(catchall=True)
-    app.config["json.enable"] = False  # routes return the envelope's bytes themselves
-    # Task ids are ASCII digits: Bottle's ``int`` filter (``\d``) also takes other
-    # scripts' digits (``/v1/tasks/%D9%A3`` would be task 3).
-    app.router.add_filter("id", lambda _conf: (r"[0-9]+", int, str))
-    # The request ID is set first (the plugin's hook), then the token is checked.
-    app.install(EnvelopePlugin(request_metrics.observe if metrics else None))
-    if settings.api_auth == "token":
-        app.add_hook("before_request", TokenCheck(token_cache))
+    app = _bottle(settings, token_cache, request_metrics.observe if metrics else None)
 
     service = ServiceRoutes(
         store,
@@ -89,4 +81,19 @@ def create_app(
     app.config["flowforge.store"] = store
     app.config["flowforge.tokens"] = token_cache
     app.config["flowforge.admit"] = admit  # for routes that create tasks (a batch, say)
+    return app
+
+
+def _bottle(settings: Settings, token_cache: TokenCache, observe: Observe | None) -> bottle.Bottle:
+    """A Bottle app with no routes yet: the envelope plugin and, under ``API_AUTH=token``,
+    the token check."""
+    app = bottle.Bottle(catchall=True)
+    app.config["json.enable"] = False  # routes return the envelope's bytes themselves
+    # Task ids are ASCII digits: Bottle's ``int`` filter (``\d``) also takes other
+    # scripts' digits (``/v1/tasks/%D9%A3`` would be task 3).
+    app.router.add_filter("id", lambda _conf: (r"[0-9]+", int, str))
+    # The request ID is set first (the plugin's hook), then the token is checked.
+    app.install(EnvelopePlugin(observe))
+    if settings.api_auth == "token":
+        app.add_hook("before_request", TokenCheck(token_cache))
     return app
