@@ -5,10 +5,9 @@ JSON line is MESSAGE, and the context (``request_id`` -> ``REQUEST_ID``, ``task_
 ``TASK_ID``, ...) become journal fields, so ``journalctl REQUEST_ID=<id>`` finds every
 line of one request in the API and the worker. Elsewhere the same JSON goes to stdout.
 
-Import from here (``flowforge.logs``); the parts: ``fields`` (the bound context, a record's
-own fields, ``encodable``), ``formatters`` (JSON and text), ``handlers`` (journald, stdout),
-``background`` (the worker's writer thread). This module holds what ``configure_logging``
-installed, which ``log_fields`` reads.
+Import from ``flowforge.logs``: the modules inside are its layout (CONTRIBUTING.md), not
+its interface. This one holds what ``configure_logging`` installed, which ``log_fields``
+reads.
 """
 
 from __future__ import annotations
