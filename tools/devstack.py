@@ -16,6 +16,7 @@ of docs/configuration.md are honoured.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -49,7 +50,9 @@ class StartError(Exception):
 
 
 def _say(message: str) -> None:
-    print(f"make dev: {message}", file=sys.stderr, flush=True)
+    # OSError: the terminal is gone (its window closed: SIGHUP); stopping goes on.
+    with contextlib.suppress(OSError):
+        print(f"make dev: {message}", file=sys.stderr, flush=True)
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -303,7 +306,11 @@ def _serve(
 
 def main() -> int:
     stop: list[bool] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP too: a closed terminal window sends it to make and this script, never to the
+    # services in their own sessions; left to kill this script, it left the API, the
+    # worker and PostgreSQL running, and the next make dev found its port "taken by
+    # another program". It stops them as one Ctrl-C does.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.append(True))
     try:
         return _run(stop)

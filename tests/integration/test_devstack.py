@@ -136,6 +136,34 @@ def test_make_dev_keeps_its_database_and_stops_gracefully_on_one_ctrl_c(dev_dir:
         assert _ctrl_c(proc) == 0
 
 
+def test_a_closed_terminal_stops_make_dev_and_everything_it_started(dev_dir: Path) -> None:
+    # The bug: SIGHUP (the terminal's window closed) killed this script alone; the API,
+    # the worker and PostgreSQL ran on, and the next make dev said its port was "taken by
+    # another program".
+    port, db_port = free_port(), free_port()
+    env = _env(dev_dir, port, db_port)
+    out_path = dev_dir / "out-1"
+    proc = _start(env, out_path)
+    try:
+        text = _banner(proc, out_path)
+        database_url = re.search(r"export DATABASE_URL=(\S+)", text).group(1)  # type: ignore[union-attr]
+        os.killpg(proc.pid, signal.SIGHUP)  # what a closed terminal sends its foreground job
+        code = proc.wait(timeout=90)
+    finally:
+        _ctrl_c(proc)
+    assert code == 0, out_path.read_text()[-3000:]
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/health", timeout=2)
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(database_url, connect_timeout=2)
+    # The next make dev starts where the last one was, on the same port.
+    proc = _start(env, dev_dir / "out-2")
+    try:
+        assert f"export API_URL=http://127.0.0.1:{port}" in _banner(proc, dev_dir / "out-2")
+    finally:
+        assert _ctrl_c(proc) == 0
+
+
 def test_make_dev_says_which_port_to_set_when_the_api_port_is_taken(dev_dir: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
