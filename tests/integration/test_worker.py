@@ -344,8 +344,8 @@ def test_an_outcome_that_cannot_be_recorded_fails_only_its_own_attempt(database_
     surrogate, which nothing from a handler carries any more) or the database refuses
     (JSON it cannot parse) fails its own attempt with the reason; the others are recorded,
     the claim riding along still claims, and the dispatcher goes on."""
+    from flowforge.worker.dispatcher import Worker
     from flowforge.worker.queue import Outcome
-    from flowforge.worker.runner import Worker
 
     ids = add_tasks(db, 5, max_attempts=1)
     worker = Worker(make_settings(database_url, WORKER_ISOLATION="thread"), handlers={})

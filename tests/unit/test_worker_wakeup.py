@@ -7,7 +7,8 @@ from datetime import datetime
 from time import monotonic
 
 from flowforge.config import load_settings
-from flowforge.worker.runner import Worker
+from flowforge.worker.dispatcher import Worker
+from flowforge.worker.duties.schedules import Schedules
 
 
 class SchedulesDuringNotify:
@@ -33,10 +34,10 @@ def test_a_notify_during_the_schedule_check_is_not_erased() -> None:
     queue.worker = worker
     worker.queue = queue  # type: ignore[assignment]
     now = monotonic()
-    due = worker.deadlines
-    due.heartbeat = due.reap = now + 60
-    due.schedules = now
+    worker.duties.start(now + 60)  # the heartbeat and the reaper are not due
+    due = next(d for d in worker.duties if isinstance(d, Schedules))
+    due.due = now
     worker.notified = False
     worker._periodic(now)
     assert worker.notified, "the NOTIFY that arrived during the schedule check was lost"
-    assert due.schedules > now
+    assert due.due > now

@@ -1,8 +1,10 @@
 """The worker: claims due tasks from PostgreSQL and runs their handlers (``flowforge worker``).
 
 - ``queue``: the database side (claim, finish, heartbeat, give back, reap) over queries.py
-- ``runner``: the process (dispatcher, its deadlines, graceful stop, the signal thread)
-- ``prefetch``: how far ahead the dispatcher claims
+- ``runner``: the process (the dispatcher in the main thread, the signal thread)
+- ``dispatcher``: the main loop and its deadlines; ``recording``: writing outcomes with
+  the next claim; ``shutdown``: the graceful stop; ``prefetch``: how far ahead it claims
+- ``duties``: the maintenance duties (heartbeat, reaper, schedules), one module each
 - ``pool``: the executors that run the handlers (child processes or threads)
 - ``child``, ``execute``, ``preload``: a handler process, one handler call, the fork server
 - ``backoff``: waits between retries (the worker's own, and a failed task's)
@@ -13,6 +15,7 @@
 
 from __future__ import annotations
 
-from .runner import Worker, identity, run_worker
+from .dispatcher import Worker, identity
+from .runner import run_worker
 
 __all__ = ["Worker", "identity", "run_worker"]
