@@ -17,8 +17,10 @@ of docs/configuration.md are honoured.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -146,6 +148,20 @@ def _claim_clone(api_url: str) -> IO[str]:
     lock.write(json.dumps({"pid": os.getpid(), "api_url": api_url}))
     lock.flush()
     return lock
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _end_with_make_dev(parent: int) -> None:
+    """Run in each service's process before its exec: SIGTERM when this script's process
+    ends, however it ends. Killed (SIGKILL, the OOM killer) it could not stop them, and
+    in their own sessions nothing else does: they held the API's port, and the next make
+    dev said it was taken by another program."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: no such call
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it ended before the call above
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _flowforge(env: dict[str, str], *args: str) -> str:
@@ -288,7 +304,10 @@ def _serve(
         # A session of their own: Ctrl-C's SIGINT is ours alone; each gets one SIGTERM.
         for cmd in ("api", "worker"):
             if not stop:
-                procs[cmd] = subprocess.Popen([FLOWFORGE, cmd], env=env, start_new_session=True)
+                procs[cmd] = subprocess.Popen(
+                    [FLOWFORGE, cmd], env=env, start_new_session=True,
+                    preexec_fn=functools.partial(_end_with_make_dev, os.getpid()),
+                )  # fmt: skip
         if procs and _wait_until_answering(api_url + "/health", list(procs.values()), stop):
             print(banner(api_url, pg.url(), token, cluster), file=sys.stderr, flush=True)
         elif not stop:

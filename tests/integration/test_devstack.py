@@ -164,6 +164,35 @@ def test_a_closed_terminal_stops_make_dev_and_everything_it_started(dev_dir: Pat
         assert _ctrl_c(proc) == 0
 
 
+def test_make_dev_killed_leaves_nothing_holding_its_port(dev_dir: Path) -> None:
+    # The bug: SIGKILL (or the OOM killer) ended this script alone; the API and the worker,
+    # in their own sessions, ran on and held the port: the next make dev said it was taken
+    # by another program.
+    port = free_port()
+    env = _env(dev_dir, port, free_port())
+    proc = _start(env, dev_dir / "out-1")
+    try:
+        _banner(proc, dev_dir / "out-1")
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 40  # the worker's graceful stop is WORKER_SHUTDOWN_TIMEOUT
+        while True:
+            try:
+                requests.get(f"http://127.0.0.1:{port}/health", timeout=2)
+            except requests.ConnectionError:
+                break
+            assert time.monotonic() < deadline, "the API outlived make dev"
+            time.sleep(0.2)
+    finally:
+        _ctrl_c(proc)
+    # The next make dev stops the PostgreSQL left behind and starts on the same port.
+    proc = _start(env, dev_dir / "out-2")
+    try:
+        assert f"export API_URL=http://127.0.0.1:{port}" in _banner(proc, dev_dir / "out-2")
+    finally:
+        assert _ctrl_c(proc) == 0
+
+
 def test_make_dev_says_which_port_to_set_when_the_api_port_is_taken(dev_dir: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
