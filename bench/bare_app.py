@@ -12,7 +12,7 @@ import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 
-from flowforge.queries import COLUMNS, GET_TASK
+from flowforge.stores.tasks_sql import COLUMNS, GET_TASK
 
 # What a bare app writes and reads: the insert returns the row, the list is one page newest
 # first with no total (a bare app counts nothing).

@@ -7,7 +7,7 @@ bare Bottle handler and pgbench running the same SQL on the same server.
 List cases: page 1, an OFFSET page 4,000 deep, and a cursor (keyset) page about 5,000 pages
 deep (its cursor built with flowforge.pagination.encode from the key of the row above it).
 pgbench runs the statements the store sends for each (the rows and the planner's estimate;
-the capped count too when the estimate is under queries.COUNT_WHEN_ESTIMATE_BELOW). The
+the capped count too when the estimate is under tasks_sql.COUNT_WHEN_ESTIMATE_BELOW). The
 results (bench/results/api.json, .md, .png) carry the commit, the load average and
 EXPLAIN (ANALYZE, BUFFERS) of the list statements.
 
@@ -51,9 +51,10 @@ from pathlib import Path
 import psycopg
 import requests
 
-from flowforge import migrate, pagination, queries
+from flowforge import migrate, pagination
 from flowforge.config import load_settings
 from flowforge.devdb import TempPostgres, free_port
+from flowforge.stores import tasks_sql
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -217,7 +218,7 @@ def pgbench(pg: TempPostgres, url: str, sql: str, duration: int, connections: in
 
 
 def _pg_sql(sql: str, **literals: object) -> str:
-    """queries.py's psycopg placeholders as pgbench variables (id) or literals."""
+    """The stores' psycopg placeholders as pgbench variables (id) or literals."""
     sql = sql.replace("%(id)s", ":id").replace("%(limit)s", str(LIMIT + 1))
     for name, value in literals.items():
         sql = sql.replace(f"%({name})s", str(value))
@@ -228,18 +229,18 @@ def list_statements(offset: int | None, key: tuple | None) -> list[str]:
     """What the store sends for one unfiltered page: the rows (one more than a page), the
     planner's estimate, and the capped count when the estimate is small enough."""
     if key is None:
-        stmts = [_pg_sql(queries.list_tasks(()), offset=offset)]
+        stmts = [_pg_sql(tasks_sql.list_tasks(()), offset=offset)]
     else:
         stmts = [
             _pg_sql(
-                queries.list_tasks((), after=True),
+                tasks_sql.list_tasks((), after=True),
                 after_created_at=f"'{key[0].isoformat()}'::timestamptz",
                 after_id=key[1],
             )
         ]
-    stmts.append(queries.estimate_tasks(()))
-    if ROWS < queries.COUNT_WHEN_ESTIMATE_BELOW:
-        stmts.append(_pg_sql(queries.count_tasks(()), cap=queries.EXACT_TOTAL_MAX + 1))
+    stmts.append(tasks_sql.estimate_tasks(()))
+    if ROWS < tasks_sql.COUNT_WHEN_ESTIMATE_BELOW:
+        stmts.append(_pg_sql(tasks_sql.count_tasks(()), cap=tasks_sql.EXACT_TOTAL_MAX + 1))
     return stmts
 
 
@@ -380,13 +381,13 @@ def main() -> int:
             )
             check.raise_for_status()  # a cursor the API refuses would measure only a 400
             list_params = {"limit": LIMIT + 1, "offset": 0}
-            explains["page 1"] = explain(url, queries.list_tasks(()), list_params)
+            explains["page 1"] = explain(url, tasks_sql.list_tasks(()), list_params)
             explains[f"OFFSET page {DEEP_PAGE}"] = explain(
-                url, queries.list_tasks(()), {**list_params, "offset": (DEEP_PAGE - 1) * LIMIT}
+                url, tasks_sql.list_tasks(()), {**list_params, "offset": (DEEP_PAGE - 1) * LIMIT}
             )
             explains[f"cursor page {cursor_page}"] = explain(
                 url,
-                queries.list_tasks((), after=True),
+                tasks_sql.list_tasks((), after=True),
                 {"limit": LIMIT + 1, "after_created_at": key[0], "after_id": key[1]},
             )
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in cases}
@@ -409,7 +410,7 @@ def main() -> int:
                 print(f"round {rnd + 1} {name}: {result}", flush=True)
 
         deep_offset = (DEEP_PAGE - 1) * LIMIT
-        pg_sql = {"GET /v1/tasks/{id}": _pg_sql(queries.GET_TASK)}
+        pg_sql = {"GET /v1/tasks/{id}": _pg_sql(tasks_sql.GET_TASK)}
         if not args.get_only:  # (built only when asked: a list query may have changed shape)
             pg_sql |= {
                 "POST /v1/tasks": "INSERT INTO tasks (title, description, payload) VALUES "

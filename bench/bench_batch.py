@@ -30,9 +30,10 @@ import orjson
 import psycopg
 import requests
 
-from flowforge import migrate, queries
+from flowforge import migrate
 from flowforge.config import load_settings
 from flowforge.devdb import TempPostgres, free_port
+from flowforge.stores import tasks_sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_api import BIN, LUA_POST, wrk
@@ -87,7 +88,7 @@ def sql_only(url: str, duration: int, connections: int) -> float:
     def run(i: int) -> None:
         with psycopg.connect(url, autocommit=True) as conn:
             while time.monotonic() < stop:
-                conn.execute(queries.INSERT_TASKS, params, prepare=True).fetchall()
+                conn.execute(tasks_sql.INSERT_TASKS, params, prepare=True).fetchall()
                 counts[i] += BATCH
 
     started = time.monotonic()

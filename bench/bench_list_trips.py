@@ -9,7 +9,7 @@ the count), on one kept connection, paired in alternating rounds.
 The pipeline was dropped (issue 22): a failing rows query in it left the estimate recorded
 as prepared by psycopg but never prepared by PostgreSQL. This measures what that costs per
 list in wall time and in this process's CPU, on a table small enough that every list counts
-(the estimate is below queries.COUNT_WHEN_ESTIMATE_BELOW, so no estimate is kept: the path
+(the estimate is below tasks_sql.COUNT_WHEN_ESTIMATE_BELOW, so no estimate is kept: the path
 every list of a small queue takes). A large table keeps its estimate ESTIMATE_SECONDS per
 filter, and its lists are the rows alone either way. Starts its own PostgreSQL.
 Writes bench/results/list-trips.json and .md.
@@ -28,10 +28,11 @@ from typing import Any
 
 import psycopg
 
-from flowforge import db, migrate, queries
-from flowforge.api.store import task_row
+from flowforge import db, migrate
 from flowforge.config import load_settings
 from flowforge.devdb import TempPostgres
+from flowforge.stores import tasks_sql
+from flowforge.stores.task_types import task_row
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -41,16 +42,16 @@ CASES: dict[str, tuple[str, ...]] = {"page 1": (), "page 1, status=pending": ("s
 
 def _params(used: tuple[str, ...]) -> dict[str, Any]:
     params: dict[str, Any] = {"status": "pending"} if used else {}
-    return {**params, "limit": LIMIT + 1, "offset": 0, "cap": queries.EXACT_TOTAL_MAX + 1}
+    return {**params, "limit": LIMIT + 1, "offset": 0, "cap": tasks_sql.EXACT_TOTAL_MAX + 1}
 
 
 def sequential(conn: psycopg.Connection, used: tuple[str, ...]) -> int:
     """The store now: three statements, three trips."""
     params = _params(used)
-    rows = conn.cursor(row_factory=task_row).execute(queries.list_tasks(used), params).fetchall()
-    (plan,) = conn.execute(queries.estimate_tasks(used), params).fetchone()  # type: ignore[misc]
-    assert int(plan[0]["Plan"]["Plan Rows"]) < queries.COUNT_WHEN_ESTIMATE_BELOW
-    (count,) = conn.execute(queries.count_tasks(used), params).fetchone()  # type: ignore[misc]
+    rows = conn.cursor(row_factory=task_row).execute(tasks_sql.list_tasks(used), params).fetchall()
+    (plan,) = conn.execute(tasks_sql.estimate_tasks(used), params).fetchone()  # type: ignore[misc]
+    assert int(plan[0]["Plan"]["Plan Rows"]) < tasks_sql.COUNT_WHEN_ESTIMATE_BELOW
+    (count,) = conn.execute(tasks_sql.count_tasks(used), params).fetchone()  # type: ignore[misc]
     return len(rows) + count
 
 
@@ -58,12 +59,12 @@ def pipelined(conn: psycopg.Connection, used: tuple[str, ...]) -> int:
     """The store before: the rows and the estimate in one pipeline, then the count."""
     params = _params(used)
     with conn.pipeline():
-        rows_cur = conn.cursor(row_factory=task_row).execute(queries.list_tasks(used), params)
-        plan_cur = conn.execute(queries.estimate_tasks(used), params)
+        rows_cur = conn.cursor(row_factory=task_row).execute(tasks_sql.list_tasks(used), params)
+        plan_cur = conn.execute(tasks_sql.estimate_tasks(used), params)
     rows = rows_cur.fetchall()
     (plan,) = plan_cur.fetchone()  # type: ignore[misc]
-    assert int(plan[0]["Plan"]["Plan Rows"]) < queries.COUNT_WHEN_ESTIMATE_BELOW
-    (count,) = conn.execute(queries.count_tasks(used), params).fetchone()  # type: ignore[misc]
+    assert int(plan[0]["Plan"]["Plan Rows"]) < tasks_sql.COUNT_WHEN_ESTIMATE_BELOW
+    (count,) = conn.execute(tasks_sql.count_tasks(used), params).fetchone()  # type: ignore[misc]
     return len(rows) + count
 
 

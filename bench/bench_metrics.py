@@ -31,10 +31,10 @@ from pathlib import Path
 import psycopg
 
 from flowforge import migrate
-from flowforge.api.store import TaskStore
 from flowforge.config import load_settings
 from flowforge.db import make_engine
 from flowforge.devdb import TempPostgres
+from flowforge.stores.tasks import TaskStore
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

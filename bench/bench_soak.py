@@ -40,8 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_worker import create_db, log, settings_for, start_worker, stop
 from plots import plot_soak
 
-from flowforge import migrate, queries
+from flowforge import migrate
 from flowforge.devdb import TempPostgres
+from flowforge.stores import common_sql
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -84,7 +85,7 @@ def produce(url: str, rate: int, stop_at: float, counter: list[int]) -> None:
                     "FROM generate_series(1, %s) g",
                     (per_batch,),
                 )
-                conn.execute(queries.NOTIFY_IF_WAITING)
+                conn.execute(common_sql.NOTIFY_IF_WAITING)
             counter[0] += per_batch
             next_tick += 0.1
             time.sleep(max(0.0, next_tick - time.monotonic()))

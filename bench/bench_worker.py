@@ -46,9 +46,10 @@ from pathlib import Path
 import psycopg
 import requests
 
-from flowforge import migrate, queries
+from flowforge import migrate
 from flowforge.config import load_settings
 from flowforge.devdb import TempPostgres, free_port
+from flowforge.stores import common_sql, queue_sql, tasks_sql
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -208,7 +209,7 @@ def bulk_insert(conn: psycopg.Connection, n: int, type_: str = "noop") -> float:
             "INSERT INTO tasks (title, type) SELECT 'task ' || g, %s FROM generate_series(1, %s) g",
             (type_, n),
         )
-        conn.execute(queries.NOTIFY)
+        conn.execute(common_sql.NOTIFY)
     return n / (time.perf_counter() - started)
 
 
@@ -303,7 +304,7 @@ def ours_latency(url: str, plugin: str, tmp: Path, samples: int, insert: str, **
 
 
 def _literal(sql: str) -> str:
-    """An INSERT of queries.py with constants for its parameters, for pgbench."""
+    """An INSERT of stores/tasks_sql.py with constants for its parameters, for pgbench."""
     return " ".join(
         sql.replace("%(title)s", "'bench'")
         .replace("%(description)s", "''")
@@ -322,11 +323,11 @@ def _literal(sql: str) -> str:
 def notify_cost(pg: TempPostgres, url: str, seconds: int) -> dict:
     """Task creation at 8 clients: the API's INSERT without NOTIFY, with its NOTIFY, and
     with the conditional NOTIFY (no worker waiting, and one worker waiting)."""
-    conditional = _literal(queries.INSERT_TASK)  # what the API runs
+    conditional = _literal(tasks_sql.INSERT_TASK)  # what the API runs
     without = re.sub(r"LEFT JOIN LATERAL .*", "", conditional)
     with_notify = re.sub(
         r"LEFT JOIN LATERAL .*",
-        f"CROSS JOIN LATERAL (SELECT pg_notify('{queries.NOTIFY_CHANNEL}', '')) AS n",
+        f"CROSS JOIN LATERAL (SELECT pg_notify('{common_sql.NOTIFY_CHANNEL}', '')) AS n",
         conditional,
     )
     with psycopg.connect(url, autocommit=True) as conn:
@@ -339,7 +340,7 @@ def notify_cost(pg: TempPostgres, url: str, seconds: int) -> dict:
     ):
         result[name] = round(pgbench(pg, url, sql + ";\n", seconds, clients=8))
     with psycopg.connect(url, autocommit=True) as idle:
-        idle.execute(queries.IDLE_LOCK)  # as an idle worker holds it
+        idle.execute(common_sql.IDLE_LOCK)  # as an idle worker holds it
         result["notify_if_waiting_one_waits"] = round(
             pgbench(pg, url, conditional + ";\n", seconds, clients=8)
         )
@@ -366,7 +367,7 @@ def pgbench(pg: TempPostgres, url: str, script: str, seconds: int, clients: int)
 def ceiling(pg: TempPostgres, url: str, per_commit: int, seconds: int, clients: int) -> dict:
     """pgbench: claim (the worker's claim statement) and complete, per_commit per commit."""
     claim = " ".join(
-        queries._CLAIM_CTE.format(due=queries._DUE_ANY_QUEUE)
+        queue_sql._CLAIM_CTE.format(due=queue_sql._DUE_ANY_QUEUE)
         .replace("%(worker)s", "'pgbench'")
         .replace("%(token)s", "md5(':client_id-:r')::uuid")
         .replace("%(lease)s", "30")
@@ -833,7 +834,7 @@ def isolation_main(a: argparse.Namespace, argv: list[str]) -> int:
                     ours_throughput(url, str(plugin), tmp, a.tasks, 8, 1, "info", False, **env)
                 )
                 lat[name].append(
-                    ours_latency(url, str(plugin), tmp, a.samples, queries.INSERT_TASK, **env)
+                    ours_latency(url, str(plugin), tmp, a.samples, tasks_sql.INSERT_TASK, **env)
                 )
                 log(json.dumps([runs[name][-1], lat[name][-1]]))
         first = next(iter(cases))
@@ -1057,7 +1058,7 @@ def main(argv: list[str]) -> int:
 
         log("latency")
         r["latency"] = {
-            "FlowForge": ours_latency(url, str(plugin), tmp, a.samples, queries.INSERT_TASK),
+            "FlowForge": ours_latency(url, str(plugin), tmp, a.samples, tasks_sql.INSERT_TASK),
             "PgQueuer 1.6": peer_latency("pgqueuer", pgq_url, tmp, a.samples),
             "procrastinate 3.10": peer_latency("procrastinate", pro_url, tmp, a.samples),
         }

@@ -36,8 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_api
 import bench_worker
 
-from flowforge import migrate, queries
+from flowforge import migrate
 from flowforge.devdb import TempPostgres
+from flowforge.stores import queue_sql
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = 50
@@ -60,7 +61,7 @@ FINAL_STATE = (
 
 def current() -> str:
     claim = " ".join(
-        queries._CLAIM_CTE.format(due=queries._DUE_ANY_QUEUE)
+        queue_sql._CLAIM_CTE.format(due=queue_sql._DUE_ANY_QUEUE)
         .replace("%(worker)s", "'pgbench'")
         .replace("%(token)s", TOKEN)
         .replace("%(lease)s", "30")

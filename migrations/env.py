@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool, text
 
-from flowforge.queries import MIGRATION_LOCK, REVOKE_VERSION_TABLE_WRITES
 from flowforge.schema import metadata
+from flowforge.stores.migrations_sql import MIGRATION_LOCK, REVOKE_VERSION_TABLE_WRITES
 
 config = context.config
 
@@ -38,7 +38,7 @@ def run_migrations_online() -> None:
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=metadata)
         with context.begin_transaction():
-            # Two hosts migrating at once take turns (queries.MIGRATION_LOCK).
+            # Two hosts migrating at once take turns (stores/migrations_sql.py: MIGRATION_LOCK).
             connection.execute(text(MIGRATION_LOCK))
             context.run_migrations()
             # Only the owner (who migrates) writes the version table, whatever the default

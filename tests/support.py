@@ -28,9 +28,10 @@ import requests
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from flowforge import queries, tokens
+from flowforge import tokens
 from flowforge.config import Settings, load_settings
 from flowforge.devdb import free_port
+from flowforge.stores import common_sql
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOWFORGE = str(Path(sys.executable).parent / "flowforge")
@@ -88,7 +89,7 @@ def add_tasks(
     )
     ids = [row[0] for row in conn.execute(statement).fetchall()]
     if notify:
-        conn.execute(queries.NOTIFY)
+        conn.execute(common_sql.NOTIFY)
     return ids
 
 

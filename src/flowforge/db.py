@@ -11,7 +11,7 @@ the driver's errors.
 - ``query_within``: a statement with a client-side deadline (the /health ping).
 
 The API's hot path borrows a raw psycopg connection from the engine's pool and runs the
-SQL of ``queries.py`` itself: autocommit, so a single statement is one round trip
+SQL of ``flowforge.stores`` itself: autocommit, so a single statement is one round trip
 (psycopg's default would wrap it in BEGIN ... COMMIT), and no ORM work per request.
 """
 
@@ -32,7 +32,7 @@ from psycopg.types.json import set_json_dumps, set_json_loads
 from sqlalchemy import Engine, create_engine, event
 
 from .config import Settings
-from .queries import HEALTH
+from .stores.common_sql import HEALTH
 
 
 class DatabaseUnavailable(Exception):
@@ -220,7 +220,7 @@ def query_within(conn: psycopg.Connection, sql: str, timeout: float) -> None:
 
 
 def ping(source: ConnectionSource, timeout: float) -> None:
-    """Raise ``DatabaseUnavailable`` unless PostgreSQL answers ``queries.HEALTH`` within
+    """Raise ``DatabaseUnavailable`` unless PostgreSQL answers ``common_sql.HEALTH`` within
     ``timeout`` seconds; a connection gone stale (every pooled one, after a PostgreSQL
     restart) is replaced and asked once more."""
     for attempt in (1, 2):

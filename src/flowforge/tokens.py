@@ -15,12 +15,6 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-import psycopg
-from psycopg.rows import class_row
-
-from . import queries
-from .db import ConnectionSource, DatabaseUnavailable
-
 PREFIX = "ff_"
 TOKEN_BYTES = 32
 SCOPES = ("read", "write")
@@ -93,60 +87,3 @@ def check_scope(scope: str) -> str:
 def allows(scope: str, method: str) -> bool:
     """May a token of ``scope`` make a request with ``method``?"""
     return scope == "write" or method in READ_METHODS
-
-
-class TokenStore:
-    """The SQL of ``queries.py`` for tokens, over a connection source shared with the app."""
-
-    def __init__(self, source: ConnectionSource) -> None:
-        self.source = source
-
-    def grant_of(self, digest: bytes) -> Grant | None:
-        """The grant of the valid (known, unrevoked) token whose hash is ``digest``, else
-        None. Raises ``DatabaseUnavailable`` when PostgreSQL cannot be asked (tried twice:
-        after a PostgreSQL restart the first, stale connection fails, the server does not)."""
-
-        def read() -> tuple[int, str, bool] | None:
-            with self.source.connection() as conn:
-                return conn.execute(queries.TOKEN_SCOPE, {"hash": digest}).fetchone()
-
-        try:
-            row = read()
-        except DatabaseUnavailable:
-            row = read()
-        if row is None or not row[2]:
-            return None
-        return Grant(row[0], row[1])
-
-    def create(self, name: str, scope: str) -> tuple[str, ApiToken]:
-        """A new token called ``name``: (the token itself, its row)."""
-        check_name(name)
-        check_scope(scope)
-        token = new_token()
-        params = {"name": name, "hash": token_hash(token), "scope": scope}
-        try:
-            with self.source.connection() as conn:
-                cur = conn.cursor(row_factory=class_row(ApiToken))
-                row = cur.execute(queries.INSERT_TOKEN, params).fetchone()
-        except psycopg.errors.UniqueViolation as exc:
-            if "api_tokens_name_key" in str(exc):
-                raise TokenError(
-                    f"a token named {name!r} already exists (names stay taken after "
-                    "revocation; pick another name)"
-                ) from None
-            raise  # a hash collision of 256 random bits: never in practice
-        assert row is not None
-        return token, row
-
-    def list(self) -> list[ApiToken]:
-        with self.source.connection() as conn:
-            cur = conn.cursor(row_factory=class_row(ApiToken))
-            return cur.execute(queries.LIST_TOKENS).fetchall()
-
-    def revoke(self, name: str) -> tuple[ApiToken, bool]:
-        """Revoke the token ``name``: (its row, whether it was already revoked)."""
-        with self.source.connection() as conn:
-            row = conn.execute(queries.REVOKE_TOKEN, {"name": name}).fetchone()
-        if row is None:
-            raise TokenError(f"no token named {name[:100]!r} (see `flowforge token list`)")
-        return ApiToken(*row[:5]), bool(row[5])

@@ -8,7 +8,7 @@ import orjson
 import psycopg
 import pytest
 
-from flowforge import queries
+from flowforge.stores import tasks_sql
 
 from ..support import ApiClient, assert_error, create
 
@@ -180,7 +180,7 @@ def test_unknown_fields_are_400(client: ApiClient, fields: str) -> None:
 def test_total_is_exact_up_to_the_cap_then_an_estimate(
     client: ApiClient, db: psycopg.Connection
 ) -> None:
-    cap = queries.EXACT_TOTAL_MAX
+    cap = tasks_sql.EXACT_TOTAL_MAX
     db.execute(
         "INSERT INTO tasks (title, status) SELECT 't' || g, "
         "CASE WHEN g <= 50 THEN 'failed' ELSE 'completed' END "
@@ -205,9 +205,9 @@ def test_a_large_estimate_is_kept_a_moment_a_small_one_never(
 ) -> None:
     """A list whose estimate is large (no count follows) keeps it store.ESTIMATE_SECONDS, so
     the lists after it are one statement; below the threshold every list counts again."""
-    from flowforge.api import store as store_module
-    from flowforge.api.store import TaskStore
     from flowforge.db import make_engine
+    from flowforge.stores import tasks as store_module
+    from flowforge.stores.tasks import TaskStore
 
     store = TaskStore(make_engine(settings), default_max_attempts=3, lease_seconds=30)
     now = [1000.0]
@@ -220,7 +220,7 @@ def test_a_large_estimate_is_kept_a_moment_a_small_one_never(
     db.execute("INSERT INTO tasks (title) SELECT 'u' || g FROM generate_series(1, 100) g")
     assert store.list(limit=5).total == 400  # no estimate stood in the way
     # Large: the threshold lowered so 400 rows count as many.
-    monkeypatch.setattr(queries, "COUNT_WHEN_ESTIMATE_BELOW", 50)
+    monkeypatch.setattr(tasks_sql, "COUNT_WHEN_ESTIMATE_BELOW", 50)
     db.execute("ANALYZE tasks")
     first = store.list(limit=5)
     assert first.total_exact is False and first.total > 50

@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from flowforge import queries
+from flowforge.stores import common_sql
 
 from ..support import ApiClient, assert_error
 
@@ -92,8 +92,8 @@ def test_a_batch_with_an_unknown_type_names_the_item(client: ApiClient) -> None:
 
 def test_a_batch_notifies_a_waiting_worker_once(client: ApiClient, db, database_url) -> None:
     with psycopg.connect(database_url, autocommit=True) as worker:
-        worker.execute(f"LISTEN {queries.NOTIFY_CHANNEL}")
-        worker.execute(queries.IDLE_LOCK)
+        worker.execute(f"LISTEN {common_sql.NOTIFY_CHANNEL}")
+        worker.execute(common_sql.IDLE_LOCK)
         assert batch(client, [{"title": f"t{i}"} for i in range(50)]).status_code == 201
         notes = list(worker.notifies(timeout=1))
     assert len(notes) == 1

@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from flowforge import queries
+from flowforge.stores import queue_sql, tasks_sql
 
 from ..support import (
     WorkerProc,
@@ -309,15 +309,15 @@ def test_the_claim_is_an_index_scan_in_priority_order(db) -> None:
     db.execute("ANALYZE tasks")
 
     def plan(sql: str, queues: list[str] | None) -> str:
-        claim = sql.format(due=queries._DUE_NAMED_QUEUES if queues else queries._DUE_ANY_QUEUE)
+        claim = sql.format(due=queue_sql._DUE_NAMED_QUEUES if queues else queue_sql._DUE_ANY_QUEUE)
         text = "EXPLAIN WITH " + claim + " SELECT * FROM claimed"
         params = {"worker": "x", "token": "00000000-0000-0000-0000-000000000000", "lease": 30,
                   "limit": 50, "queues": queues}  # fmt: skip
         return "\n".join(r[0] for r in db.execute(text, params).fetchall())
 
-    every = plan(queries._CLAIM_CTE, None)
+    every = plan(queue_sql._CLAIM_CTE, None)
     assert "Index Scan using tasks_priority_claim_idx" in every and "Sort" not in every
-    named = plan(queries._CLAIM_CTE, ["a", "c"])
+    named = plan(queue_sql._CLAIM_CTE, ["a", "c"])
     assert "Index Scan using tasks_queue_claim_idx" in named
     assert "Seq Scan on tasks" not in named
 
@@ -384,7 +384,7 @@ def test_a_handler_that_ignores_the_cancel_is_terminated_after_the_grace(db, spa
     task_id = _insert(db, "hang")
     wait_until(lambda: task_row(db, task_id)["status"] == "processing", 10, "the hang to start")
     time.sleep(0.3)
-    db.execute(queries.CANCEL_TASK, {"id": task_id})  # the API's statement
+    db.execute(tasks_sql.CANCEL_TASK, {"id": task_id})  # the API's statement
     row = _final(db, task_id, timeout=5)
     assert row["status"] == "cancelled" and row["attempts"] == 1
     assert row["last_error"] == (
@@ -419,7 +419,7 @@ def test_cancels_racing_completions_end_each_task_one_way(db, spawn, database_ur
     def cancel_all() -> None:
         with psycopg.connect(database_url, autocommit=True) as conn:
             for task_id in ids:
-                conn.execute(queries.CANCEL_TASK, {"id": task_id})
+                conn.execute(tasks_sql.CANCEL_TASK, {"id": task_id})
                 time.sleep(0.01)
 
     thread = threading.Thread(target=cancel_all)

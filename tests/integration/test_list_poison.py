@@ -21,9 +21,9 @@ import psycopg
 import pytest
 import requests
 
-from flowforge.api.store import TaskStore
 from flowforge.config import Settings
 from flowforge.db import DatabaseUnavailable, make_engine
+from flowforge.stores.tasks import TaskStore
 
 from ..support import Tokens, assert_error, bearer, make_settings, start_api, stop_api
 

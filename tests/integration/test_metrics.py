@@ -117,8 +117,8 @@ def test_queue_gauges_come_from_the_database(served, db) -> None:
 
 
 def test_a_status_over_the_cap_is_estimated_and_split_by_queue(settings, db) -> None:
-    from flowforge.api.store import TaskStore
     from flowforge.db import make_engine
+    from flowforge.stores.tasks import TaskStore
 
     db.execute(
         "INSERT INTO tasks (title, queue, status, completed_at) "

@@ -216,7 +216,7 @@ def test_give_back_of_a_run_on_its_last_attempt_fails_it(database_url, db) -> No
 
 
 def test_creation_notifies_only_while_a_worker_waits(database_url, db) -> None:
-    from flowforge import queries
+    from flowforge.stores import tasks_sql
 
     params = {
         "title": "t",
@@ -235,7 +235,7 @@ def test_creation_notifies_only_while_a_worker_waits(database_url, db) -> None:
         listener.execute("LISTEN flowforge_tasks")
 
         def notified_after_insert() -> bool:
-            row = db.execute(queries.INSERT_TASK, params).fetchone()
+            row = db.execute(tasks_sql.INSERT_TASK, params).fetchone()
             assert row is not None and isinstance(row[0], int)  # the id comes back either way
             return bool(list(listener.notifies(timeout=0.3, stop_after=1)))
 
@@ -256,15 +256,15 @@ def test_creation_notifies_only_while_a_worker_waits(database_url, db) -> None:
 
 
 def test_requeue_notify_is_sent_only_while_a_worker_waits(database_url, db) -> None:
-    from flowforge import queries
+    from flowforge.stores import common_sql
 
     q = _queue(database_url, "host-a:1")
     with psycopg.connect(database_url, autocommit=True) as listener:
         listener.execute("LISTEN flowforge_tasks")
-        db.execute(queries.NOTIFY_IF_WAITING)
+        db.execute(common_sql.NOTIFY_IF_WAITING)
         assert list(listener.notifies(timeout=0.3, stop_after=1)) == []
         q.set_waiting(True)
-        db.execute(queries.NOTIFY_IF_WAITING)
+        db.execute(common_sql.NOTIFY_IF_WAITING)
         assert len(list(listener.notifies(timeout=2, stop_after=1))) == 1
     q.close()
 

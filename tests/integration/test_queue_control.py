@@ -10,7 +10,7 @@ import psycopg
 import pytest
 import requests
 
-from flowforge import queries
+from flowforge.stores import common_sql
 
 from ..support import ApiClient, assert_error, create
 
@@ -172,7 +172,7 @@ def test_cancel_of_a_processing_task_flags_it_and_notifies_its_worker(
     task = create(client)
     client.put(f"/v1/tasks/{task['id']}", json={"status": "processing"})
     with psycopg.connect(database_url, autocommit=True) as listener:
-        listener.execute(f"LISTEN {queries.CANCEL_CHANNEL}")
+        listener.execute(f"LISTEN {common_sql.CANCEL_CHANNEL}")
         response = client.post(f"/v1/tasks/{task['id']}/cancel")
         assert response.status_code == 202, response.text
         body = response.json()["data"]
@@ -247,11 +247,11 @@ def test_retry_wakes_a_waiting_worker(client: ApiClient, db, database_url: str) 
     task = create(client)
     set_status(db, task["id"], "failed")
     with psycopg.connect(database_url, autocommit=True) as worker:
-        worker.execute(f"LISTEN {queries.NOTIFY_CHANNEL}")
-        worker.execute(queries.IDLE_LOCK)  # what an idle worker holds
+        worker.execute(f"LISTEN {common_sql.NOTIFY_CHANNEL}")
+        worker.execute(common_sql.IDLE_LOCK)  # what an idle worker holds
         assert client.post(f"/v1/tasks/{task['id']}/retry").status_code == 200
         notes = list(worker.notifies(timeout=5, stop_after=1))
-    assert [n.channel for n in notes] == [queries.NOTIFY_CHANNEL]
+    assert [n.channel for n in notes] == [common_sql.NOTIFY_CHANNEL]
 
 
 def test_put_requeue_of_a_failed_task_clears_the_cancel_flag(client: ApiClient, db) -> None:

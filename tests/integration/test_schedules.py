@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from flowforge.domain import schedules
-from flowforge.schedules import fire_due, on
+from flowforge.stores.schedules import fire_due, on
 
 from ..support import ApiClient, assert_error, statuses, wait_until
 

@@ -9,7 +9,7 @@ import subprocess
 import psycopg
 import pytest
 
-from flowforge import queries
+from flowforge.stores import common_sql
 
 from ..support import FLOWFORGE, service_env
 
@@ -67,7 +67,7 @@ def test_show_cancel_retry(db, database_url: str) -> None:
 def test_cancel_of_a_running_task_tells_its_worker(db, database_url: str) -> None:
     task_id = add(db, "running", status="processing")
     with psycopg.connect(database_url, autocommit=True) as worker:
-        worker.execute(f"LISTEN {queries.CANCEL_CHANNEL}")
+        worker.execute(f"LISTEN {common_sql.CANCEL_CHANNEL}")
         out = ff(database_url, "cancel", str(task_id), "--json")
         notes = list(worker.notifies(timeout=5, stop_after=1))
     assert json.loads(out.stdout)["immediate"] is False

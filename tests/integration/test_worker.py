@@ -16,8 +16,8 @@ from collections import Counter
 
 import psycopg
 
-from flowforge import queries
 from flowforge.devdb import TempPostgres
+from flowforge.stores import tasks_sql
 
 from ..support import (
     WorkerProc,
@@ -269,7 +269,7 @@ def test_tasks_created_with_the_conditional_notify_wake_an_idle_worker(db, spawn
     }
     for i in range(30):
         time.sleep(0.3 if i % 10 == 0 else random.uniform(0, 0.02))  # idle, then bursts
-        db.execute(queries.INSERT_TASK, params)
+        db.execute(tasks_sql.INSERT_TASK, params)
     wait_until(lambda: statuses(db) == {"completed": 30}, 10, "30 completed without polling")
     assert w.stop() == 0
 

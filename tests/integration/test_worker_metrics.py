@@ -14,8 +14,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from flowforge import queries
 from flowforge.devdb import free_port
+from flowforge.stores import common_sql
 
 from ..support import COUNTING_HANDLERS, WorkerProc, add_tasks, statuses, wait_until, write_plugin
 
@@ -79,7 +79,7 @@ def test_counters_and_histograms_match_known_outcomes(db, worker, tmp_path) -> N
         "FROM generate_series(1, 2)",
         (json.dumps({"file": str(runs)}),),
     )
-    db.execute(queries.NOTIFY)
+    db.execute(common_sql.NOTIFY)
     wait_until(lambda: statuses(db) == {"completed": 25, "failed": 4}, 30, "all outcomes")
     # The outcome is counted once the database has it: give the dispatcher its turn.
     want = {

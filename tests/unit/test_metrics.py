@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from flowforge.api.metrics import QueueCollector, route_label
-from flowforge.api.store import QueueMetrics
+from flowforge.stores.stats import QueueMetrics
 
 
 @pytest.mark.parametrize(

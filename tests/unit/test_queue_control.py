@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from flowforge import queries
+from flowforge.stores import tasks_sql
 
 
 def test_list_sql_refuses_unknown_filters() -> None:
     with pytest.raises(ValueError, match="no such list filter"):
-        queries.list_tasks(("status; DROP TABLE tasks",))
+        tasks_sql.list_tasks(("status; DROP TABLE tasks",))

@@ -7,21 +7,21 @@ import re
 
 import pytest
 
-from flowforge import queries
 from flowforge.domain import states
 from flowforge.domain.states import Actor, Status
+from flowforge.stores import common_sql, ops_sql, queue_sql, schedules, stats, tasks_sql
 
 from ..support import ROOT
 
 # The statement (or CTE) through which each actor moves a task. PUT sets %(status)s, a
 # value TaskStore.update checks with transition_allowed first.
 STATEMENTS = {
-    Actor.CANCEL: queries.CANCEL_TASK,
-    Actor.RETRY: queries.RETRY_TASK,
-    Actor.CLAIM: queries._CLAIM_CTE,
-    Actor.FINISH: queries._FINISH_CTE,
-    Actor.GIVE_BACK: queries.GIVE_BACK,
-    Actor.REAPER: queries.REAP_EXPIRED,
+    Actor.CANCEL: tasks_sql.CANCEL_TASK,
+    Actor.RETRY: tasks_sql.RETRY_TASK,
+    Actor.CLAIM: queue_sql._CLAIM_CTE,
+    Actor.FINISH: queue_sql._FINISH_CTE,
+    Actor.GIVE_BACK: queue_sql.GIVE_BACK,
+    Actor.REAPER: queue_sql.REAP_EXPIRED,
 }
 
 
@@ -46,7 +46,10 @@ def test_each_statement_makes_the_moves_of_its_actor(actor: Actor) -> None:
 
 
 def test_every_status_the_sql_names_is_a_status() -> None:
-    statements = [v for v in vars(queries).values() if isinstance(v, str) and "tasks" in v]
+    modules = (common_sql, queue_sql, tasks_sql, stats, schedules, ops_sql)
+    statements = [
+        v for m in modules for v in vars(m).values() if isinstance(v, str) and "tasks" in v
+    ]
     named: set[str] = set()
     for sql in statements:
         named.update(re.findall(r"\bstatus\s*(?:=|<>)\s*'(\w+)'", sql))
@@ -57,8 +60,8 @@ def test_every_status_the_sql_names_is_a_status() -> None:
 
 
 def test_cancel_and_retry_name_the_statuses_the_table_gives_them() -> None:
-    assert f"status IN ({states.sql_list(states.CANCELLABLE)})" in queries.CANCEL_TASK
-    assert f"status IN ({states.sql_list(states.RETRYABLE)})" in queries.RETRY_TASK
+    assert f"status IN ({states.sql_list(states.CANCELLABLE)})" in tasks_sql.CANCEL_TASK
+    assert f"status IN ({states.sql_list(states.RETRYABLE)})" in tasks_sql.RETRY_TASK
     assert states.CANCELLABLE == (Status.PENDING, Status.PROCESSING)
     assert set(states.RETRYABLE) == states.TERMINAL
 

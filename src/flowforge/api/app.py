@@ -11,19 +11,20 @@ from __future__ import annotations
 import bottle
 from sqlalchemy import Engine
 
-from .. import tokens, web
+from .. import web
 from ..config import Settings, check_api_auth
 from ..db import make_engine
 from ..handlers import load_handlers
 from ..resources import resource_path
-from ..schedules import ScheduleStore
+from ..stores.schedules import ScheduleStore
+from ..stores.tasks import TaskStore
+from ..stores.tokens import TokenStore
 from .admission import Admission
 from .auth import TokenCache, TokenCheck
 from .plugin import EnvelopePlugin, Observe
 from .routes.schedules import ScheduleRoutes
 from .routes.service import ServiceRoutes, served_spec
 from .routes.tasks import TaskRoutes
-from .store import TaskStore
 
 
 def create_app(
@@ -55,7 +56,7 @@ def create_app(
         default_max_attempts=settings.task_max_attempts,
         default_timeout=settings.task_timeout,
     )
-    token_cache = TokenCache(tokens.TokenStore(store.source).grant_of)
+    token_cache = TokenCache(TokenStore(store.source).grant_of)
     known_types = frozenset(load_handlers())
     request_metrics = RequestMetrics.for_process()
     admit = Admission(store.count_pending_upto, settings.api_max_pending)

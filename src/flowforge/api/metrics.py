@@ -28,7 +28,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from .store import METRIC_STATUSES
+from ..stores.stats import METRIC_STATUSES
 
 log = logging.getLogger("flowforge.api")
 

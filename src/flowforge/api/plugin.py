@@ -27,7 +27,13 @@ import bottle
 from .. import logs
 from ..db import DatabaseUnavailable
 from ..domain.validation import ValidationError
-from ..schedules import ScheduleExists
+from ..stores.schedules import ScheduleExists
+from ..stores.task_types import (
+    IdempotencyMismatch,
+    IdempotentTaskGone,
+    NotFound,
+    TransitionRefused,
+)
 from .envelope import (
     ERROR_CODES,
     IDEMPOTENCY_HEADER,
@@ -37,7 +43,6 @@ from .envelope import (
     error_body,
     request_id_from,
 )
-from .store import IdempotencyMismatch, IdempotentTaskGone, NotFound, TransitionRefused
 
 log = logging.getLogger("flowforge.api")
 

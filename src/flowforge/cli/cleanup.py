@@ -16,7 +16,7 @@ from datetime import datetime
 import psycopg
 
 from ..domain.states import Status
-from ..queries import CLEANUP_COUNT, CLEANUP_CUTOFF, CLEANUP_DELETE_BATCH
+from ..stores.ops_sql import CLEANUP_COUNT, CLEANUP_CUTOFF, CLEANUP_DELETE_BATCH
 from .scripting import (
     EXIT_FAILURE,
     EXIT_OK,

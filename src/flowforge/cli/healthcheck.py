@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..config import Settings
-from ..queries import HEALTH, LIVE_WORKERS, QUEUE_HEALTH, UNSERVED_QUEUES
+from ..stores.common_sql import HEALTH
+from ..stores.ops_sql import LIVE_WORKERS, QUEUE_HEALTH, UNSERVED_QUEUES
 from .scripting import (
     EXIT_FAILURE,
     EXIT_OK,

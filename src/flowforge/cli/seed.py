@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from ..config import Settings
-from ..queries import SEED_COPY
+from ..stores.ops_sql import SEED_COPY
 from .scripting import (
     EXIT_OK,
     EXIT_USAGE,

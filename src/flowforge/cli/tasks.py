@@ -14,9 +14,9 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from .. import queries
 from ..domain.states import Status
 from ..durations import format_duration
+from ..stores import tasks_sql
 from .common import EXIT_CONFIG, CommandError, database_errors, settings
 
 
@@ -74,9 +74,10 @@ def _age(seconds: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api.store import NotFound, TaskStore, TransitionRefused
     from ..db import make_engine
     from ..domain.fields import QUEUE_PATTERN, QUEUE_RULE
+    from ..stores.task_types import NotFound, TransitionRefused
+    from ..stores.tasks import TaskStore
 
     config = settings()
     if args.action == "list" and args.queue is not None and not QUEUE_PATTERN.fullmatch(args.queue):
@@ -121,7 +122,7 @@ def _list(args: argparse.Namespace, store: Any) -> int:
 
 
 def _show(args: argparse.Namespace, store: Any) -> int:
-    from ..api.store import NotFound
+    from ..stores.task_types import NotFound
 
     task = store.get(args.id)
     if task is None:
@@ -159,7 +160,7 @@ def _retry(args: argparse.Namespace, store: Any) -> int:
 
 def _stats(args: argparse.Namespace, store: Any) -> int:
     with store.source.connection() as conn:
-        rows = conn.execute(queries.TASK_STATS).fetchall()
+        rows = conn.execute(tasks_sql.TASK_STATS).fetchall()
     queues: dict[str, dict[str, Any]] = {}
     for queue, status, count, oldest in rows:
         entry = queues.setdefault(queue, {"counts": {}, "oldest_pending_seconds": None})

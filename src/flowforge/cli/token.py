@@ -37,7 +37,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..db import ConnectionSource, make_engine
-    from ..tokens import TokenError, TokenStore, check_name, check_scope
+    from ..stores.tokens import TokenStore
+    from ..tokens import TokenError, check_name, check_scope
 
     config = settings()
     try:  # judged before the database is asked

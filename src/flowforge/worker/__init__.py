@@ -1,6 +1,6 @@
 """The worker: claims due tasks from PostgreSQL and runs their handlers (``flowforge worker``).
 
-- ``queue``: the database side (claim, finish, heartbeat, give back, reap) over queries.py
+- ``queue``: the database side (claim, finish, heartbeat, give back, reap) over stores/queue_sql.py
 - ``runner``: the process (the dispatcher in the main thread, the signal thread)
 - ``dispatcher``: the main loop and its deadlines; ``recording``: writing outcomes with
   the next claim; ``shutdown``: the graceful stop; ``prefetch``: how far ahead it claims

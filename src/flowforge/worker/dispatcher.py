@@ -91,7 +91,7 @@ class Worker(Recording, Stopping):
         self.stopping = threading.Event()
         self.force = threading.Event()
         self.notified = True  # claim at start
-        self.waiting = False  # holding the idle lock (queries.IDLE_LOCK)
+        self.waiting = False  # holding the idle lock (common_sql.IDLE_LOCK)
         self.drained = False  # the last claim found fewer due tasks than it asked for
         self.deadlines = Deadlines(poll=monotonic() + settings.worker_poll_interval)
         self.signalled = False  # an executor has woken the dispatcher for outcomes

@@ -14,15 +14,15 @@ from collections.abc import Callable
 
 import psycopg
 
-from .. import queries
 from ..config import Settings
 from ..db import DatabaseUnavailable, connect
+from ..stores import common_sql
 from .backoff import Backoff
 
 log = logging.getLogger(__name__)
 
-CHANNEL = queries.NOTIFY_CHANNEL
-CANCEL_CHANNEL = queries.CANCEL_CHANNEL
+CHANNEL = common_sql.NOTIFY_CHANNEL
+CANCEL_CHANNEL = common_sql.CANCEL_CHANNEL
 
 
 class Listener(threading.Thread):
@@ -48,7 +48,7 @@ class Listener(threading.Thread):
             try:
                 with connect(self.settings, "flowforge-worker-listen") as conn:
                     for channel in (CHANNEL, CANCEL_CHANNEL):
-                        conn.execute(queries.listen(channel))
+                        conn.execute(common_sql.listen(channel))
                     self.listening.set()
                     backoff.reset()
                     self.on_notify()  # whatever was sent while not listening

@@ -1,4 +1,4 @@
-"""The queue's database side: one autocommit connection and the statements of queries.py.
+"""The queue's database side: one autocommit connection and the statements of queue_sql.py.
 
 ``TaskQueue`` is a thin manager over the SQL (claim, finish, heartbeat, give back, reap);
 it knows nothing about threads or handlers. A broken connection becomes
@@ -18,9 +18,11 @@ from typing import Any
 
 import psycopg
 
-from .. import __version__, queries, schedules
+from .. import __version__
 from ..config import Settings
 from ..db import DatabaseRefused, connect, refused
+from ..stores import common_sql, queue_sql
+from ..stores import schedules as schedule_store
 
 
 @dataclass(slots=True)
@@ -106,7 +108,7 @@ class TaskQueue:
         self.queues = list(settings.worker_queues)
         self.every_queue = self.queues == ["*"]
         self.claim_sql = (
-            queries.FINISH_AND_CLAIM if self.every_queue else queries.FINISH_AND_CLAIM_QUEUES
+            queue_sql.FINISH_AND_CLAIM if self.every_queue else queue_sql.FINISH_AND_CLAIM_QUEUES
         )
 
     def _execute(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -120,7 +122,7 @@ class TaskQueue:
             raise refused(exc) from exc
 
     def ensure_connected(self) -> None:
-        self._execute(queries.HEALTH, {})
+        self._execute(common_sql.HEALTH, {})
 
     def close(self) -> None:
         if self.conn is not None:
@@ -167,18 +169,18 @@ class TaskQueue:
 
     def set_waiting(self, waiting: bool) -> None:
         """Hold (or drop) the idle lock: task creation notifies only while one is held."""
-        self._execute(queries.IDLE_LOCK if waiting else queries.IDLE_UNLOCK, {})
+        self._execute(common_sql.IDLE_LOCK if waiting else common_sql.IDLE_UNLOCK, {})
 
     def seconds_until_due(self) -> float | None:
         """Seconds until the next pending task is due (<= 0: due now), None: none pending."""
-        ((seconds,),) = self._execute(queries.NEXT_RUN_AT, {})
+        ((seconds,),) = self._execute(queue_sql.NEXT_RUN_AT, {})
         return None if seconds is None else float(seconds)
 
     def heartbeat(self, tasks: Sequence[ClaimedTask], *, busy: int = 0) -> dict[int, bool]:
         """Extend the leases and refresh this worker's registry row; returns the ids still
         held, each with whether its cancellation was requested."""
         rows = self._execute(
-            queries.HEARTBEAT,
+            queue_sql.HEARTBEAT,
             {
                 "ids": [t.id for t in tasks],
                 "tokens": [t.token for t in tasks],
@@ -196,12 +198,12 @@ class TaskQueue:
         return {r[0]: r[1] for r in rows}
 
     def unregister(self) -> None:
-        self._execute(queries.UNREGISTER_WORKER, {"worker": self.worker})
+        self._execute(queue_sql.UNREGISTER_WORKER, {"worker": self.worker})
 
     def explain_refused(self, tasks: Sequence[ClaimedTask]) -> dict[int, Refusal]:
         """What became of tasks whose outcome or heartbeat the database refused."""
         rows = self._execute(
-            queries.EXPLAIN_REFUSED,
+            queue_sql.EXPLAIN_REFUSED,
             {"ids": [t.id for t in tasks], "tokens": [t.token for t in tasks]},
         )
         return {r[0]: Refusal(r[0], r[1], r[2], bool(r[3])) for r in rows}
@@ -214,7 +216,7 @@ class TaskQueue:
         Returns the ids given back and, among them, those that ended instead: ``failed``
         (started on their last attempt) and ``cancelled`` (a cancel was requested)."""
         ((given, failed, cancelled, _),) = self._execute(
-            queries.GIVE_BACK,
+            queue_sql.GIVE_BACK,
             {
                 "ids": [t.id for t in tasks],
                 "tokens": [t.token for t in tasks],
@@ -225,20 +227,20 @@ class TaskQueue:
         return set(given or ()), set(failed or ()), set(cancelled or ())
 
     def fire_schedules(self, now: datetime) -> int:
-        """Create the tasks of due schedules (``flowforge.schedules``); any worker may. A
+        """Create the tasks of due schedules (``flowforge.stores.schedules``); any worker may. A
         refusal (a schema without schedules yet) is logged hourly and must not stop the
         worker's own work; an outage is raised as for any statement."""
         try:
-            return schedules.fire_due(self._execute, now)
+            return schedule_store.fire_due(self._execute, now)
         except DatabaseRefused as exc:
             if now.timestamp() - getattr(self, "_schedules_warned", 0.0) >= 3600:
                 self._schedules_warned = now.timestamp()
-                schedules.log.warning("schedules not fired: %s (is the schema migrated?)", exc)
+                schedule_store.log.warning("schedules not fired: %s (is the schema migrated?)", exc)
             return 0
 
     def reap_expired(self, limit: int = 500) -> list[ReapedTask]:
         rows = self._execute(
-            queries.REAP_EXPIRED,
+            queue_sql.REAP_EXPIRED,
             {"limit": limit, "max_expiries": self.settings.worker_max_lease_expiries},
         )
         return [ReapedTask(*r[:7]) for r in rows]

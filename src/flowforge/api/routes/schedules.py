@@ -1,4 +1,4 @@
-"""``/v1/schedules``: periodic tasks (``flowforge.schedules``), listed, created, read,
+"""``/v1/schedules``: periodic tasks (``flowforge.stores.schedules``), listed, created, read,
 changed and deleted by name."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import bottle
 from ...domain.schedules import Schedule, schedule_body, valid_name
 from ...domain.schedules import list_query as schedule_list_query
 from ...domain.validation import ValidationError
-from ...schedules import ScheduleStore
+from ...stores.schedules import ScheduleStore
 from ..envelope import ApiError, ok
 from ..inputs import query_params, read_json
 

@@ -13,8 +13,8 @@ from ... import __version__
 from ...caching import TimedCache
 from ...config import address_allowed
 from ...db import DatabaseUnavailable
+from ...stores.tasks import TaskStore
 from ..envelope import error_body, ok
-from ..store import TaskStore
 
 log = logging.getLogger("flowforge.api")
 

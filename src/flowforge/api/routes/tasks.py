@@ -11,10 +11,11 @@ import orjson
 
 from ... import logs, pagination
 from ...domain.validation import batch_body, list_query, task_body
+from ...stores.task_types import NewTask
+from ...stores.tasks import TaskStore
 from ..admission import Admission
 from ..envelope import ApiError, ok
 from ..inputs import check_id, idempotency_key, query_params, read_json
-from ..store import NewTask, TaskStore
 
 log = logging.getLogger("flowforge.api")
 

@@ -1,11 +1,11 @@
-"""Schedules: fire the due ones (flowforge.schedules); a task fired means a claim."""
+"""Schedules: fire the due ones (flowforge.stores.schedules); a task fired means a claim."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from ... import schedules
+from ...stores import schedules
 from ..queue import TaskQueue
 from . import Duty
 

@@ -1,75 +1,37 @@
-"""TaskStore: the API's thin manager over the SQL in ``queries.py``."""
+"""TaskStore: the reads and writes of tasks (the API's, ``flowforge tasks``'), a thin
+manager over the SQL in ``tasks_sql.py``. Its rows and refusals are in task_types.py."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
-from psycopg.rows import args_row, dict_row
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from sqlalchemy import Engine
 
-from .. import queries
 from ..db import ConnectionSource, DatabaseUnavailable, ping
-from ..domain.fields import DEFAULT_PRIORITY, DEFAULT_QUEUE, DEFAULT_TIMEOUT, DEFAULT_TYPE
-from ..domain.states import CANCELLABLE, RETRYABLE, STATUSES, Status, transition_allowed
+from ..domain.fields import DEFAULT_TIMEOUT
+from ..domain.states import CANCELLABLE, RETRYABLE, Status, transition_allowed
 from ..domain.tasks import TASK_COLUMNS, Task
+from . import common_sql, stats, tasks_sql
+from .stats import QueueMetrics
+from .task_types import (
+    Cancelled,
+    IdempotencyMismatch,
+    IdempotentTaskGone,
+    NewTask,
+    NotFound,
+    Page,
+    TransitionRefused,
+    inserted_task,
+    task_row,
+)
 
 T = TypeVar("T")
-
-
-class TransitionRefused(Exception):
-    """PUT asked for a change the state machine does not allow."""
-
-    def __init__(self, current: str, wanted: str, reason: str | None = None) -> None:
-        self.current = current
-        self.wanted = wanted
-        super().__init__(reason or f"a {current} task cannot become {wanted}")
-
-
-@dataclass(frozen=True, slots=True)
-class NewTask:
-    title: str
-    description: str = ""
-    type: str = DEFAULT_TYPE
-    payload: dict[str, Any] | None = None
-    max_attempts: int | None = None
-    run_at: datetime | None = None
-    queue: str = DEFAULT_QUEUE
-    priority: int = DEFAULT_PRIORITY
-    timeout: int | None = None
-
-
-class NotFound(Exception):
-    """No task with that id."""
-
-
-class IdempotencyMismatch(Exception):
-    """The Idempotency-Key was first used with another body (422)."""
-
-
-class IdempotentTaskGone(Exception):
-    """The task the Idempotency-Key created has been deleted since (409)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Cancelled:
-    """What a cancel did: ``task`` as it is now; ``immediate`` False means the worker that
-    runs it was asked to stop (202), True that a pending task was cancelled at once."""
-
-    task: Task
-    immediate: bool
-
-
-# Rows as Task, built positionally: every task query here selects queries.COLUMNS, which
-# is TASK_COLUMNS in order. ``Task(*row)`` costs a quarter of class_row's
-# ``Task(**dict(zip(names, row)))``, which was a tenth of a list page's CPU.
-task_row = args_row(Task)
-
 
 # A list whose estimate is large (no count follows: COUNT_WHEN_ESTIMATE_BELOW) keeps that
 # estimate this long, per process and per filter values: the lists that follow are one
@@ -78,63 +40,6 @@ task_row = args_row(Task)
 # so a total up to EXACT_TOTAL_MAX is counted on every request and stays exact.
 ESTIMATE_SECONDS = 2.0
 ESTIMATES_KEPT = 256  # filter value combinations kept at most (then forgotten at once)
-
-# Every status a task can have (the schema's CHECK), counted whether present or not.
-METRIC_STATUSES = STATUSES
-
-
-@dataclass(frozen=True, slots=True)
-class QueueMetrics:
-    """What /metrics reports from the database."""
-
-    counts: list[tuple[str, str, int]]  # queue, status, tasks
-    oldest_pending: list[tuple[str, float]]  # queue, seconds the oldest due task waited
-    oldest_transaction_seconds: float
-    estimated: list[str]  # statuses whose counts are estimates (more than the cap)
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    """One page of a list: its rows (Task, or dicts of the asked-for fields), the total that
-    matches (exact up to queries.EXACT_TOTAL_MAX, else the planner's estimate) and the
-    sort key (created_at, id) of its last row when another page follows."""
-
-    tasks: list[Any]
-    total: int
-    total_exact: bool
-    next_key: tuple[datetime, int] | None
-
-
-def inserted_task(task_id: int, now: datetime, row: dict[str, Any], request_id: str | None) -> Task:
-    """A new task as the API answers it: ``row`` (``TaskStore._row``) as sent, with the id
-    and time its INSERT returned and the columns' defaults, rather than the whole row
-    read back (tests/integration/test_batch.py compares every field with GET). The
-    payload is the one sent: jsonb keeps its value, not its spelling (GET may write
-    1e2 as 100, and order keys its own way)."""
-    return Task(
-        id=task_id,
-        title=row["title"],
-        description=row["description"],
-        status=Status.PENDING.value,
-        queue=row["queue"],
-        priority=row["priority"],
-        type=row["type"],
-        payload=row["payload"],
-        result=None,
-        attempts=0,
-        max_attempts=row["max_attempts"],
-        timeout=row["timeout"],
-        last_error=None,
-        cancel_requested=False,
-        run_at=row["run_at"] or now,
-        started_at=None,
-        completed_at=None,
-        worker=None,
-        schedule=None,
-        request_id=request_id,
-        created_at=now,
-        updated_at=now,
-    )
 
 
 class TaskStore:
@@ -176,94 +81,18 @@ class TaskStore:
     def queue_metrics(
         self, timeout_ms: int, *, cap: int = 10_000, sample: int = 1_000
     ) -> QueueMetrics:
-        """The queue's gauges for /metrics (see queries.METRICS_STATUS_CAPPED): counts by
-        queue and status, exact for a status with at most ``cap`` tasks, else estimated;
-        each statement cut off after ``timeout_ms``."""
-        statuses = list(METRIC_STATUSES)
-        counts: dict[tuple[str, str], int] = {}
-        estimated: list[str] = []
-        with self.source.connection() as conn, conn.transaction():
-            conn.execute(queries.local_statement_timeout(timeout_ms))
-            capped = conn.execute(
-                queries.METRICS_STATUS_CAPPED, {"cap": cap, "statuses": statuses}
-            ).fetchall()
-            small = [status for status, n, _ in capped if n <= cap]
-            for queue, status, n in conn.execute(
-                queries.METRICS_COUNTS_EXACT, {"statuses": small}
-            ).fetchall():
-                counts[queue, status] = n
-            for status, n, estimate in capped:
-                if n <= cap:
-                    continue
-                estimated.append(status)
-                total = max(int(estimate or 0), n)  # never below what was counted
-                split = conn.execute(
-                    queries.METRICS_QUEUE_SPLIT_PENDING
-                    if status == "pending"
-                    else queries.METRICS_QUEUE_SPLIT,
-                    {"status": status, "sample": sample},
-                ).fetchall()
-                seen = sum(k for _, k in split) or 1
-                for queue, k in split:
-                    counts[queue, status] = round(total * k / seen)
-            queues = sorted({q for q, s in counts if s == "pending"})
-            oldest = conn.execute(queries.METRICS_OLDEST_PENDING, {"queues": queues}).fetchall()
-            (xact,) = conn.execute(queries.METRICS_OLDEST_TRANSACTION).fetchone() or (0.0,)
-        return QueueMetrics(
-            [(q, s, n) for (q, s), n in sorted(counts.items())],
-            [(q, age) for q, age in oldest if age is not None],
-            float(xact),
-            estimated,
-        )
+        """The queue's gauges for /metrics (``stats.queue_metrics``)."""
+        return stats.queue_metrics(self.source, timeout_ms, cap=cap, sample=sample)
 
     def stats(self, timeout_ms: int, *, minutes: int = 15, failures: int = 10) -> dict[str, Any]:
-        """What GET /v1/stats shows (the dashboard): tasks by status and queue (exact up to
-        10,000 per status, as /metrics), the oldest due pending task's age per queue,
-        tasks finished per minute over ``minutes``, the newest ``failures`` and the live
-        workers. Each statement is cut off after ``timeout_ms``."""
-        metrics = self.queue_metrics(timeout_ms)
-        with self.source.connection() as conn, conn.transaction():
-            conn.execute(queries.local_statement_timeout(timeout_ms))
-            per_minute = conn.execute(queries.STATS_THROUGHPUT, {"minutes": minutes}).fetchall()
-            cur = conn.cursor(row_factory=dict_row)
-            recent = cur.execute(queries.STATS_RECENT_FAILURES, {"limit": failures}).fetchall()
-            workers = cur.execute(queries.STATS_LIVE_WORKERS).fetchall()
-            (now,) = conn.execute(queries.STATS_THIS_MINUTE).fetchone() or (None,)
-        by_status = dict.fromkeys(METRIC_STATUSES, 0)
-        by_queue: dict[str, dict[str, int]] = {}
-        for queue, status, n in metrics.counts:
-            by_status[status] = by_status.get(status, 0) + n
-            by_queue.setdefault(queue, dict.fromkeys(METRIC_STATUSES, 0))[status] = n
-        finished: dict[datetime, dict[str, int]] = {}
-        for minute, status, n in per_minute:
-            finished.setdefault(minute, {})[status] = n
-        throughput = []
-        for back in range(minutes - 1, -1, -1):
-            minute = now - timedelta(minutes=back)
-            row = finished.get(minute, {})
-            throughput.append(
-                {
-                    "minute": minute,
-                    **{s: row.get(s, 0) for s in ("completed", "failed", "cancelled")},
-                }
-            )
-        return {
-            "tasks": {
-                "by_status": by_status,
-                "by_queue": by_queue,
-                "exact": not metrics.estimated,
-            },
-            "oldest_pending_age_seconds": dict(metrics.oldest_pending),
-            "throughput_per_minute": throughput,
-            "recent_failures": recent,
-            "workers": workers,
-        }
+        """What GET /v1/stats shows (``stats.stats``)."""
+        return stats.stats(self.source, timeout_ms, minutes=minutes, failures=failures)
 
     def get(self, task_id: int) -> Task | None:
         def read() -> Task | None:
             with self.source.connection() as conn:
                 cur = conn.cursor(row_factory=task_row)
-                return cur.execute(queries.GET_TASK, {"id": task_id}).fetchone()
+                return cur.execute(tasks_sql.GET_TASK, {"id": task_id}).fetchone()
 
         return self._retry_read(read)
 
@@ -279,9 +108,9 @@ class TaskStore:
         """One page, newest first. ``filters`` maps status/type/queue to a value (or None);
         ``after`` is the (created_at, id) the page starts below (keyset), else ``offset``;
         ``fields`` limits the columns (rows are then dicts of those fields, id included)."""
-        used = tuple(name for name in queries.LIST_FILTERS if (filters or {}).get(name))
+        used = tuple(name for name in tasks_sql.LIST_FILTERS if (filters or {}).get(name))
         params: dict[str, Any] = {name: (filters or {})[name] for name in used}
-        params.update(limit=limit + 1, offset=offset, cap=queries.EXACT_TOTAL_MAX + 1)
+        params.update(limit=limit + 1, offset=offset, cap=tasks_sql.EXACT_TOTAL_MAX + 1)
         if after is not None:
             params.update(after_created_at=after[0], after_id=after[1])
         # created_at and id are the cursor's key: selected even when not asked for.
@@ -289,7 +118,7 @@ class TaskStore:
         if fields is not None:
             wanted = {"id", "created_at", *fields}
             columns = tuple(c for c in TASK_COLUMNS if c in wanted)
-        rows_sql = queries.list_tasks(used, columns, after is not None)
+        rows_sql = tasks_sql.list_tasks(used, columns, after is not None)
         row_factory = task_row if fields is None else dict_row
 
         estimate_key = (used, *(params[name] for name in used))
@@ -312,18 +141,18 @@ class TaskStore:
                     # The extra trip: bench/bench_list_trips.py.
                     cur = conn.cursor(row_factory=row_factory)
                     rows = cur.execute(rows_sql, params).fetchall()
-                    plan_row = conn.execute(queries.estimate_tasks(used), params).fetchone()
+                    plan_row = conn.execute(tasks_sql.estimate_tasks(used), params).fetchone()
                     (plan,) = plan_row or ([{"Plan": {"Plan Rows": 0}}],)
                     estimate = int(plan[0]["Plan"]["Plan Rows"])
-                    if estimate >= queries.COUNT_WHEN_ESTIMATE_BELOW:
+                    if estimate >= tasks_sql.COUNT_WHEN_ESTIMATE_BELOW:
                         if len(self._estimates) >= ESTIMATES_KEPT:
                             self._estimates.clear()
                         self._estimates[estimate_key] = (estimate, now + ESTIMATE_SECONDS)
                 total, exact = estimate, False
-                if estimate < queries.COUNT_WHEN_ESTIMATE_BELOW:  # a count, a second trip
-                    row = conn.execute(queries.count_tasks(used), params).fetchone()
+                if estimate < tasks_sql.COUNT_WHEN_ESTIMATE_BELOW:  # a count, a second trip
+                    row = conn.execute(tasks_sql.count_tasks(used), params).fetchone()
                     counted = row[0] if row else 0
-                    if counted <= queries.EXACT_TOTAL_MAX:
+                    if counted <= tasks_sql.EXACT_TOTAL_MAX:
                         total, exact = counted, True
                     else:
                         total = max(estimate, counted)  # never below what was counted
@@ -349,7 +178,7 @@ class TaskStore:
 
         def read() -> int:
             with self.source.connection() as conn:
-                row = conn.execute(queries.COUNT_PENDING_UPTO, {"limit": limit}).fetchone()
+                row = conn.execute(tasks_sql.COUNT_PENDING_UPTO, {"limit": limit}).fetchone()
                 return row[0] if row else 0
 
         return self._retry_read(read)
@@ -376,7 +205,7 @@ class TaskStore:
         row = self._row(new)
         with self.source.connection() as conn:
             inserted = conn.execute(
-                queries.INSERT_TASK, self._insert_params(row, request_id)
+                tasks_sql.INSERT_TASK, self._insert_params(row, request_id)
             ).fetchone()
         assert inserted is not None
         task_id, now = inserted
@@ -402,15 +231,15 @@ class TaskStore:
         with self.source.connection() as conn:
             cur = conn.cursor(row_factory=task_row)
             for _ in range(3):
-                task = cur.execute(queries.INSERT_TASK_WITH_KEY, params).fetchone()
+                task = cur.execute(tasks_sql.INSERT_TASK_WITH_KEY, params).fetchone()
                 if task is not None:
                     return task, False
-                first = conn.execute(queries.GET_IDEMPOTENCY_KEY, params).fetchone()
+                first = conn.execute(tasks_sql.GET_IDEMPOTENCY_KEY, params).fetchone()
                 if first is None:  # expired and taken over meanwhile: try again
                     continue
                 if bytes(first[0]) != request_hash:
                     raise IdempotencyMismatch(key)
-                task = cur.execute(queries.GET_TASK, {"id": first[1]}).fetchone()
+                task = cur.execute(tasks_sql.GET_TASK, {"id": first[1]}).fetchone()
                 if task is None:
                     raise IdempotentTaskGone(first[1])
                 return task, True
@@ -424,7 +253,7 @@ class TaskStore:
             "request_id": request_id,
         }
         with self.source.connection() as conn:
-            created = sorted(conn.execute(queries.INSERT_TASKS, params).fetchall())
+            created = sorted(conn.execute(tasks_sql.INSERT_TASKS, params).fetchall())
         return [
             inserted_task(task_id, now, row, request_id)
             for (task_id, now), row in zip(created, rows, strict=True)
@@ -434,7 +263,7 @@ class TaskStore:
         """Apply a PUT. ``None`` if there is no such task; ``TransitionRefused`` on 409."""
         with self.source.connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=task_row)
-            current = cur.execute(queries.GET_TASK_FOR_UPDATE, {"id": task_id}).fetchone()
+            current = cur.execute(tasks_sql.GET_TASK_FOR_UPDATE, {"id": task_id}).fetchone()
             if current is None:
                 return None
             old, new = Status(current.status), Status(changes.get("status", current.status))
@@ -476,9 +305,9 @@ class TaskStore:
                 "status": new.value,
                 "lease_seconds": self.lease_seconds,
             }
-            task = cur.execute(queries.UPDATE_TASK, params).fetchone()
+            task = cur.execute(tasks_sql.UPDATE_TASK, params).fetchone()
             if new == Status.PENDING and old != Status.PENDING:
-                conn.execute(queries.NOTIFY_IF_WAITING)
+                conn.execute(common_sql.NOTIFY_IF_WAITING)
             return task
 
     def _conditional(self, sql: str, task_id: int, wanted: str, allowed: frozenset[str]) -> Task:
@@ -492,7 +321,7 @@ class TaskStore:
                 task = cur.execute(sql, {"id": task_id}).fetchone()
                 if task is not None:
                     return task
-                current = conn.execute(queries.GET_TASK_STATUS, {"id": task_id}).fetchone()
+                current = conn.execute(tasks_sql.GET_TASK_STATUS, {"id": task_id}).fetchone()
                 if current is None:
                     raise NotFound(task_id)
                 if current[0] not in allowed:
@@ -505,9 +334,9 @@ class TaskStore:
         """Delete a task; ``NotFound``, or ``TransitionRefused`` while a worker runs it."""
         with self.source.connection() as conn:
             for _ in range(3):
-                if conn.execute(queries.DELETE_TASK, {"id": task_id}).fetchone() is not None:
+                if conn.execute(tasks_sql.DELETE_TASK, {"id": task_id}).fetchone() is not None:
                     return
-                current = conn.execute(queries.GET_TASK_STATUS, {"id": task_id}).fetchone()
+                current = conn.execute(tasks_sql.GET_TASK_STATUS, {"id": task_id}).fetchone()
                 if current is None:
                     raise NotFound(task_id)
                 if current[0] == Status.PROCESSING:
@@ -516,12 +345,12 @@ class TaskStore:
 
     def cancel(self, task_id: int) -> Cancelled:
         """Cancel a pending task at once, or ask the worker running it to stop."""
-        task = self._conditional(queries.CANCEL_TASK, task_id, Status.CANCELLED, _CANCELLABLE)
+        task = self._conditional(tasks_sql.CANCEL_TASK, task_id, Status.CANCELLED, _CANCELLABLE)
         return Cancelled(task, immediate=task.status == Status.CANCELLED)
 
     def retry(self, task_id: int) -> Task:
         """Put a finished task (failed, cancelled, completed) back to pending, attempts 0."""
-        return self._conditional(queries.RETRY_TASK, task_id, Status.PENDING, _RETRYABLE)
+        return self._conditional(tasks_sql.RETRY_TASK, task_id, Status.PENDING, _RETRYABLE)
 
 
 _CANCELLABLE = frozenset(s.value for s in CANCELLABLE)

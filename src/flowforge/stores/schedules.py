@@ -27,9 +27,9 @@ from cronsim import CronSimError
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from . import queries
-from .domain.fields import SCHEDULE_FIELDS, defaults
-from .domain.schedules import SCHEDULE_COLUMNS, Schedule, next_after
+from ..domain.fields import SCHEDULE_FIELDS, defaults
+from ..domain.schedules import SCHEDULE_COLUMNS, Schedule, next_after
+from .common_sql import NOTIFY_CHANNEL, WORKER_WAITING
 
 log = logging.getLogger("flowforge.schedules")
 
@@ -37,6 +37,75 @@ log = logging.getLogger("flowforge.schedules")
 CHECK_INTERVAL = 1.0
 
 Execute = Callable[[str, dict[str, Any]], list[tuple[Any, ...]]]
+
+# --- SQL: /v1/schedules (ScheduleStore) and the firing that workers run (fire_due) ---
+# (fire_due).
+_COLUMNS_SQL = (
+    "name, cron, timezone, title, type, payload, queue, priority, max_attempts, timeout, "
+    "next_run_at, last_run_at, created_at, updated_at"
+)
+INSERT_SCHEDULE = f"""
+INSERT INTO schedules (name, cron, timezone, title, type, payload, queue, priority,
+                       max_attempts, timeout, next_run_at)
+VALUES (%(name)s, %(cron)s, %(timezone)s, %(title)s, %(type)s, %(payload)s, %(queue)s,
+        %(priority)s, %(max_attempts)s, %(timeout)s, %(next_run_at)s)
+ON CONFLICT (name) DO NOTHING
+RETURNING {_COLUMNS_SQL}
+"""
+GET_SCHEDULE = f"SELECT {_COLUMNS_SQL} FROM schedules WHERE name = %(name)s"
+GET_SCHEDULE_FOR_UPDATE = GET_SCHEDULE + " FOR UPDATE"
+LIST_SCHEDULES = f"""
+SELECT {_COLUMNS_SQL} FROM schedules ORDER BY name LIMIT %(limit)s OFFSET %(offset)s
+"""
+COUNT_SCHEDULES = "SELECT count(*) FROM schedules"
+UPDATE_SCHEDULE = f"""
+UPDATE schedules SET
+    cron = %(cron)s, timezone = %(timezone)s, title = %(title)s, type = %(type)s,
+    payload = %(payload)s, queue = %(queue)s, priority = %(priority)s,
+    max_attempts = %(max_attempts)s, timeout = %(timeout)s, next_run_at = %(next_run_at)s,
+    updated_at = now()
+WHERE name = %(name)s
+RETURNING {_COLUMNS_SQL}
+"""
+DELETE_SCHEDULE = "DELETE FROM schedules WHERE name = %(name)s RETURNING name"
+
+# Due schedules (schedules_next_run_idx); read without a lock: FIRE_SCHEDULES decides.
+DUE_SCHEDULES = """
+SELECT name, cron, timezone, next_run_at FROM schedules
+WHERE next_run_at <= %(now)s
+ORDER BY next_run_at
+LIMIT %(limit)s
+"""
+# Fire: move each schedule's next_run_at from the due time read to the next one, only if
+# it still holds that due time (compare-and-set: a concurrent firer that got there first
+# changed it, and this UPDATE, after waiting for its row lock, matches nothing), and
+# insert one task per schedule moved, in the same statement (one commit). One
+# notification while a worker waits.
+FIRE_SCHEDULES = f"""
+WITH d AS (
+    SELECT * FROM unnest(%(names)s::text[], %(due)s::timestamptz[], %(next)s::timestamptz[])
+        AS d(name, due, next)
+), fired AS (
+    UPDATE schedules s SET next_run_at = d.next, last_run_at = d.due, updated_at = now()
+    FROM d
+    WHERE s.name = d.name AND s.next_run_at = d.due
+    RETURNING s.name, s.title, s.type, s.payload, s.queue, s.priority, s.max_attempts,
+              s.timeout, d.due
+), created AS (
+    INSERT INTO tasks (title, type, payload, queue, priority, max_attempts, timeout, run_at,
+                       schedule, request_id)
+    SELECT title, type, payload, queue, priority, max_attempts, timeout, due, name,
+           'schedule:' || name || '@' || to_char(due AT TIME ZONE 'UTC',
+                                                 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+    FROM fired
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM created)
+FROM (SELECT 1) AS one LEFT JOIN LATERAL (
+    SELECT pg_notify('{NOTIFY_CHANNEL}', '')
+    WHERE EXISTS (SELECT 1 FROM created) AND {WORKER_WAITING}
+) AS n ON true
+"""
 
 
 def fire_due(execute: Execute, now: datetime, limit: int = 100) -> int:
@@ -46,7 +115,7 @@ def fire_due(execute: Execute, now: datetime, limit: int = 100) -> int:
     its queue's, ``on(conn)`` makes one of a psycopg connection). ``now`` is a parameter
     so tests drive a clock of their own. Safe to run in any number of processes at once.
     """
-    rows = execute(queries.DUE_SCHEDULES, {"now": now, "limit": limit})
+    rows = execute(DUE_SCHEDULES, {"now": now, "limit": limit})
     names: list[str] = []
     due: list[datetime] = []
     following: list[datetime] = []
@@ -61,7 +130,7 @@ def fire_due(execute: Execute, now: datetime, limit: int = 100) -> int:
         following.append(nxt)
     if not names:
         return 0
-    ((created,),) = execute(queries.FIRE_SCHEDULES, {"names": names, "due": due, "next": following})
+    ((created,),) = execute(FIRE_SCHEDULES, {"names": names, "due": due, "next": following})
     if created:
         log.info("schedules fired", extra={"tasks_created": created, "schedules_due": len(names)})
     return int(created)
@@ -81,7 +150,7 @@ class ScheduleExists(Exception):
 
 
 class ScheduleStore:
-    """The API's reads and writes of schedules, over the SQL in ``queries.py``."""
+    """The API's reads and writes of schedules, over the SQL in ``py``."""
 
     def __init__(self, source: Any, *, default_max_attempts: int, default_timeout: int) -> None:
         self.source = source  # a db.ConnectionSource
@@ -103,22 +172,20 @@ class ScheduleStore:
         )
         params["payload"] = Jsonb(params["payload"])
         with self.source.connection() as conn:
-            row = self._cursor(conn).execute(queries.INSERT_SCHEDULE, params).fetchone()
+            row = self._cursor(conn).execute(INSERT_SCHEDULE, params).fetchone()
         if row is None:
             raise ScheduleExists(fields["name"])
         return row
 
     def get(self, name: str) -> Schedule | None:
         with self.source.connection() as conn:
-            return self._cursor(conn).execute(queries.GET_SCHEDULE, {"name": name}).fetchone()
+            return self._cursor(conn).execute(GET_SCHEDULE, {"name": name}).fetchone()
 
     def list(self, *, limit: int, offset: int) -> tuple[list[Schedule], int]:
         with self.source.connection() as conn:
-            rows = self._cursor(conn).execute(
-                queries.LIST_SCHEDULES, {"limit": limit, "offset": offset}
-            )
+            rows = self._cursor(conn).execute(LIST_SCHEDULES, {"limit": limit, "offset": offset})
             schedules = rows.fetchall()
-            (total,) = conn.execute(queries.COUNT_SCHEDULES).fetchone()
+            (total,) = conn.execute(COUNT_SCHEDULES).fetchone()
         return schedules, total
 
     def update(
@@ -127,7 +194,7 @@ class ScheduleStore:
         """Apply a PUT (only the fields sent); a new cron or time zone moves next_run_at."""
         with self.source.connection() as conn, conn.transaction():
             cur = self._cursor(conn)
-            current = cur.execute(queries.GET_SCHEDULE_FOR_UPDATE, {"name": name}).fetchone()
+            current = cur.execute(GET_SCHEDULE_FOR_UPDATE, {"name": name}).fetchone()
             if current is None:
                 return None
             params = {f: changes.get(f, getattr(current, f)) for f in SCHEDULE_COLUMNS}
@@ -136,8 +203,8 @@ class ScheduleStore:
                     params["cron"], params["timezone"], now or datetime.now(UTC)
                 )
             params["payload"] = Jsonb(params["payload"])
-            return cur.execute(queries.UPDATE_SCHEDULE, params).fetchone()
+            return cur.execute(UPDATE_SCHEDULE, params).fetchone()
 
     def delete(self, name: str) -> bool:
         with self.source.connection() as conn:
-            return conn.execute(queries.DELETE_SCHEDULE, {"name": name}).fetchone() is not None
+            return conn.execute(DELETE_SCHEDULE, {"name": name}).fetchone() is not None
