@@ -41,6 +41,8 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
+from .domain.fields import DEFAULT_QUEUE, DEFAULT_TIMEOUT
+
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "flowforge.handlers"
@@ -76,8 +78,8 @@ class TaskContext:
         attempt: int,
         max_attempts: int,
         request_id: str | None,
-        queue: str = "default",
-        timeout: int = 900,
+        queue: str = DEFAULT_QUEUE,
+        timeout: int = DEFAULT_TIMEOUT,
     ) -> None:
         self.id = id
         self.type = type

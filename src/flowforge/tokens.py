@@ -66,11 +66,11 @@ def token_hash(token: str) -> bytes:
 
 def plausible(token: str) -> bool:
     """Could this be a token at all? (bounded length, token68 characters)."""
-    return 0 < len(token) <= TOKEN_MAX and _TOKEN_CHARS.match(token) is not None
+    return 0 < len(token) <= TOKEN_MAX and _TOKEN_CHARS.fullmatch(token) is not None
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):  # `$` alone takes a final newline
         raise TokenError(
             f"bad token name {name[:40]!r}: 1 to {NAME_MAX} characters, letters, digits "
             "and . _ @ : - (starting with a letter or digit)"

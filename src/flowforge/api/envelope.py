@@ -70,7 +70,7 @@ def ok(data: Any, status: int = 200, meta: dict[str, Any] | None = None) -> byte
 
 def request_id_from(header: str | None) -> str:
     """The client's request ID if it is sane (bounded, safe characters), else a new one."""
-    if header and _SANE_REQUEST_ID.match(header):
+    if header and _SANE_REQUEST_ID.fullmatch(header):  # `$` alone takes a final newline
         return header
     return new_request_id()
 

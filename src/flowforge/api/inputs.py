@@ -136,7 +136,7 @@ def idempotency_key() -> str | None:
     key = bottle.request.environ.get("HTTP_IDEMPOTENCY_KEY")
     if key is None:
         return None
-    if not _IDEMPOTENCY_KEY.match(key):
+    if not _IDEMPOTENCY_KEY.fullmatch(key):  # `$` alone takes a final newline
         raise ValidationError(
             "the Idempotency-Key header is not valid",
             {IDEMPOTENCY_HEADER: "must be 1-200 printable ASCII characters"},

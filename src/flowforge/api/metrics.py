@@ -28,6 +28,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from ..domain.fields import DEFAULT_QUEUE
 from ..stores.stats import METRIC_STATUSES
 
 log = logging.getLogger("flowforge.api")
@@ -155,7 +156,7 @@ class QueueCollector(Collector):
             labels=["queue", "status"],
         )
         counts = {(queue, status): count for queue, status, count in stats.counts}
-        queues = sorted({q for q, _ in counts} | {"default"})
+        queues = sorted({q for q, _ in counts} | {DEFAULT_QUEUE})
         for queue in queues:  # every status of every queue: 0, not absent
             for status in METRIC_STATUSES:
                 tasks.add_metric([queue, status], counts.get((queue, status), 0))

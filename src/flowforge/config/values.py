@@ -9,6 +9,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..domain.fields import QUEUE_PATTERN, TIMEOUT_MAX
 from ..durations import parse_duration
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -52,28 +53,27 @@ def _positive_duration(text: str) -> float:
 def _task_timeout(text: str) -> int:
     """A task's time limit: whole seconds from 1s to 24h (the tasks.timeout column)."""
     value = parse_duration(text)
-    if value != int(value) or not 1 <= value <= 86_400:
+    if value != int(value) or not 1 <= value <= TIMEOUT_MAX:
         raise ValueError(f"expected whole seconds from 1s to 24h, such as 30s or 15m, got {text!r}")
     return int(value)
 
 
 DURATION_PARSERS: frozenset[Callable[[str], Any]] = frozenset({_positive_duration, _task_timeout})
 
-_QUEUE_NAME = re.compile(r"^[a-z0-9_-]{1,64}$")
 ISOLATIONS = ("process", "thread")
 _SIZE = re.compile(r"^\s*(\d+)\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib)\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 
 def _queues(text: str) -> tuple[str, ...]:
-    """``*`` (every queue) or a comma list of queue names (``[a-z0-9_-]{1,64}``)."""
+    """``*`` (every queue) or a comma list of queue names (``fields.QUEUE_REGEX``)."""
     names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
     if names == ("*",):
         return names
     if not names:
         raise ValueError("expected * or a comma list of queue names")
     for name in names:
-        if not _QUEUE_NAME.match(name):
+        if not QUEUE_PATTERN.fullmatch(name):
             raise ValueError(
                 f"expected * or queue names of a-z, 0-9, _ and - (1 to 64), got {name!r}"
             )

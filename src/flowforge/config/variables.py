@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..domain.fields import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT
+from ..durations import format_duration
 from .values import (
     _auth_mode,
     _database_url,
@@ -290,14 +292,14 @@ VARIABLES: tuple[Variable, ...] = (
         "TASK_MAX_ATTEMPTS",
         "task_max_attempts",
         _positive_int,
-        "3",
+        str(DEFAULT_MAX_ATTEMPTS),
         "attempts a task gets unless it says otherwise",
     ),
     Variable(
         "TASK_TIMEOUT",
         "task_timeout",
         _task_timeout,
-        "15m",
+        format_duration(DEFAULT_TIMEOUT),  # 15m
         "how long one attempt of a task may run unless it says otherwise (1s to 24h)",
         notes="Whole seconds (the tasks.timeout column)",
     ),

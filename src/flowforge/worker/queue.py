@@ -21,6 +21,7 @@ import psycopg
 from .. import __version__
 from ..config import Settings
 from ..db import DatabaseRefused, connect, refused
+from ..domain.fields import DEFAULT_QUEUE, DEFAULT_TIMEOUT
 from ..stores import common_sql, queue_sql
 from ..stores import schedules as schedule_store
 
@@ -37,9 +38,9 @@ class ClaimedTask:
     request_id: str | None
     token: uuid.UUID
     started: bool = False
-    queue: str = "default"
+    queue: str = DEFAULT_QUEUE
     waited: float = 0.0  # seconds from due (run_at) to claimed
-    timeout: int = 900  # seconds one attempt may run (the task's timeout column)
+    timeout: int = DEFAULT_TIMEOUT  # seconds one attempt may run (the task's timeout column)
 
 
 @dataclass(slots=True)
