@@ -108,11 +108,7 @@ class TaskStore:
         """One page, newest first. ``filters`` maps status/type/queue to a value (or None);
         ``after`` is the (created_at, id) the page starts below (keyset), else ``offset``;
         ``fields`` limits the columns (rows are then dicts of those fields, id included)."""
-        used = tuple(name for name in tasks_sql.LIST_FILTERS if (filters or {}).get(name))
-        params: dict[str, Any] = {name: (filters or {})[name] for name in used}
-        params.update(limit=limit + 1, offset=offset, cap=tasks_sql.EXACT_TOTAL_MAX + 1)
-        if after is not None:
-            params.update(after_created_at=after[0], after_id=after[1])
+        used, params = _list_params(limit, offset, filters, after)
         # created_at and id are the cursor's key: selected even when not asked for.
         columns = TASK_COLUMNS
         if fields is not None:
@@ -156,20 +152,7 @@ class TaskStore:
                         total, exact = counted, True
                     else:
                         total = max(estimate, counted)  # never below what was counted
-            more = len(rows) > limit
-            rows = rows[:limit]
-            next_key = None
-            if more:
-                last = rows[-1]
-                next_key = (
-                    (last.created_at, last.id)
-                    if fields is None
-                    else (last["created_at"], last["id"])
-                )
-            if fields is not None:
-                shown = [c for c in columns if c in fields or c == "id"]
-                rows = [{c: row[c] for c in shown} for row in rows]
-            return Page(tasks=rows, total=total, total_exact=exact, next_key=next_key)
+            return _page(rows, limit, fields, columns, total, exact)
 
         return self._retry_read(read)
 
@@ -360,6 +343,45 @@ _REFUSALS = {
     Status.CANCELLED.value: "a {} task cannot be cancelled: it has already finished",
     Status.PENDING.value: "a {} task cannot be retried: only failed, cancelled or completed ones",
 }
+
+
+def _list_params(
+    limit: int,
+    offset: int,
+    filters: dict[str, str | None] | None,
+    after: tuple[datetime, int] | None,
+) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The filters a list uses (names, in LIST_FILTERS order) and its statements' values."""
+    used = tuple(name for name in tasks_sql.LIST_FILTERS if (filters or {}).get(name))
+    params: dict[str, Any] = {name: (filters or {})[name] for name in used}
+    params.update(limit=limit + 1, offset=offset, cap=tasks_sql.EXACT_TOTAL_MAX + 1)
+    if after is not None:
+        params.update(after_created_at=after[0], after_id=after[1])
+    return used, params
+
+
+def _page(
+    rows: list[Any],
+    limit: int,
+    fields: tuple[str, ...] | None,
+    columns: tuple[str, ...],
+    total: int,
+    exact: bool,
+) -> Page:
+    """A page of ``limit`` rows (one more was read, to know whether a page follows), only
+    the asked-for ``fields`` of each when some were."""
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_key = None
+    if more:
+        last = rows[-1]
+        next_key = (
+            (last.created_at, last.id) if fields is None else (last["created_at"], last["id"])
+        )
+    if fields is not None:
+        shown = [c for c in columns if c in fields or c == "id"]
+        rows = [{c: row[c] for c in shown} for row in rows]
+    return Page(tasks=rows, total=total, total_exact=exact, next_key=next_key)
 
 
 def _differs(sent: Any, stored: Any) -> bool:
