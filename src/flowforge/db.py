@@ -32,7 +32,10 @@ from psycopg.types.json import set_json_dumps, set_json_loads
 from sqlalchemy import Engine, create_engine, event
 
 from .config import Settings
-from .stores.common_sql import HEALTH
+
+# The ping: the one statement of the connections' own (/health, the healthcheck, a worker's
+# first connection). Here, not in a store: the stores build on this module.
+HEALTH = "SELECT 1"
 
 
 class DatabaseUnavailable(Exception):
@@ -220,7 +223,7 @@ def query_within(conn: psycopg.Connection, sql: str, timeout: float) -> None:
 
 
 def ping(source: ConnectionSource, timeout: float) -> None:
-    """Raise ``DatabaseUnavailable`` unless PostgreSQL answers ``common_sql.HEALTH`` within
+    """Raise ``DatabaseUnavailable`` unless PostgreSQL answers ``HEALTH`` within
     ``timeout`` seconds; a connection gone stale (every pooled one, after a PostgreSQL
     restart) is replaced and asked once more."""
     for attempt in (1, 2):

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..config import Settings
-from ..stores.common_sql import HEALTH
+from ..db import HEALTH
 from ..stores.ops_sql import LIVE_WORKERS, QUEUE_HEALTH, UNSERVED_QUEUES
 from .scripting import (
     EXIT_FAILURE,

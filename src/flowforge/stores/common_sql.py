@@ -1,5 +1,5 @@
-"""SQL every store shares: the channels that wake workers, the lock idle workers hold,
-the health ping and a transaction's statement timeout."""
+"""SQL every store shares: the channels that wake workers, the lock idle workers hold
+and a transaction's statement timeout."""
 
 from __future__ import annotations
 
@@ -23,8 +23,6 @@ WORKER_WAITING = (
     f"CASE WHEN pg_try_advisory_lock({IDLE_LOCK_KEY}) "
     f"THEN NOT pg_advisory_unlock({IDLE_LOCK_KEY}) ELSE true END"
 )
-
-HEALTH = "SELECT 1"
 
 
 def local_statement_timeout(ms: int) -> str:

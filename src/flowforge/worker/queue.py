@@ -20,7 +20,7 @@ import psycopg
 
 from .. import __version__
 from ..config import Settings
-from ..db import DatabaseRefused, connect, refused
+from ..db import HEALTH, DatabaseRefused, connect, refused
 from ..domain.fields import DEFAULT_QUEUE, DEFAULT_TIMEOUT
 from ..stores import common_sql, queue_sql
 from ..stores import schedules as schedule_store
@@ -123,7 +123,7 @@ class TaskQueue:
             raise refused(exc) from exc
 
     def ensure_connected(self) -> None:
-        self._execute(common_sql.HEALTH, {})
+        self._execute(HEALTH, {})
 
     def close(self) -> None:
         if self.conn is not None:
