@@ -5,8 +5,10 @@
 - ``dispatcher``: the main loop and its deadlines; ``recording``: writing outcomes with
   the next claim; ``shutdown``: the graceful stop; ``prefetch``: how far ahead it claims
 - ``duties``: the maintenance duties (heartbeat, reaper, schedules), one module each
-- ``pool``: the executors that run the handlers (child processes or threads)
-- ``child``, ``execute``, ``preload``: a handler process, one handler call, the fork server
+- ``executor``: what the dispatcher asks of the handlers' executor, and which one runs:
+  ``process_pool`` (child processes: ``slots`` decides, ``child_process`` is one of them,
+  ``child`` its inside) or ``thread_pool``
+- ``execute``, ``preload``: one handler call, the fork server
 - ``backoff``: waits between retries (the worker's own, and a failed task's)
 - ``listener``: LISTEN/NOTIFY wake-ups
 - ``metrics``: the worker's Prometheus metrics

@@ -28,9 +28,9 @@ from .duties import Duties
 from .duties.heartbeat import Heartbeat
 from .duties.reaper import Reaper
 from .duties.schedules import Schedules
+from .executor import Executor, make_executor
 from .listener import Listener
 from .metrics import make_metrics
-from .pool import Executor, make_executor
 from .prefetch import Prefetch
 from .queue import ClaimedTask, Outcome, TaskQueue
 from .recording import Recording

@@ -14,8 +14,8 @@ from ..db import DatabaseRefused, DatabaseUnavailable, first_line
 from ..handlers import Handler
 from .backoff import retry_delay
 from .execute import storable
+from .executor import Executor
 from .metrics import WorkerMetrics
-from .pool import Executor
 from .prefetch import Prefetch
 from .queue import ClaimedTask, FinishResult, Outcome, TaskQueue
 

@@ -14,7 +14,7 @@ from .. import logs
 from ..config import Settings, format_duration
 from ..db import DatabaseUnavailable
 from .backoff import Backoff
-from .pool import Executor
+from .executor import Executor
 from .queue import ClaimedTask, Outcome, TaskQueue
 from .sdnotify import Notifier
 
