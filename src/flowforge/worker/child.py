@@ -114,7 +114,24 @@ def main(
 ) -> None:
     """The child's entry point (multiprocessing target). ``inbox``/``outbox``: connection
     objects whose file descriptors carry the messages; ``state``: the shared array;
-    ``fault_path``: the file its tracebacks go to (a crash's, SIGTERM's)."""
+    ``rss``: report the memory after each task; ``fault_path``: the file its tracebacks go
+    to (a crash's, SIGTERM's)."""
+    _lead_a_process_group()
+    _tracebacks_to(fault_path)
+
+    from .. import logs
+
+    logs.configure_logging("worker", log_level, log_format=log_format)
+    in_fd, out_fd = inbox.fileno(), outbox.fileno()
+    _forget_pipes_in_forks(in_fd, out_fd)
+    mailbox = _Mailbox()
+    threading.Thread(
+        target=mailbox.read, args=(in_fd,), name="flowforge-child-reader", daemon=True
+    ).start()
+    _serve(mailbox, out_fd, state, rss)
+
+
+def _lead_a_process_group() -> None:
     # A process group of its own, for the dispatcher to kill with whatever the handlers
     # left running (not a session: it stays in the worker's). So Ctrl-C in a terminal no
     # longer reaches it, and SIGINT stays ignored for a signal sent to it by hand: the
@@ -126,6 +143,9 @@ def main(
     # The dispatcher blocks its stop signals in every thread, and a blocked mask survives
     # fork and exec (the fork server was started from such a thread): unblock SIGTERM.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+def _tracebacks_to(fault_path: str) -> None:
     # The traceback goes to a file of this child's, not to stderr: faulthandler writes a
     # dump in many small writes, which would interleave with the dispatcher's log lines on
     # the shared stdout. The dispatcher logs the file as one record when the child is gone.
@@ -137,14 +157,8 @@ def main(
     faulthandler.enable(file=_fault_file or sys.stderr)
     faulthandler.register(signal.SIGTERM, file=_fault_file or sys.stderr, chain=True)
 
-    from .. import logs
-    from ..handlers import TaskContext
-    from .execute import cancelled_note, run_handler
-    from .preload import HANDLERS
 
-    logs.configure_logging("worker", log_level, log_format=log_format)
-    in_fd, out_fd = inbox.fileno(), outbox.fileno()
-
+def _forget_pipes_in_forks(in_fd: int, out_fd: int) -> None:
     def forget_pipes() -> None:
         # In a process a handler forks (os.fork, multiprocessing): without this it would
         # hold the pipes open after the child is gone, and the dispatcher's end of file
@@ -158,12 +172,20 @@ def main(
             os.close(null)
 
     os.register_at_fork(after_in_child=forget_pipes)
-    work: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-    cancelled: set[int] = set()
-    current: list[Any] = [0, None]  # the running task's id and context
-    stopping = threading.Event()
 
-    def read() -> None:
+
+class _Mailbox:
+    """What the dispatcher sent, as the reader thread sorts it: tasks to run (``work``;
+    None: stop), cancellations, and the running task (to set its ``cancelled``)."""
+
+    def __init__(self) -> None:
+        self.work: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self.cancelled: set[int] = set()
+        self.current: list[Any] = [0, None]  # the running task's id and context
+        self.stopping = threading.Event()
+
+    def read(self, in_fd: int) -> None:
+        """The reader thread: until the dispatcher is gone, then the process exits."""
         reader = MessageReader(in_fd)
         while True:
             try:
@@ -176,34 +198,43 @@ def main(
                 kind = message[0]
                 if kind == "run":
                     for task in message[1]:
-                        work.put(task)
+                        self.work.put(task)
                 elif kind == "cancel":
-                    cancelled.add(message[1])
-                    ctx = current[1]
-                    if current[0] == message[1] and ctx is not None:
+                    self.cancelled.add(message[1])
+                    ctx = self.current[1]
+                    if self.current[0] == message[1] and ctx is not None:
                         ctx.cancelled.set()
                 elif kind == "stop":
-                    stopping.set()
-                    work.put(None)
+                    self.stopping.set()
+                    self.work.put(None)
 
-    threading.Thread(target=read, name="flowforge-child-reader", daemon=True).start()
+    def not_started(self, task: tuple[Any, ...] | None) -> list[int]:
+        """On a stop: the ids of ``task`` and of every task still queued."""
+        left = [] if task is None else [task[0]]
+        while True:
+            try:
+                more = self.work.get_nowait()
+            except queue.Empty:
+                return left
+            if more is not None:
+                left.append(more[0])
 
-    def report(outcome: tuple[Any, ...]) -> None:
-        # At once, before the next task starts: in the pipe, it survives this process.
-        write_message(out_fd, ("done", [outcome]))
 
+def _serve(mailbox: _Mailbox, out_fd: int, state: Any, rss: bool) -> None:
+    """Run the tasks one at a time until told to stop; each outcome is written as the
+    task ends, before the next starts: in the pipe, it survives this process."""
+    from .. import logs
+    from ..handlers import TaskContext
+    from .execute import cancelled_note, run_handler
+    from .preload import HANDLERS
+
+    work, cancelled, current, stopping = (
+        mailbox.work, mailbox.cancelled, mailbox.current, mailbox.stopping
+    )  # fmt: skip
     while True:
         task = work.get()
         if task is None or stopping.is_set():
-            left = [] if task is None else [task[0]]
-            while True:
-                try:
-                    more = work.get_nowait()
-                except queue.Empty:
-                    break
-                if more is not None:
-                    left.append(more[0])
-            write_message(out_fd, ("stopped", left))
+            write_message(out_fd, ("stopped", mailbox.not_started(task)))
             return
         task_id, type_, payload, attempt, max_attempts, request_id, queue_name, timeout = task
         ctx = TaskContext(
@@ -214,7 +245,8 @@ def main(
         if task_id in cancelled:  # cancelled while it waited here: never started
             cancelled.discard(task_id)
             current[0], current[1] = 0, None
-            report((task_id, None, None, 0.0, 0, "cancelled by request before it started"))
+            outcome = (task_id, None, None, 0.0, 0, "cancelled by request before it started")
+            write_message(out_fd, ("done", [outcome]))
             continue
         state[0] = task_id
         state[1] = time.monotonic()
@@ -224,7 +256,8 @@ def main(
         # The outcome first, then "not running": a crash in between leaves the outcome
         # received and nothing charged (the dispatcher reads the outcome before it looks
         # at the state of a dead child).
-        report((task_id, error, result, duration_ms, _rss() if rss else 0, note))
+        outcome = (task_id, error, result, duration_ms, _rss() if rss else 0, note)
+        write_message(out_fd, ("done", [outcome]))
         state[1] = 0.0
         current[0], current[1] = 0, None
         cancelled.discard(task_id)
