@@ -27,6 +27,7 @@ from .validation import (
     PAGE_MAX,
     ValidationError,
     _whole,
+    check_fields,
     checks_of,
 )
 
@@ -112,24 +113,15 @@ def schedule_body(
     """Validate a POST (``partial=False``) or PUT body of /v1/schedules."""
     if not isinstance(body, dict):
         raise ValidationError("the body must be a JSON object", {"body": "must be an object"})
-    details = {name: "is not a known field" for name in body if name not in FIELDS}
-    checks = _CHECKS
-    clean: dict[str, Any] = {}
-    for name, check in checks.items():
-        if name not in body:
-            continue
-        try:
-            clean[name] = check(body[name])
-        except ValueError as exc:
-            details[name] = str(exc)
-    if not partial:
-        for required in _REQUIRED:
-            if required not in body:
-                details[required] = "is required"
-    elif not body:
+    clean, details = check_fields(
+        body,
+        _CHECKS,
+        allowed=FIELDS,
+        required=() if partial else _REQUIRED,
+        known_types=known_types,
+    )
+    if partial and not body:
         details["body"] = "must contain at least one field"
-    if known_types is not None and "type" in clean and clean["type"] not in known_types:
-        details["type"] = f"unknown task type; known: {', '.join(sorted(known_types))}"
     if details:
         raise ValidationError("the schedule is not valid", details)
     return clean

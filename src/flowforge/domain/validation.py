@@ -4,7 +4,7 @@ task's and a schedule's fields are made from ``fields.py``'s tables."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,6 +149,39 @@ _status = _CHECKS["status"]
 _type_filter = check_of(Field("type", "string", max_length=TYPE_MAX, blank_ok=False))
 
 
+def check_fields(
+    body: dict[str, Any],
+    checks: dict[str, Callable[[Any], Any]],
+    *,
+    allowed: Collection[str],
+    required: Collection[str] = (),
+    null_is_default: dict[str, Any] | None = None,
+    known_types: frozenset[str] | None = None,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """A JSON object body checked field by field against a field table's ``checks``: the
+    cleaned fields and the per-field errors (unknown, invalid, missing, an unknown task
+    type). Tasks and schedules share it; each adds its own whole-body rules."""
+    null_is_default = null_is_default or {}
+    details = {name: "is not a known field" for name in body if name not in allowed}
+    clean: dict[str, Any] = {}
+    for name, check in checks.items():
+        if name not in body or name not in allowed:
+            continue
+        if body[name] is None and name in null_is_default:
+            clean[name] = null_is_default[name]
+            continue
+        try:
+            clean[name] = check(body[name])
+        except ValueError as exc:
+            details[name] = str(exc)
+    for name in required:
+        if name not in body:
+            details[name] = "is required"
+    if known_types is not None and "type" in clean and clean["type"] not in known_types:
+        details["type"] = f"unknown task type; known: {', '.join(sorted(known_types))}"
+    return clean, details
+
+
 def task_body(
     body: Any, *, partial: bool, known_types: frozenset[str] | None = None
 ) -> dict[str, Any]:
@@ -156,26 +189,16 @@ def task_body(
     if not isinstance(body, dict):
         raise ValidationError("the body must be a JSON object", {"body": "must be an object"})
     allowed = PUT_FIELDS if partial else POST_FIELDS
-    details = {name: "is not a known field" for name in body if name not in allowed}
-    clean: dict[str, Any] = {}
-    for name, check in _CHECKS.items():
-        if name not in body or name not in allowed:
-            continue
-        if body[name] is None and name in _NULL_IS_DEFAULT:
-            clean[name] = _NULL_IS_DEFAULT[name]
-            continue
-        try:
-            clean[name] = check(body[name])
-        except ValueError as exc:
-            details[name] = str(exc)
-    if not partial:
-        for name in _REQUIRED:
-            if name not in body:
-                details[name] = "is required"
+    clean, details = check_fields(
+        body,
+        _CHECKS,
+        allowed=allowed,
+        required=() if partial else _REQUIRED,
+        null_is_default=_NULL_IS_DEFAULT,
+        known_types=known_types,
+    )
     if partial and not body:
         details["body"] = f"must contain at least one of {', '.join(sorted(PUT_FIELDS))}"
-    if known_types is not None and "type" in clean and clean["type"] not in known_types:
-        details["type"] = f"unknown task type; known: {', '.join(sorted(known_types))}"
     if details:
         raise ValidationError("the task is not valid", details)
     return clean
