@@ -24,7 +24,7 @@ import requests
 
 from flowforge.devdb import TempPostgres, free_port
 
-from ..support import ROOT, write_plugin
+from ..support import COUNTING_HANDLERS, ROOT, handler_runs, write_plugin
 
 DEVSTACK = str(ROOT / "tools" / "devstack.py")
 
@@ -71,6 +71,21 @@ def _banner(proc: subprocess.Popen[bytes], out_path: Path) -> str:
     return text
 
 
+def _with_counting_plugin(env: dict[str, str], dev_dir: Path) -> dict[str, str]:
+    """``env`` with the test plug-in on PYTHONPATH: its ``count`` handler writes a line when
+    it starts, so a test knows the handler runs (``processing`` is shown once claimed)."""
+    (dev_dir / "counting").mkdir()
+    plugin = write_plugin(dev_dir / "counting", "counting", COUNTING_HANDLERS, ["count"])
+    return {**env, "PYTHONPATH": plugin}
+
+
+def _wait_for_handler(runs: Path, task_id: int) -> None:
+    deadline = time.monotonic() + 20
+    while not any(int(run[0]) == task_id for run in handler_runs(runs, "start")):
+        assert time.monotonic() < deadline, f"the handler of task {task_id} did not start"
+        time.sleep(0.05)
+
+
 def _ctrl_c(proc: subprocess.Popen[bytes]) -> int:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGINT)
@@ -79,7 +94,8 @@ def _ctrl_c(proc: subprocess.Popen[bytes]) -> int:
 
 def test_make_dev_keeps_its_database_and_stops_gracefully_on_one_ctrl_c(dev_dir: Path) -> None:
     port, db_port = free_port(), free_port()
-    env = _env(dev_dir, port, db_port)
+    env = _with_counting_plugin(_env(dev_dir, port, db_port), dev_dir)
+    runs = dev_dir / "runs"
     out_path = dev_dir / "out-1"
     proc = _start(env, out_path)
     try:
@@ -105,15 +121,11 @@ def test_make_dev_keeps_its_database_and_stops_gracefully_on_one_ctrl_c(dev_dir:
             assert time.monotonic() < deadline, "the worker did not run the task"
             time.sleep(0.1)
         # A task running when Ctrl-C comes finishes (within WORKER_SHUTDOWN_TIMEOUT).
-        body = {"title": "running at Ctrl-C", "type": "sleep", "payload": {"seconds": 3}}
+        payload = {"file": str(runs), "sleep": 3}
+        body = {"title": "running at Ctrl-C", "type": "count", "payload": payload}
         sleeper = requests.post(tasks_url, json=body, headers=auth, timeout=5).json()["data"]
         sleeper_url = f"{tasks_url}/{sleeper['id']}"
-        deadline = time.monotonic() + 20
-        while requests.get(sleeper_url, headers=auth, timeout=5).json()["data"]["status"] != (
-            "processing"
-        ):
-            assert time.monotonic() < deadline, "the sleep task did not start"
-            time.sleep(0.05)
+        _wait_for_handler(runs, sleeper["id"])
     finally:
         code = _ctrl_c(proc)
     output = out_path.read_text()
@@ -292,23 +304,17 @@ def test_make_dev_runs_from_a_closed_directory_and_a_second_one_says_where_the_f
 
 def test_a_second_ctrl_c_stops_at_once_and_gives_running_tasks_back(dev_dir: Path) -> None:
     env = {**_env(dev_dir, free_port(), free_port()), "WORKER_SHUTDOWN_TIMEOUT": "60s"}
+    env = _with_counting_plugin(env, dev_dir)
     out_path = dev_dir / "out"
     proc = _start(env, out_path)
     try:
         exports = _exports(_banner(proc, out_path))
         auth = {"Authorization": f"Bearer {exports['API_TOKEN']}"}
         tasks_url = exports["API_URL"] + "/v1/tasks"
-        body = {"title": "long", "type": "sleep", "payload": {"seconds": 120}}
+        runs = dev_dir / "runs"
+        body = {"title": "long", "type": "count", "payload": {"file": str(runs), "sleep": 120}}
         task = requests.post(tasks_url, json=body, headers=auth, timeout=5).json()["data"]
-        deadline = time.monotonic() + 20
-        while (
-            requests.get(f"{tasks_url}/{task['id']}", headers=auth, timeout=5).json()["data"][
-                "status"
-            ]
-            != "processing"
-        ):
-            assert time.monotonic() < deadline, "the sleep task did not start"
-            time.sleep(0.05)
+        _wait_for_handler(runs, task["id"])
         os.killpg(proc.pid, signal.SIGINT)
         time.sleep(1.5)
         assert proc.poll() is None  # the first Ctrl-C waits for the running task
