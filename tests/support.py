@@ -106,6 +106,13 @@ def task_row(conn: psycopg.Connection, task_id: int) -> dict[str, Any]:
     return dict(zip(names, row, strict=True)) if row else {}
 
 
+def final_row(conn: psycopg.Connection, task_id: int, timeout: float = 15) -> dict[str, Any]:
+    """The task's row once it has ended (completed, failed or cancelled)."""
+    done = ("completed", "failed", "cancelled")
+    wait_until(lambda: task_row(conn, task_id)["status"] in done, timeout, f"task {task_id} to end")
+    return task_row(conn, task_id)
+
+
 def statuses(conn: psycopg.Connection) -> dict[str, int]:
     """Tasks per status."""
     return dict(conn.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall())
@@ -419,6 +426,27 @@ class WorkerProc:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+@contextmanager
+def worker_spawner(
+    database_url: str, plugin: str, tmp_path: Path, **defaults: str
+) -> Iterator[Callable[..., WorkerProc]]:
+    """A ``spawn`` fixture's body: ``start(name, **env)`` starts a worker with the plug-in
+    (``defaults`` under ``env``) and waits until it is ready; all are killed at the end."""
+    procs: list[WorkerProc] = []
+
+    def start(name: str = "worker", **env: str) -> WorkerProc:
+        w = WorkerProc(database_url, tmp_path / f"{name}.log", plugin, **{**defaults, **env})
+        procs.append(w)
+        w.wait_for("worker ready")
+        return w
+
+    try:
+        yield start
+    finally:
+        for w in procs:
+            w.kill()
 
 
 def children_of(pid: int) -> set[int]:

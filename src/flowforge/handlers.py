@@ -12,7 +12,10 @@ entry-point group, so a package of yours can add its own::
         ...
 
 A handler that returns has succeeded; one that raises has failed that attempt (the
-exception is recorded in ``last_error`` and the task retried with backoff).
+exception is recorded in ``last_error`` and the task retried with backoff). Two
+exceptions say more: ``raise Discard("why")`` fails the task now, attempts left or not;
+``raise Snooze(seconds)`` puts it back to ``pending`` for that long without counting the
+attempt. Every attempt is kept (``GET /v1/tasks/{id}/attempts``), with the traceback.
 
 - **Return value**: what a handler returns is stored as the task's ``result`` (JSON, at
   most 64 KiB once serialised; ``None`` stores nothing). A value that cannot be
@@ -114,6 +117,29 @@ class TaskContext:
 
 
 Handler = Callable[[TaskContext], object]
+
+
+class Discard(Exception):
+    """Raised by a handler: fail the task now, with no more attempts (its outcome
+    ``discarded``, ``last_error`` "Discard: <why>")."""
+
+    def __init__(self, why: str = "discarded by its handler") -> None:
+        super().__init__(why)
+
+
+class Snooze(Exception):
+    """Raised by a handler: put the task back to ``pending`` with ``run_at`` ``seconds``
+    from now (0 to 30 days), the attempt not counted (its outcome ``snoozed``)."""
+
+    MAX_SECONDS = 30 * 86400
+
+    def __init__(self, seconds: float) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise TypeError("Snooze(seconds): seconds must be a number")
+        if not 0 <= seconds <= self.MAX_SECONDS:
+            raise ValueError(f"Snooze(seconds): 0 to {self.MAX_SECONDS} seconds, not {seconds}")
+        super().__init__(seconds)
+        self.seconds = float(seconds)
 
 
 def noop(task: TaskContext) -> None:

@@ -82,6 +82,8 @@ tasks = Table(
     Column("cancel_requested", Boolean, nullable=False, server_default=text("false")),
     Column("timeout", Integer, nullable=False, server_default=text(str(DEFAULT_TIMEOUT))),
     Column("schedule", Text),
+    # Every attempt, oldest first, at most TASK_ATTEMPTS_KEPT (migration 0010 says why here)
+    Column("attempt_log", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     CheckConstraint(
         f"status IN ({sql_list(STATUSES)})",
         name="tasks_status_check",

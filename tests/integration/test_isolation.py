@@ -26,10 +26,12 @@ from ..support import (
     WorkerProc,
     add_task,
     add_tasks,
+    final_row,
     handler_runs,
     statuses,
     task_row,
     wait_until,
+    worker_spawner,
     write_plugin,
 )
 
@@ -143,17 +145,8 @@ def handler_path(tmp_path_factory: pytest.TempPathFactory) -> str:
 def spawn(
     database_url: str, handler_path: str, tmp_path: Path
 ) -> Iterator[Callable[..., WorkerProc]]:
-    procs: list[WorkerProc] = []
-
-    def start(name: str = "worker", **env: str) -> WorkerProc:
-        w = WorkerProc(database_url, tmp_path / f"{name}.log", handler_path, **env)
-        procs.append(w)
-        w.wait_for("worker ready")
-        return w
-
-    yield start
-    for w in procs:
-        w.kill()
+    with worker_spawner(database_url, handler_path, tmp_path) as start:
+        yield start
 
 
 def _insert(db: psycopg.Connection, type_: str, payload: dict | None = None, **cols: object) -> int:
@@ -162,9 +155,7 @@ def _insert(db: psycopg.Connection, type_: str, payload: dict | None = None, **c
 
 
 def _final(db: psycopg.Connection, task_id: int, timeout: float = 15) -> dict:
-    done = ("completed", "failed", "cancelled")
-    wait_until(lambda: task_row(db, task_id)["status"] in done, timeout, f"task {task_id} to end")
-    return task_row(db, task_id)
+    return final_row(db, task_id, timeout)
 
 
 def test_a_crashing_handler_fails_only_its_own_task(db, spawn, tmp_path) -> None:

@@ -297,6 +297,7 @@ def test_a_claim_alone_commits_asynchronously_outcomes_as_configured(database_ur
     assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)  # nothing leaked
     params = {
         "ids": [], "tokens": [], "errors": [], "delays": [], "results": [], "notes": [],
+        "kinds": [], "tracebacks": [], "cpus": [], "rsss": [], "signals": [], "kept": 25,
         "worker": "host-a:1", "token": claimed.token, "lease": 30, "limit": 1,
         "queues": ["*"],
     }  # fmt: skip
@@ -305,7 +306,9 @@ def test_a_claim_alone_commits_asynchronously_outcomes_as_configured(database_ur
         assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
     with conn.transaction():
         outcome = {"ids": [claimed.id], "tokens": [claimed.token], "errors": [None],
-                   "delays": [0.0], "results": [None], "notes": [None], "limit": 0}  # fmt: skip
+                   "delays": [0.0], "results": [None], "notes": [None], "kinds": [None],
+                   "tracebacks": [None], "cpus": [None], "rsss": [None], "signals": [None],
+                   "limit": 0}  # fmt: skip
         conn.execute(q.claim_sql, {**params, **outcome})
         assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
     assert task_row(db, claimed.id)["status"] == "completed"

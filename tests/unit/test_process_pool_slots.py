@@ -22,7 +22,7 @@ class FakeChild(Child):
     """A child that records what it is sent and signalled; ``alive`` False: sends fail."""
 
     def __init__(self, pid: int) -> None:
-        super().__init__([0.0, 0.0])
+        super().__init__([0.0, 0.0, 0.0])
         self.pid = pid
         self.sent: list[Any] = []
         self.signals: list[int] = []
@@ -42,7 +42,7 @@ class FakeChild(Child):
 
     def report(self, *tasks: ClaimedTask) -> tuple[Any, ...]:
         """The "done" message for these tasks, succeeded."""
-        return ("done", [(t.id, None, None, 1.0, 0, None) for t in tasks])
+        return ("done", [(t.id, None, None, 1.0, 0, None, None) for t in tasks])
 
 
 class Pool(Slots):
@@ -51,13 +51,17 @@ class Pool(Slots):
             {"DATABASE_URL": "postgresql://unused/db", "WORKER_METRICS_PORT": "0", **env}
         )
         self.delivered: list[tuple[int, str | None, str | None]] = []
+        self.details: list[Any] = []
         super().__init__(settings, self._record)
         self.pids = iter(range(100, 10_000))
         for _ in range(self.size):
             self._spawn()
 
-    def _record(self, task: ClaimedTask, error: Any, result: Any, ms: float, note: Any) -> None:
+    def _record(
+        self, task: ClaimedTask, error: Any, result: Any, ms: float, note: Any, detail: Any
+    ) -> None:
         self.delivered.append((task.id, error, note))
+        self.details.append(detail)
 
     def _spawn(self) -> FakeChild:
         c = FakeChild(next(self.pids))

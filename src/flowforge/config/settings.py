@@ -59,6 +59,7 @@ class Settings:
     worker_kill_grace: float
     task_max_attempts: int
     task_timeout: int
+    task_attempts_kept: int
     task_retry_backoff: float
     task_retry_backoff_max: float
     worker_metrics_port: int

@@ -304,6 +304,14 @@ VARIABLES: tuple[Variable, ...] = (
         notes="Whole seconds (the tasks.timeout column)",
     ),
     Variable(
+        "TASK_ATTEMPTS_KEPT",
+        "task_attempts_kept",
+        _positive_int,
+        "25",
+        "attempts kept per task in its history (GET /v1/tasks/{id}/attempts; oldest dropped)",
+        notes="Each is a few hundred bytes in the task's row, a traceback up to 16 KiB more",
+    ),
+    Variable(
         "TASK_RETRY_BACKOFF",
         "task_retry_backoff",
         _positive_duration,

@@ -61,6 +61,10 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(R, C, Actor.FINISH, "the handler returned"),
     Transition(R, P, Actor.FINISH, "the attempt failed, attempts left: due after a backoff"),
     Transition(R, F, Actor.FINISH, "the attempt failed, attempts used up"),
+    Transition(
+        R, P, Actor.FINISH, "the handler raised Snooze(s): due in s, the attempt not counted"
+    ),
+    Transition(R, F, Actor.FINISH, "the handler raised Discard(why): no more attempts"),
     Transition(R, X, Actor.FINISH, "cancel_requested was set, whatever the run returned"),
     Transition(R, P, Actor.GIVE_BACK, "the worker stops; an unstarted task gets its attempt back"),
     Transition(R, F, Actor.GIVE_BACK, "interrupted on its last attempt"),

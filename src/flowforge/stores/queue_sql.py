@@ -10,25 +10,66 @@ from .common_sql import NOTIFY_CHANNEL
 # holder's result. Outcomes and the next claim share one statement, so a busy worker pays
 # one commit (one WAL flush) per batch, not two per task.
 
+
+# The attempt history (tasks.attempt_log, migration 0010 says why in the row): the entry
+# of the attempt being written, appended by the statement that writes its outcome. At
+# most %(kept)s (TASK_ATTEMPTS_KEPT) are kept: the oldest are dropped (all at once when
+# the setting was lowered). ``outcome`` and ``error`` are SQL expressions; the others
+# name the worker's values where it has them.
+def appended(outcome: str, error: str, details: str = "NULL, NULL, NULL, NULL") -> str:
+    """``tasks.attempt_log`` with this attempt's entry appended (row ``t``)."""
+    traceback, cpu, rss, signal = details.split(", ")
+    return f"""(CASE WHEN jsonb_array_length(t.attempt_log) < %(kept)s THEN t.attempt_log
+              ELSE coalesce((SELECT jsonb_agg(e ORDER BY i)
+                             FROM jsonb_array_elements(t.attempt_log) WITH ORDINALITY AS a(e, i)
+                             WHERE i > jsonb_array_length(t.attempt_log) - %(kept)s + 1),
+                            '[]') END)
+           || jsonb_build_object(
+               'attempt', t.attempts, 'worker', t.worker, 'started_at', t.started_at,
+               'finished_at', now(), 'outcome', {outcome}, 'error', {error},
+               'traceback', {traceback}, 'cpu_seconds', {cpu}, 'max_rss_bytes', {rss},
+               'exit_signal', {signal})"""
+
+
 # Outcomes of finished tasks: error NULL = success; otherwise a retry after `delay`
 # seconds, or `failed` once attempts are used up. Attempts are counted at claim time. A
 # task whose cancel_requested is set by then ends `cancelled`, whatever the run returned
 # (the API flags it; this statement and the flag meet on the row lock, so a cancel racing
 # the completion has one answer). `note` is the worker's account of a cancelled run;
 # `result` the handler's return value as JSON text (NULL: none, or the run failed).
-_FINISH_CTE = """
+# `kind` what the worker knows of how it ended beyond the error: 'snoozed' (the handler
+# raised Snooze: back to pending after `delay`, the attempt not counted), 'discarded'
+# (Discard: failed now, whatever attempts are left), 'timed_out', 'crashed' (the child
+# died), NULL; the history entry's outcome follows from it and the row.
+_FINISHED_ENTRY = appended(
+    """CASE WHEN t.cancel_requested THEN 'cancelled'
+            WHEN d.kind IN ('snoozed', 'discarded') THEN d.kind
+            WHEN d.error IS NULL THEN 'completed'
+            WHEN d.kind IS NOT NULL THEN d.kind
+            WHEN t.attempts >= t.max_attempts THEN 'failed' ELSE 'retried' END""",
+    "CASE WHEN t.cancel_requested THEN coalesce(d.note, d.error) ELSE d.error END",
+    "d.traceback, d.cpu, d.rss, d.signal",
+)
+_FINISH_CTE = f"""
 finished AS (
     UPDATE tasks t SET
         status = CASE WHEN t.cancel_requested THEN 'cancelled'
+                      WHEN d.kind = 'snoozed' THEN 'pending'
                       WHEN d.error IS NULL THEN 'completed'
-                      WHEN t.attempts >= t.max_attempts THEN 'failed'
+                      WHEN d.kind = 'discarded' OR t.attempts >= t.max_attempts THEN 'failed'
                       ELSE 'pending' END,
-        completed_at = CASE WHEN t.cancel_requested OR d.error IS NULL
+        completed_at = CASE WHEN t.cancel_requested THEN now()
+                            WHEN d.kind = 'snoozed' THEN NULL
+                            WHEN d.error IS NULL OR d.kind = 'discarded'
                                  OR t.attempts >= t.max_attempts
                             THEN now() END,
-        run_at = CASE WHEN NOT t.cancel_requested AND d.error IS NOT NULL
-                           AND t.attempts < t.max_attempts
+        run_at = CASE WHEN NOT t.cancel_requested AND (d.kind = 'snoozed' OR (
+                           d.error IS NOT NULL AND d.kind IS DISTINCT FROM 'discarded'
+                           AND t.attempts < t.max_attempts))
                       THEN now() + make_interval(secs => d.delay) ELSE t.run_at END,
+        -- a snooze does not count: the attempt is given back (its entry stays)
+        attempts = CASE WHEN d.kind = 'snoozed' AND NOT t.cancel_requested
+                        THEN t.attempts - 1 ELSE t.attempts END,
         last_error = CASE
             WHEN t.cancel_requested THEN coalesce(d.note, CASE
                 WHEN d.error IS NULL THEN 'cancelled by request while it ran (the handler '
@@ -37,12 +78,15 @@ finished AS (
                      || d.error END)
             ELSE coalesce(d.error, t.last_error) END,
         result = CASE WHEN d.error IS NULL THEN d.result::jsonb END,
+        attempt_log = {_FINISHED_ENTRY},
         lease_token = NULL,
         lease_expires_at = NULL,
         updated_at = now()
     FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(errors)s::text[],
-                %(delays)s::float8[], %(results)s::text[], %(notes)s::text[])
-         AS d(id, token, error, delay, result, note)
+                %(delays)s::float8[], %(results)s::text[], %(notes)s::text[],
+                %(kinds)s::text[], %(tracebacks)s::text[], %(cpus)s::float8[],
+                %(rsss)s::bigint[], %(signals)s::int[])
+         AS d(id, token, error, delay, result, note, kind, traceback, cpu, rss, signal)
     WHERE t.id = d.id AND t.lease_token = d.token AND t.status = 'processing'
     RETURNING t.id, t.status
 )"""
@@ -175,6 +219,11 @@ LEFT JOIN tasks t ON t.id = d.id
 # Graceful stop: give claimed tasks back. A task that never started gets its attempt back;
 # one interrupted at the shutdown timeout keeps it and says why in last_error, and if that
 # was its last attempt it ends failed (attempts never exceed max_attempts).
+_GIVEN_BACK_ENTRY = appended(
+    """CASE WHEN t.cancel_requested THEN 'cancelled'
+            WHEN t.attempts >= t.max_attempts THEN 'failed' ELSE 'retried' END""",
+    "%(reason)s::text",
+)
 GIVE_BACK = f"""
 WITH given AS (
     UPDATE tasks t SET
@@ -193,6 +242,7 @@ WITH given AS (
                                  OR (d.started AND t.attempts >= t.max_attempts)
                             THEN now() END,
         run_at = greatest(t.run_at, now()),  -- as the reaper: a later run_at stands
+        attempt_log = CASE WHEN d.started THEN {_GIVEN_BACK_ENTRY} ELSE t.attempt_log END,
         started_at = CASE WHEN t.cancel_requested
                                OR (d.started AND t.attempts >= t.max_attempts)
                           THEN t.started_at END,
@@ -216,6 +266,11 @@ FROM given
 # was requested ends cancelled. Any worker may run it. It also fails pending tasks whose
 # attempts are used up (an edit lowered max_attempts: they can never run), and deletes
 # the registry rows of workers that stopped heartbeating.
+_REAPED_ENTRY = appended(
+    "'lease_lost'",
+    "format('lease expired: worker %%s stopped heartbeating (killed, hung or crashed "
+    "while running it)', coalesce(t.worker, '?'))",
+)
 REAP_EXPIRED = f"""
 WITH expired AS (
     SELECT id FROM tasks
@@ -250,6 +305,7 @@ WITH expired AS (
         -- Due again now, unless it was due later (a client put a future task in
         -- processing): that time stands.
         run_at = greatest(t.run_at, now()),
+        attempt_log = {_REAPED_ENTRY},
         lease_token = NULL,
         lease_expires_at = NULL,
         updated_at = now()

@@ -17,7 +17,7 @@ from ..db import ConnectionSource, DatabaseUnavailable, ping
 from ..domain.fields import DEFAULT_TIMEOUT
 from ..domain.states import CANCELLABLE, RETRYABLE, Status, transition_allowed
 from ..domain.tasks import TASK_COLUMNS, Task
-from . import common_sql, stats, tasks_sql
+from . import attempts, common_sql, stats, tasks_sql
 from .stats import QueueMetrics
 from .task_types import (
     Cancelled,
@@ -95,6 +95,10 @@ class TaskStore:
                 return cur.execute(tasks_sql.GET_TASK, {"id": task_id}).fetchone()
 
         return self._retry_read(read)
+
+    def attempts(self, task_id: int) -> list[dict[str, Any]] | None:
+        """The task's attempt history, oldest first (None: no such task)."""
+        return self._retry_read(lambda: attempts.read_attempts(self.source, task_id))
 
     def list(
         self,

@@ -5,7 +5,8 @@ Messages are length-prefixed pickles over two pipes. A reader can parse every me
 ``os.read`` brought, so a batch of short tasks costs the dispatcher one read, not one per
 message. The dispatcher sends ``("run", [task, ...])``, ``("cancel", id)`` and
 ``("stop",)``; the child answers ``("done", [(id, error, result, duration_ms, rss,
-note)])`` as each task ends, and ``("stopped", [ids not started])`` before it exits on a
+note, detail)])`` as each task ends (``detail``: an ``execute.Detail`` with the CPU
+seconds and peak RSS of the run), and ``("stopped", [ids not started])`` before it exits on a
 stop. Each outcome is in the pipe before the next task starts: a crash (a segfault, the
 OOM killer) cannot take the outcomes of the tasks that ran before it with it, since what
 a process wrote to a pipe outlives it.
@@ -16,8 +17,9 @@ replaced). A process a handler forks has the child's pipes replaced at once (an 
 hook), so it can never keep them open after the child is gone.
 
 Which task is running is kept in shared memory (``state``: task id, start time on the
-monotonic clock, 0 when idle), so the dispatcher can time a task out and knows which
-task a dead child was running without a message per start.
+monotonic clock, 0 when idle, and the child's CPU seconds when it started), so the
+dispatcher can time a task out (and tell its CPU time) and knows which task a dead child
+was running without a message per start.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import faulthandler
 import os
 import pickle
 import queue
+import resource
 import signal
 import struct
 import sys
@@ -225,8 +228,10 @@ def _serve(mailbox: _Mailbox, out_fd: int, state: Any, rss: bool) -> None:
     task ends, before the next starts: in the pipe, it survives this process."""
     from .. import logs
     from ..handlers import TaskContext
-    from .execute import cancelled_note, run_handler
+    from .execute import Detail, cancelled_note, run_handler
     from .preload import HANDLERS
+
+    getrusage, RUSAGE_SELF = resource.getrusage, resource.RUSAGE_SELF
 
     work, cancelled, current, stopping = (
         mailbox.work, mailbox.cancelled, mailbox.current, mailbox.stopping
@@ -245,18 +250,25 @@ def _serve(mailbox: _Mailbox, out_fd: int, state: Any, rss: bool) -> None:
         if task_id in cancelled:  # cancelled while it waited here: never started
             cancelled.discard(task_id)
             current[0], current[1] = 0, None
-            outcome = (task_id, None, None, 0.0, 0, "cancelled by request before it started")
+            outcome = (task_id, None, None, 0.0, 0, "cancelled by request before it started", None)
             write_message(out_fd, ("done", [outcome]))
             continue
+        before = getrusage(RUSAGE_SELF)
+        state[2] = cpu = before.ru_utime + before.ru_stime
         state[0] = task_id
         state[1] = time.monotonic()
         with logs.bind(request_id=request_id, task_id=task_id, attempt=attempt):
-            error, result, duration_ms = run_handler(HANDLERS, ctx)
+            error, result, duration_ms, detail = run_handler(HANDLERS, ctx)
         note = cancelled_note(error) if ctx.is_cancelled() else None
+        after = getrusage(RUSAGE_SELF)
+        if detail is None:
+            detail = Detail()
+        detail.cpu = round(after.ru_utime + after.ru_stime - cpu, 6)
+        detail.rss = after.ru_maxrss * 1024  # this process's peak so far (KiB on Linux)
         # The outcome first, then "not running": a crash in between leaves the outcome
         # received and nothing charged (the dispatcher reads the outcome before it looks
         # at the state of a dead child).
-        outcome = (task_id, error, result, duration_ms, _rss() if rss else 0, note)
+        outcome = (task_id, error, result, duration_ms, _rss() if rss else 0, note, detail)
         write_message(out_fd, ("done", [outcome]))
         state[1] = 0.0
         current[0], current[1] = 0, None

@@ -26,7 +26,7 @@ class ChildProcess(Child):
     """One handler process and what the pool knows of it."""
 
     def __init__(self, ctx: Any, settings: Settings) -> None:
-        super().__init__(ctx.RawArray("d", 2))
+        super().__init__(ctx.RawArray("d", 3))
         inbox_r, inbox_w = ctx.Pipe(duplex=False)
         outbox_r, outbox_w = ctx.Pipe(duplex=False)
         # Where the child's tracebacks go (a crash's, SIGTERM's): read once it is gone.
@@ -118,6 +118,20 @@ class ChildProcess(Child):
         pool reads it once, when it reaps the child; ``abandon`` removes the rest)."""
         text = child.read_fault(self.fault_path)
         return {"traceback": text} if text else {}
+
+    def usage(self) -> tuple[float | None, int | None]:
+        """The CPU seconds of the task it runs now (its total from /proc less what the
+        child noted at the task's start) and its peak RSS (VmHWM); None if unreadable."""
+        try:
+            with open(f"/proc/{self.pid}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+            with open(f"/proc/{self.pid}/status", "rb") as fh:
+                hwm = next(line for line in fh if line.startswith(b"VmHWM:"))
+        except (OSError, IndexError, StopIteration):
+            return None, None
+        ticks = os.sysconf("SC_CLK_TCK")
+        cpu = (int(fields[11]) + int(fields[12])) / ticks - self.state[2]
+        return round(max(cpu, 0.0), 6), int(hwm.split()[1]) * 1024
 
     def close(self) -> None:
         self.closed = True

@@ -28,6 +28,7 @@ from .duties import Duties
 from .duties.heartbeat import Heartbeat
 from .duties.reaper import Reaper
 from .duties.schedules import Schedules
+from .execute import Detail
 from .executor import Executor, make_executor
 from .listener import Listener
 from .metrics import make_metrics
@@ -148,9 +149,13 @@ class Worker(Recording, Stopping):
         result: str | None,
         duration_ms: float,
         note: str | None,
+        detail: Detail | None = None,
     ) -> None:
-        delay = 0.0 if error is None else self._retry_delay(task)
-        self.done.append(Outcome(task, error, delay, duration_ms, result, note))
+        if detail is not None and detail.kind in ("snoozed", "discarded"):
+            delay = detail.delay  # a snooze's seconds; a discard has no retry
+        else:
+            delay = 0.0 if error is None else self._retry_delay(task)
+        self.done.append(Outcome(task, error, delay, duration_ms, result, note, detail))
         # Wake the dispatcher for the first outcome since it last drained `done` (it
         # resets the flag before draining, so an outcome is never left unnoticed), not
         # for every one: a wake-up per task would cost a thread switch per task.

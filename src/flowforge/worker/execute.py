@@ -11,16 +11,60 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import traceback
 from time import perf_counter
 from typing import Any
 
 import orjson
 
-from ..handlers import Handler, TaskContext
+from ..handlers import Discard, Handler, Snooze, TaskContext
 from ..logs import encodable
 
 ERROR_LIMIT = 2000  # characters of an exception kept in last_error
 RESULT_LIMIT = 64 * 1024  # bytes of a handler's result, as JSON
+TRACEBACK_LIMIT = 16 * 1024  # bytes of a handler's traceback kept in its attempt
+TRACEBACK_HEAD = 4 * 1024  # of which the start (the outer frames); the rest is the end
+CUT_MARKER = "\n[... {} bytes of the traceback cut ...]\n"
+
+
+@dataclasses.dataclass(slots=True)
+class Detail:
+    """What an attempt's history entry says beyond the error: ``kind`` (``snoozed``,
+    ``discarded``, ``timed_out``, ``crashed`` or None), ``traceback`` (the handler's, at
+    most TRACEBACK_LIMIT bytes), ``delay`` (a snooze's seconds), and from a child process
+    ``cpu`` (seconds), ``rss`` (its peak, bytes) and ``signal`` (the one that ended it)."""
+
+    kind: str | None = None
+    traceback: str | None = None
+    delay: float = 0.0
+    cpu: float | None = None
+    rss: int | None = None
+    signal: int | None = None
+
+
+def bounded_traceback(text: str) -> str:
+    """``text`` in at most TRACEBACK_LIMIT bytes of UTF-8, storable: the start and the end
+    (where the exception was raised) kept, the middle replaced by a marker saying how much
+    went."""
+    text = encodable(text.replace("\x00", "\\0"))
+    data = text.encode()
+    if len(data) <= TRACEBACK_LIMIT:
+        return text
+    marker = CUT_MARKER.format(len(data))  # an upper bound of what is cut: long enough
+    tail = TRACEBACK_LIMIT - TRACEBACK_HEAD - len(marker.encode())
+    cut = len(data) - TRACEBACK_HEAD - tail
+    head = data[:TRACEBACK_HEAD].decode("utf-8", "ignore")
+    end = data[-tail:].decode("utf-8", "ignore")
+    return head + CUT_MARKER.format(cut) + end
+
+
+def failure(exc: BaseException) -> Detail:
+    """A handler's exception as its attempt records it (the traceback of the exception
+    being handled: call it in the ``except``)."""
+    if isinstance(exc, Snooze):
+        return Detail("snoozed", None, exc.seconds)
+    kind = "discarded" if isinstance(exc, Discard) else None
+    return Detail(kind, bounded_traceback(traceback.format_exc()))
 
 
 def storable(text: str) -> str:
@@ -66,12 +110,14 @@ def _not_finite(value: Any, path: str) -> str | None:
 
 def run_handler(
     handlers: dict[str, Handler], task: TaskContext
-) -> tuple[str | None, str | None, float]:
-    """Call the task's handler: (error or None, result as JSON text or None, duration ms).
+) -> tuple[str | None, str | None, float, Detail | None]:
+    """Call the task's handler: (error or None, result as JSON text or None, duration ms,
+    what its attempt records beyond that: None for a success).
 
     A return value that is not JSON-serialisable (NaN and Infinity included), or over
     RESULT_LIMIT as JSON, fails the attempt like an exception would (the run itself is
-    done: the handler is not retried within this attempt)."""
+    done: the handler is not retried within this attempt). ``Snooze`` is no error: the
+    error is None, the detail says ``snoozed``."""
     started = perf_counter()
     try:
         handler = handlers.get(task.type)
@@ -79,15 +125,17 @@ def run_handler(
             raise LookupError(f"no handler for task type {task.type!r}")
         value = handler(task)
     except BaseException as exc:  # a handler must never take the worker down
-        return error_text(exc), None, round((perf_counter() - started) * 1000, 3)
+        detail = failure(exc)
+        error = None if detail.kind == "snoozed" else error_text(exc)
+        return error, None, round((perf_counter() - started) * 1000, 3), detail
     duration_ms = round((perf_counter() - started) * 1000, 3)
     if value is None:
-        return None, None, duration_ms
+        return None, None, duration_ms, None
     try:
         error, result = _as_json(value)
     except BaseException as exc:  # a dict subclass's items(), say: the handler's code
         error, result = storable(f"result not JSON-serialisable: {error_text(exc)}"), None
-    return error, result, duration_ms
+    return error, result, duration_ms, None
 
 
 def _as_json(value: Any) -> tuple[str | None, str | None]:

@@ -20,12 +20,14 @@ from typing import Protocol
 
 from ..config import Settings
 from ..handlers import Handler
+from .execute import Detail
 from .queue import ClaimedTask
 
 NOT_STARTED = "cancelled by request before it started"
 
-# (task, error or None, result as JSON or None, duration in ms, cancellation note or None)
-Deliver = Callable[[ClaimedTask, str | None, str | None, float, str | None], None]
+# (task, error or None, result as JSON or None, duration in ms, cancellation note or None,
+# what the attempt's history entry adds or None)
+Deliver = Callable[[ClaimedTask, str | None, str | None, float, str | None, Detail | None], None]
 
 
 class Executor(Protocol):

@@ -24,7 +24,7 @@ from ..config import Settings, address_allowed
 
 log = logging.getLogger("flowforge.worker")
 
-OUTCOMES = ("completed", "retried", "failed", "cancelled", "lease_lost")
+OUTCOMES = ("completed", "retried", "failed", "cancelled", "lease_lost", "snoozed", "discarded")
 # Seconds: tasks run from a millisecond (noop) to TASK_TIMEOUT (15 minutes by default).
 DURATION_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.25, 1.0, 2.5, 10.0, 30.0, 60.0, 300.0, 900.0)
 # Seconds from due (run_at) to claimed: milliseconds while workers keep up.

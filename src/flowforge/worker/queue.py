@@ -24,6 +24,7 @@ from ..db import HEALTH, DatabaseRefused, connect, refused
 from ..domain.fields import DEFAULT_QUEUE, DEFAULT_TIMEOUT
 from ..stores import common_sql, queue_sql
 from ..stores import schedules as schedule_store
+from .execute import Detail
 
 
 @dataclass(slots=True)
@@ -58,6 +59,19 @@ class Outcome:
     duration_ms: float = 0.0
     result: str | None = None
     note: str | None = None
+    detail: Detail | None = None  # what its history entry adds (execute.Detail)
+
+
+def _details(outcomes: Sequence[Outcome]) -> dict[str, list[Any]]:
+    """The outcomes' history details as the finishing statement's arrays."""
+    ds = [o.detail for o in outcomes]
+    return {
+        "kinds": [d and d.kind for d in ds],
+        "tracebacks": [d and d.traceback for d in ds],
+        "cpus": [d and d.cpu for d in ds],
+        "rsss": [d and d.rss for d in ds],
+        "signals": [d and d.signal for d in ds],
+    }
 
 
 @dataclass(slots=True)
@@ -143,6 +157,8 @@ class TaskQueue:
                 "delays": [o.delay for o in outcomes],
                 "results": [o.result for o in outcomes],
                 "notes": [o.note for o in outcomes],
+                **_details(outcomes),
+                "kept": self.settings.task_attempts_kept,
                 "worker": self.worker,
                 "token": token,
                 "lease": self.settings.worker_lease,
@@ -223,6 +239,7 @@ class TaskQueue:
                 "tokens": [t.token for t in tasks],
                 "started": [t.started for t in tasks],
                 "reason": reason,
+                "kept": self.settings.task_attempts_kept,
             },
         )
         return set(given or ()), set(failed or ()), set(cancelled or ())
@@ -242,6 +259,10 @@ class TaskQueue:
     def reap_expired(self, limit: int = 500) -> list[ReapedTask]:
         rows = self._execute(
             queue_sql.REAP_EXPIRED,
-            {"limit": limit, "max_expiries": self.settings.worker_max_lease_expiries},
+            {
+                "limit": limit,
+                "max_expiries": self.settings.worker_max_lease_expiries,
+                "kept": self.settings.task_attempts_kept,
+            },
         )
         return [ReapedTask(*r[:7]) for r in rows]

@@ -33,6 +33,9 @@ def outcome_name(outcome: Outcome, accepted: bool, cancelled: bool = False) -> s
         return "lease_lost"
     if cancelled:
         return "cancelled"
+    detail = outcome.detail
+    if detail is not None and detail.kind in ("snoozed", "discarded"):
+        return detail.kind
     if outcome.error is None:
         return "completed"
     return "failed" if outcome.task.attempt >= outcome.task.max_attempts else "retried"
@@ -69,8 +72,14 @@ class Recording:
     ) -> None:
         task = outcome.task
         with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
-            fields = {"type": task.type, "duration_ms": outcome.duration_ms}
-            if not accepted:
+            fields: dict[str, object] = {"type": task.type, "duration_ms": outcome.duration_ms}
+            detail = outcome.detail
+            if detail is not None and detail.traceback:  # the whole of it, in this record
+                fields["traceback"] = detail.traceback
+            kind = detail.kind if detail is not None else None
+            if accepted and not cancelled and kind in ("snoozed", "discarded"):
+                self._log_handler_control(outcome, kind, fields)
+            elif not accepted:
                 log.warning(
                     "outcome discarded: %s",
                     refused or "the task is no longer held by this worker",
@@ -104,6 +113,21 @@ class Recording:
                         "outcome": "retried",
                     },
                 )
+
+    @staticmethod
+    def _log_handler_control(outcome: Outcome, kind: str | None, fields: dict[str, object]) -> None:
+        """The log line of a Snooze or a Discard raised by the handler."""
+        if kind == "snoozed":
+            log.info(
+                "task snoozed for %gs: back to pending, the attempt not counted",
+                outcome.delay,
+                extra={**fields, "outcome": "snoozed", "snooze_s": outcome.delay},
+            )
+        else:
+            log.warning(
+                "task discarded by its handler: failed, no more attempts",
+                extra={**fields, "outcome": "discarded", "error": outcome.error},
+            )
 
     def _write(self, limit: int) -> None:
         """Record pending outcomes and claim up to ``limit`` tasks (one statement)."""
@@ -160,7 +184,7 @@ class Recording:
         )
         with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
             log.error("outcome not recordable: the attempt fails instead", extra={"error": error})
-        return Outcome(task, error, self._retry_delay(task), outcome.duration_ms, None, None)
+        return Outcome(task, error, self._retry_delay(task), outcome.duration_ms, None, None, None)
 
     def _recorded(self, outcomes: list[Outcome], result: FinishResult, limit: int) -> None:
         """After a write: hand the claimed tasks over, log and count the outcomes."""

@@ -31,7 +31,7 @@ from typing import Any
 
 from .. import logs
 from ..config import Settings
-from .execute import cancelled_note
+from .execute import Detail, cancelled_note
 from .executor import NOT_STARTED, Deliver
 from .queue import ClaimedTask
 
@@ -100,6 +100,11 @@ class Child:
         """The traceback the child left, as a log field (``ChildProcess``)."""
         return {}
 
+    def usage(self) -> tuple[float | None, int | None]:
+        """While it lives: the CPU seconds of the task it runs now, and its peak RSS in
+        bytes (``ChildProcess``; None: not known)."""
+        return None, None
+
 
 class Slots:
     """The pool's children and tasks. ``_spawn`` (start a child in a free slot) and
@@ -132,7 +137,7 @@ class Slots:
         for task in self.waiting:
             if task.id == task_id:  # no child has it: it ends now, never started
                 self.waiting.remove(task)
-                self.deliver(task, None, None, 0.0, NOT_STARTED)
+                self.deliver(task, None, None, 0.0, NOT_STARTED, None)
                 return
         for c in self.children + self.dying:
             if any(t.id == task_id for t in c.inflight):
@@ -175,7 +180,7 @@ class Slots:
             self._requeue(left)
             return
         rss = 0
-        for task_id, error, result, duration_ms, memory, note in message[1]:
+        for task_id, error, result, duration_ms, memory, note, detail in message[1]:
             rss = max(rss, memory)
             task = _pop(c.inflight, task_id)
             if task is None:  # already decided here (timed out, or cancelled and ended)
@@ -183,7 +188,7 @@ class Slots:
             task.started = True
             c.ran += 1
             self.cancelling.pop(task_id, None)
-            self.deliver(task, error, result, duration_ms, note)
+            self.deliver(task, error, result, duration_ms, note, detail)
         limits = self.settings
         if c in self.children and not c.retiring and not self.stopping:
             if limits.worker_max_tasks_per_child and c.ran >= limits.worker_max_tasks_per_child:
@@ -274,6 +279,8 @@ class Slots:
         task.started = True
         duration_ms = round((now - started) * 1000, 3)
         grace = self.settings.worker_cancel_grace
+        cpu, rss = c.usage()  # before the signal: it lives until then
+        detail = Detail(None if cancelled else "timed_out", None, 0.0, cpu, rss, signal.SIGTERM)
         with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
             if cancelled:
                 log.warning(
@@ -285,7 +292,7 @@ class Slots:
                     f"cancelled by request: the handler ignored task.cancelled for "
                     f"{grace:g}s; its process was terminated"
                 )
-                self.deliver(task, None, None, duration_ms, note)
+                self.deliver(task, None, None, duration_ms, note, detail)
             else:
                 log.warning(
                     "task timed out after %ss: terminating its process",
@@ -293,7 +300,7 @@ class Slots:
                     extra={"pid": c.pid, "timeout_s": task.timeout},
                 )
                 error = f"timed out after {task.timeout} s"
-                self.deliver(task, error, None, duration_ms, None)
+                self.deliver(task, error, None, duration_ms, None, detail)
         c.ended = task
         self._terminate(c, now)
 
@@ -305,6 +312,10 @@ class Slots:
         running = ran[-1] if ran and c.state[1] else None
         reason = death_reason(exitcode)
         fault = c.traceback()
+        # Gone: the fork server reaped it (it is not the pool's child: no wait4 rusage here).
+        died = Detail(
+            "crashed", None, 0.0, None, None, -exitcode if exitcode and exitcode < 0 else None
+        )
         if c.ended is not None and fault:  # where the task it was terminated for was
             task = c.ended
             with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
@@ -324,7 +335,7 @@ class Slots:
                 error = f"{reason}, after this task ran but before it reported its outcome"
             note = cancelled_note(error) if task.id in self.cancelling else None
             self.cancelling.pop(task.id, None)
-            self.deliver(task, error, None, 0.0, note)
+            self.deliver(task, error, None, 0.0, note, died)
         if running is None and not c.retiring and exitcode != 0:
             log.error("%s while idle", reason, extra={"pid": c.pid, "exit_code": exitcode, **fault})
         if c.inflight:  # never started there

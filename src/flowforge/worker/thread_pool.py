@@ -12,7 +12,7 @@ from time import monotonic
 from .. import logs
 from ..config import Settings
 from ..handlers import Handler, TaskContext
-from .execute import cancelled_note, run_handler
+from .execute import Detail, cancelled_note, run_handler
 from .executor import NOT_STARTED, Deliver
 from .queue import ClaimedTask
 
@@ -92,7 +92,7 @@ class ThreadPool:
             on_take()
             if task.id in self.cancelled:
                 self.cancelled.discard(task.id)
-                self.deliver(task, None, None, 0.0, NOT_STARTED)
+                self.deliver(task, None, None, 0.0, NOT_STARTED, None)
                 continue
             ctx = TaskContext(
                 task.id,
@@ -107,7 +107,7 @@ class ThreadPool:
             contexts[task.id] = ctx
             self.started_at[task.id] = (monotonic(), task)
             with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
-                error, result, duration_ms = run_handler(self.handlers, ctx)
+                error, result, duration_ms, detail = run_handler(self.handlers, ctx)
             del contexts[task.id]
             timed_out = self.started_at.pop(task.id, None) is None
             note = None
@@ -116,7 +116,8 @@ class ThreadPool:
                 note = cancelled_note(error)
             elif timed_out and ctx.is_cancelled():
                 error = f"timed out after {task.timeout} s (thread isolation: asked to stop)"
-            self.deliver(task, error, result, duration_ms, note)
+                detail = Detail("timed_out", detail.traceback if detail else None)
+            self.deliver(task, error, result, duration_ms, note, detail)
 
     def _watch(self) -> None:
         """Thread isolation cannot stop a thread: at its timeout a task's ``cancelled`` is

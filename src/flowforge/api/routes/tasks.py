@@ -49,6 +49,7 @@ class TaskRoutes:
             app.route(f"{prefix}/tasks/<task_id:id>", "DELETE", self.delete_task)
             app.route(f"{prefix}/tasks/<task_id:id>/cancel", "POST", self.cancel_task)
             app.route(f"{prefix}/tasks/<task_id:id>/retry", "POST", self.retry_task)
+            app.route(f"{prefix}/tasks/<task_id:id>/attempts", "GET", self.list_attempts)
 
     def list_tasks(self) -> bytes:
         q = list_query(query_params())
@@ -123,6 +124,13 @@ class TaskRoutes:
         if task is None:
             raise ApiError(404, f"task {task_id} not found")
         return ok(task)
+
+    def list_attempts(self, task_id: int) -> bytes:
+        """Every attempt kept (TASK_ATTEMPTS_KEPT), oldest first."""
+        found = self.store.attempts(check_id(task_id))
+        if found is None:
+            raise ApiError(404, f"task {task_id} not found")
+        return ok(found)
 
     def update_task(self, task_id: int) -> bytes:
         known_types = self.known_types
