@@ -87,6 +87,39 @@ def test_stats_by_queue_and_status(db, database_url: str) -> None:
     assert any(line.startswith("default") and line.endswith("2.0h") for line in human)
 
 
+def test_attempts_readable_and_json(db, database_url: str) -> None:
+    # Two entries as the worker writes them (test_attempts.py holds the worker to that).
+    log = [
+        {"attempt": 1, "worker": "h:1", "started_at": "2026-12-07T10:00:00+00:00",
+         "finished_at": "2026-12-07T10:00:01.5+00:00", "outcome": "retried",
+         "error": "KeyError: 'text'", "cpu_seconds": 0.25, "max_rss_bytes": 31457280,
+         "traceback": 'Traceback (most recent call last):\n  File "/h.py", line 7, in f\n'
+                      "KeyError: 'text'\n", "exit_signal": None},
+        {"attempt": 2, "worker": "h:1", "started_at": "2026-12-07T10:00:02+00:00",
+         "finished_at": "2026-12-07T10:00:03+00:00", "outcome": "crashed",
+         "error": "worker child died: signal 9 (SIGKILL)", "cpu_seconds": None,
+         "max_rss_bytes": None, "traceback": None, "exit_signal": 9},
+    ]  # fmt: skip
+    task_id = add(db, "tried", attempt_log=json.dumps(log))
+    out = ff(database_url, "attempts", str(task_id))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == [
+        "#1", "retried", "2026-12-07", "10:00:00", "h:1", "1.500s,", "cpu", "0.250s,", "peak",
+        "rss", "30.0", "MiB",
+    ]  # fmt: skip
+    assert lines[1] == "    KeyError: 'text'"
+    assert lines[3] == '    |   File "/h.py", line 7, in f'
+    assert lines[5].split()[:2] == ["#2", "crashed"] and lines[5].endswith("signal 9")
+    data = json.loads(ff(database_url, "attempts", str(task_id), "--json").stdout)
+    assert [a["outcome"] for a in data["attempts"]] == ["retried", "crashed"]
+    assert data["attempts"][0]["started_at"] == "2026-12-07T10:00:00Z"
+    new = add(db, "new")
+    assert ff(database_url, "attempts", str(new)).stdout == f"task {new} has no attempts yet\n"
+    missing = ff(database_url, "attempts", "424242")
+    assert missing.returncode == 1 and "task 424242 not found" in missing.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "code", "words"),
     [

@@ -1,4 +1,4 @@
-"""``flowforge tasks list|show|cancel|retry|stats``: the queue for operators on a host.
+"""``flowforge tasks list|show|cancel|retry|attempts|stats``: the queue for operators on a host.
 
 Straight over the database (DATABASE_URL, the services' own environment), through the
 same store as the API: a cancel or retry here is the API's conditional statement, with
@@ -36,10 +36,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     show = tsub.add_parser("show", help="one task, every field")
     cancel = tsub.add_parser("cancel", help="cancel a task (a running one is told to stop)")
     retry = tsub.add_parser("retry", help="run a failed, cancelled or completed task again")
-    for action in (show, cancel, retry):
+    attempts = tsub.add_parser("attempts", help="a task's attempts, oldest first, tracebacks too")
+    for action in (show, cancel, retry, attempts):
         action.add_argument("id", type=_task_id, metavar="ID")
     tsub.add_parser("stats", help="counts by queue and status, oldest pending age")
-    for parser in (lst, show, cancel, retry, tsub.choices["stats"]):
+    for parser in (lst, show, cancel, retry, attempts, tsub.choices["stats"]):
         parser.add_argument("--json", action="store_true", help="machine-readable output")
     return tasks
 
@@ -158,6 +159,34 @@ def _retry(args: argparse.Namespace, store: Any) -> int:
     return 0
 
 
+def _attempts(args: argparse.Namespace, store: Any) -> int:
+    from ..stores.task_types import NotFound
+
+    attempts = store.attempts(args.id)
+    if attempts is None:
+        raise NotFound(args.id)
+    if args.json:
+        print(_json({"attempts": attempts}))
+        return 0
+    if not attempts:
+        print(f"task {args.id} has no attempts yet")
+    for a in attempts:
+        took = a["finished_at"] - a["started_at"] if a["started_at"] else None
+        usage = [
+            f"{took.total_seconds():.3f}s" if took is not None else None,
+            f"cpu {a['cpu_seconds']:.3f}s" if a["cpu_seconds"] is not None else None,
+            f"peak rss {a['max_rss_bytes'] / 2**20:.1f} MiB" if a["max_rss_bytes"] else None,
+            f"signal {a['exit_signal']}" if a["exit_signal"] is not None else None,
+        ]
+        print(f"#{a['attempt']} {a['outcome']:<10} {_when(a['started_at'])}  "
+              f"{a['worker'] or '-'}  {', '.join(u for u in usage if u)}")  # fmt: skip
+        if a["error"]:
+            print(f"    {a['error']}")
+        if a["traceback"]:
+            print("\n".join(f"    | {line}" for line in a["traceback"].rstrip().splitlines()))
+    return 0
+
+
 def _stats(args: argparse.Namespace, store: Any) -> int:
     with store.source.connection() as conn:
         rows = conn.execute(tasks_sql.TASK_STATS).fetchall()
@@ -182,4 +211,11 @@ def _stats(args: argparse.Namespace, store: Any) -> int:
     return 0
 
 
-ACTIONS = {"list": _list, "show": _show, "cancel": _cancel, "retry": _retry, "stats": _stats}
+ACTIONS = {
+    "list": _list,
+    "show": _show,
+    "cancel": _cancel,
+    "retry": _retry,
+    "attempts": _attempts,
+    "stats": _stats,
+}
