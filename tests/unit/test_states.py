@@ -7,9 +7,11 @@ import re
 
 import pytest
 
+from flowforge.cli import cleanup
 from flowforge.domain import states
 from flowforge.domain.states import Actor, Status
 from flowforge.stores import common_sql, ops_sql, queue_sql, schedules, stats, tasks_sql
+from flowforge.stores.task_types import REFUSALS
 
 from ..support import ROOT
 
@@ -64,6 +66,66 @@ def test_cancel_and_retry_name_the_statuses_the_table_gives_them() -> None:
     assert f"status IN ({states.sql_list(states.RETRYABLE)})" in tasks_sql.RETRY_TASK
     assert states.CANCELLABLE == (Status.PENDING, Status.PROCESSING)
     assert set(states.RETRYABLE) == states.TERMINAL
+
+
+# The statements that pick the rows each actor moves (the claim picks them in its due query).
+ROW_FILTERS = {
+    **STATEMENTS,
+    Actor.CLAIM: queue_sql._DUE_ANY_QUEUE + queue_sql._DUE_NAMED_QUEUES,
+}
+
+
+def _filtered(sql: str) -> set[str]:
+    """The statuses a statement's row conditions name (WHERE/AND status = 'x' or IN (...)),
+    not an aggregate's FILTER (WHERE ...), which reads the rows written."""
+    named: set[str] = set()
+    condition = r"(?<!FILTER \()\b(?:WHERE|AND)\s+(?:\w+\.)?status\s*(=\s*'\w+'|IN\s*\([^)]*\))"
+    for found in re.findall(condition, sql):
+        named.update(re.findall(r"'(\w+)'", found))
+    return named
+
+
+@pytest.mark.parametrize("actor", list(ROW_FILTERS), ids=str)
+def test_each_statement_moves_tasks_from_the_statuses_of_its_actor(actor: Actor) -> None:
+    assert _filtered(ROW_FILTERS[actor]) == set(states.sources(actor))
+
+
+@pytest.mark.parametrize("actor", list(STATEMENTS), ids=str)
+def test_a_case_on_status_makes_a_move_of_its_actor(actor: Actor) -> None:
+    pairs = re.findall(r"\bWHEN (?:\w+\.)?status = '(\w+)' THEN '(\w+)'", STATEMENTS[actor])
+    assert set(pairs) <= {(str(a), str(b)) for a, b in states.moves(actor)}
+
+
+def test_cancel_tells_the_worker_of_the_status_it_flags() -> None:
+    (flagged,) = {t.source for t in states.TRANSITIONS if t.actor == Actor.CANCEL
+                  and t.source == t.target}  # fmt: skip
+    assert f"WHERE c.status = '{flagged}'" in tasks_sql.CANCEL_TASK
+
+
+def test_put_and_delete_name_the_statuses_the_table_gives_them() -> None:
+    requeue = {str(a) for a, b in states.CLIENT_TRANSITIONS if b == Status.PENDING}
+    assert f"status IN ({states.sql_list(requeue)}) AND %(status)s = 'pending'" in (
+        tasks_sql.UPDATE_TASK
+    )
+    assert tasks_sql.UPDATE_TASK.count("status IN ('failed') AND %(status)s = 'pending'") == 4
+    assert "%(status)s IN ('completed', 'failed', 'cancelled') AND" in tasks_sql.UPDATE_TASK
+    assert "%(status)s IN ('pending', 'processing') THEN NULL" in tasks_sql.UPDATE_TASK
+    assert "status NOT IN ('processing')" in tasks_sql.DELETE_TASK
+    assert cleanup.FINISHED == ("completed", "failed", "cancelled")
+
+
+def test_refusals_say_what_the_table_says() -> None:
+    # A cancel refused says "it has already finished": true of every status it refuses.
+    assert set(Status) - set(states.CANCELLABLE) <= states.TERMINAL
+    retry = REFUSALS[Status.PENDING].format("processing")
+    assert retry == (
+        "a processing task cannot be retried: only failed, cancelled or completed ones"
+    )
+    named = re.findall(r"\b(\w+)\b", retry.split("only ")[1])
+    assert set(named) - {"or", "ones"} == set(states.RETRYABLE)
+    assert REFUSALS["deleted"].format(*states.UNDELETABLE) == (
+        "a processing task cannot be deleted while a worker runs it: cancel it first"
+    )
 
 
 def test_put_allows_what_the_table_says() -> None:

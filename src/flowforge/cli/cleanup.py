@@ -15,7 +15,8 @@ from datetime import datetime
 
 import psycopg
 
-from ..domain.states import Status
+from ..domain.states import FINISHED as FINISHED_STATUSES
+from ..domain.states import STATUSES, UNFINISHED, spoken
 from ..stores.ops_sql import CLEANUP_COUNT, CLEANUP_CUTOFF, CLEANUP_DELETE_BATCH
 from .scripting import (
     EXIT_FAILURE,
@@ -32,8 +33,8 @@ from .scripting import (
 )
 
 PROG = "cleanup.py"
-FINISHED = (Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value)
-ALL_STATUSES = tuple(status.value for status in Status)
+FINISHED = tuple(status.value for status in FINISHED_STATUSES)
+ALL_STATUSES = STATUSES
 
 EXAMPLES = """\
   cleanup.py --older-than 7d --dry-run       what would go: counts by status
@@ -48,10 +49,11 @@ EXAMPLES = """\
 def build_parser():  # type: ignore[no-untyped-def]
     parser = make_parser(
         PROG,
-        "Delete FlowForge tasks from DATABASE_URL in batches: completed, failed and cancelled "
-        "tasks older than an age, or everything with --all. Pending and processing tasks are "
-        "never touched unless --status or --all says so.\nOn a terminal it asks before "
-        "deleting (--yes skips the question); from cron it does not ask.",
+        "Delete FlowForge tasks from DATABASE_URL in batches: "
+        f"{spoken(FINISHED, 'and')} tasks older than an age, or everything with --all. "
+        f"{spoken(UNFINISHED, 'and').capitalize()} tasks are never touched unless --status "
+        "or --all says so.\nOn a terminal it asks before deleting (--yes skips the question); "
+        "from cron it does not ask.",
         EXAMPLES,
         failure="the database is unreachable or failed, or the prompt was not confirmed",
     )
@@ -66,13 +68,13 @@ def build_parser():  # type: ignore[no-untyped-def]
     which.add_argument(
         "--all",
         action="store_true",
-        help="any age; with no --status, every status too (pending and processing included)",
+        help=f"any age; with no --status, every status too ({spoken(UNFINISHED, 'and')} included)",
     )
     parser.add_argument(
         "--status",
         action="append",
         choices=ALL_STATUSES,
-        help="a status to delete, repeatable (default: completed, failed and cancelled; "
+        help=f"a status to delete, repeatable (default: {spoken(FINISHED, 'and')}; "
         "with --all: all)",
     )
     parser.add_argument(

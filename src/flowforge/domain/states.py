@@ -1,7 +1,8 @@
 """The task state machine, as data: every move a task can make, and who makes it.
 
-The stores' SQL names statuses; the WHERE lists of cancel and retry are built from
-``sources``, and tests/unit/test_states.py reads every status the SQL writes and checks it
+The stores' SQL names statuses; the WHERE lists of cancel and retry, PUT's re-queue and
+finished lists, delete's and cleanup's, and the refusals' wording are built from here, and
+tests/unit/test_states.py reads every status the SQL writes or selects and checks it
 against ``TRANSITIONS``. docs/state-machine.md is made from this module
 (``python -m flowforge.domain.states > docs/state-machine.md``); a test fails when stale.
 """
@@ -9,6 +10,7 @@ against ``TRANSITIONS``. docs/state-machine.md is made from this module
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -24,6 +26,8 @@ STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
 
 # Where a task can no longer go on its own: only a retry (or a re-queue) moves it again.
 TERMINAL: frozenset[Status] = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+FINISHED: tuple[Status, ...] = tuple(s for s in Status if s in TERMINAL)  # in Status order
+UNFINISHED: tuple[Status, ...] = tuple(s for s in Status if s not in TERMINAL)
 
 
 class Actor(enum.StrEnum):
@@ -83,10 +87,11 @@ def moves(actor: Actor) -> frozenset[tuple[Status, Status]]:
     return frozenset((t.source, t.target) for t in TRANSITIONS if t.actor == actor)
 
 
-def sources(actor: Actor) -> tuple[Status, ...]:
-    """The statuses ``actor`` moves a task from, in Status order."""
-    found = {t.source for t in TRANSITIONS if t.actor == actor}
-    return tuple(s for s in Status if s in found)
+def sources(actor: Actor, *, table_order: bool = False) -> tuple[Status, ...]:
+    """The statuses ``actor`` moves a task from, in Status order (or as TRANSITIONS lists
+    them, the order messages name them in)."""
+    found = dict.fromkeys(t.source for t in TRANSITIONS if t.actor == actor)
+    return tuple(found) if table_order else tuple(s for s in Status if s in found)
 
 
 def targets(actor: Actor) -> frozenset[Status]:
@@ -105,9 +110,16 @@ def transition_allowed(current: Status, wanted: Status) -> bool:
     return current == wanted or (current, wanted) in CLIENT_TRANSITIONS
 
 
-def sql_list(statuses: tuple[str, ...] | frozenset[str]) -> str:
-    """``'a', 'b'``: statuses as SQL literals, for an ``IN (...)``."""
-    return ", ".join(f"'{s}'" for s in statuses)
+def sql_list(statuses: Iterable[str]) -> str:
+    """``'a', 'b'``: statuses as SQL literals in Status order, for an ``IN (...)``."""
+    wanted = set(statuses)
+    return ", ".join(f"'{s}'" for s in Status if s in wanted)
+
+
+def spoken(statuses: Iterable[str], conjunction: str = "or") -> str:
+    """``a, b or c``: statuses as a message names them, in the order given."""
+    names = [str(s) for s in statuses]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {conjunction} {names[-1]}"
 
 
 def markdown() -> str:

@@ -10,7 +10,7 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from ..db import ConnectionSource
-from ..domain.states import STATUSES
+from ..domain.states import FINISHED, STATUSES
 from .common_sql import local_statement_timeout
 
 # Every status a task can have (the schema's CHECK), counted whether present or not.
@@ -172,7 +172,7 @@ def stats(
         throughput.append(
             {
                 "minute": minute,
-                **{s: row.get(s, 0) for s in ("completed", "failed", "cancelled")},
+                **{s.value: row.get(s, 0) for s in FINISHED},
             }
         )
     return {

@@ -10,7 +10,7 @@ from typing import Any
 from psycopg.rows import args_row
 
 from ..domain.fields import DEFAULT_PRIORITY, DEFAULT_QUEUE, DEFAULT_TYPE
-from ..domain.states import Status
+from ..domain.states import Actor, Status, sources, spoken
 from ..domain.tasks import Task
 
 
@@ -21,6 +21,17 @@ class TransitionRefused(Exception):
         self.current = current
         self.wanted = wanted
         super().__init__(reason or f"a {current} task cannot become {wanted}")
+
+
+# Why a delete, a cancel or a retry was refused, by what it wanted. The statuses they name
+# are the state machine's; "already finished" holds because every status a cancel refuses
+# is terminal (tests/unit/test_states.py).
+REFUSALS = {
+    "deleted": "a {} task cannot be deleted while a worker runs it: cancel it first",
+    Status.CANCELLED.value: "a {} task cannot be cancelled: it has already finished",
+    Status.PENDING.value: "a {} task cannot be retried: only "
+    f"{spoken(sources(Actor.RETRY, table_order=True))} ones",
+}
 
 
 @dataclass(frozen=True, slots=True)

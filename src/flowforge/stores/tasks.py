@@ -15,11 +15,12 @@ from sqlalchemy import Engine
 
 from ..db import ConnectionSource, DatabaseUnavailable, ping
 from ..domain.fields import DEFAULT_TIMEOUT
-from ..domain.states import CANCELLABLE, RETRYABLE, Status, transition_allowed
+from ..domain.states import CANCELLABLE, RETRYABLE, UNDELETABLE, Status, transition_allowed
 from ..domain.tasks import TASK_COLUMNS, Task
 from . import attempts, common_sql, stats, tasks_sql
 from .stats import QueueMetrics
 from .task_types import (
+    REFUSALS,
     Cancelled,
     IdempotencyMismatch,
     IdempotentTaskGone,
@@ -312,9 +313,7 @@ class TaskStore:
                 if current is None:
                     raise NotFound(task_id)
                 if current[0] not in allowed:
-                    raise TransitionRefused(
-                        current[0], wanted, _REFUSALS[wanted].format(current[0])
-                    )
+                    raise TransitionRefused(current[0], wanted, REFUSALS[wanted].format(current[0]))
         raise TransitionRefused(current[0], wanted, "the task kept changing: try again")
 
     def delete(self, task_id: int) -> None:
@@ -326,8 +325,10 @@ class TaskStore:
                 current = conn.execute(tasks_sql.GET_TASK_STATUS, {"id": task_id}).fetchone()
                 if current is None:
                     raise NotFound(task_id)
-                if current[0] == Status.PROCESSING:
-                    raise TransitionRefused(current[0], "deleted", _REFUSALS["deleted"])
+                if current[0] in UNDELETABLE:
+                    raise TransitionRefused(
+                        current[0], "deleted", REFUSALS["deleted"].format(current[0])
+                    )
         raise TransitionRefused(current[0], "deleted", "the task kept changing: try again")
 
     def cancel(self, task_id: int) -> Cancelled:
@@ -342,11 +343,6 @@ class TaskStore:
 
 _CANCELLABLE = frozenset(s.value for s in CANCELLABLE)
 _RETRYABLE = frozenset(s.value for s in RETRYABLE)
-_REFUSALS = {
-    "deleted": "a processing task cannot be deleted while a worker runs it: cancel it first",
-    Status.CANCELLED.value: "a {} task cannot be cancelled: it has already finished",
-    Status.PENDING.value: "a {} task cannot be retried: only failed, cancelled or completed ones",
-}
 
 
 def _list_params(

@@ -1,12 +1,22 @@
 """The SQL of tasks: what TaskStore runs (GET, list, POST, batch, PUT, DELETE, cancel,
 retry, the admission count) and ``flowforge tasks stats``. The statuses cancel and retry
-apply to come from the state machine (``flowforge.domain.states``)."""
+apply to, and the ones a PUT or a delete treats apart, come from the state machine
+(``flowforge.domain.states``)."""
 
 from __future__ import annotations
 
 import functools
 
-from ..domain.states import CANCELLABLE, RETRYABLE, sql_list
+from ..domain.states import (
+    CANCELLABLE,
+    CLIENT_TRANSITIONS,
+    FINISHED,
+    RETRYABLE,
+    UNDELETABLE,
+    UNFINISHED,
+    Status,
+    sql_list,
+)
 from ..domain.tasks import TASK_COLUMNS
 from .common_sql import CANCEL_CHANNEL, NOTIFY_CHANNEL, WORKER_WAITING
 
@@ -158,7 +168,10 @@ SELECT t.id, t.created_at FROM t LEFT JOIN (
 GET_TASK_FOR_UPDATE = GET_TASK + " FOR UPDATE"
 
 # PUT: the client's fields, and what a status change means for the queue's columns.
-# %(status)s is the wanted status; unchanged status leaves the queue columns alone.
+# %(status)s is the wanted status; unchanged status leaves the queue columns alone. A PUT
+# that moves a task back to pending (a dead letter re-queued) starts it over, as a retry.
+_REQUEUED = sql_list(s for s, t in CLIENT_TRANSITIONS if t == Status.PENDING and s != t)
+_REQUEUE = f"status IN ({_REQUEUED}) AND %(status)s = 'pending'"
 UPDATE_TASK = f"""
 UPDATE tasks SET
     title = %(title)s,
@@ -173,17 +186,15 @@ UPDATE tasks SET
         WHEN %(run_at)s::timestamptz IS NOT NULL THEN %(run_at)s::timestamptz
         WHEN status <> 'pending' AND %(status)s = 'pending' THEN now()
         ELSE run_at END,
-    attempts = CASE WHEN status = 'failed' AND %(status)s = 'pending' THEN 0 ELSE attempts END,
-    lease_expiries = CASE WHEN status = 'failed' AND %(status)s = 'pending'
-        THEN 0 ELSE lease_expiries END,
-    cancel_requested = CASE WHEN status = 'failed' AND %(status)s = 'pending'
-        THEN false ELSE cancel_requested END,
-    result = CASE WHEN status = 'failed' AND %(status)s = 'pending' THEN NULL ELSE result END,
+    attempts = CASE WHEN {_REQUEUE} THEN 0 ELSE attempts END,
+    lease_expiries = CASE WHEN {_REQUEUE} THEN 0 ELSE lease_expiries END,
+    cancel_requested = CASE WHEN {_REQUEUE} THEN false ELSE cancel_requested END,
+    result = CASE WHEN {_REQUEUE} THEN NULL ELSE result END,
     started_at = CASE WHEN status <> 'processing' AND %(status)s = 'processing'
         THEN now() ELSE started_at END,
     completed_at = CASE
-        WHEN %(status)s IN ('completed', 'failed') AND status <> %(status)s THEN now()
-        WHEN %(status)s IN ('pending', 'processing') THEN NULL
+        WHEN %(status)s IN ({sql_list(FINISHED)}) AND status <> %(status)s THEN now()
+        WHEN %(status)s IN ({sql_list(UNFINISHED)}) THEN NULL
         ELSE completed_at END,
     -- A client-made claim still expires, so the task is never stuck in processing.
     lease_expires_at = CASE
@@ -205,7 +216,9 @@ RETURNING {COLUMNS}
 
 # A task a worker holds is not deleted (the worker would run on): cancel it first. The
 # status is checked in the statement itself, so a claim that commits meanwhile wins.
-DELETE_TASK = "DELETE FROM tasks WHERE id = %(id)s AND status <> 'processing' RETURNING id"
+DELETE_TASK = (
+    f"DELETE FROM tasks WHERE id = %(id)s AND status NOT IN ({sql_list(UNDELETABLE)}) RETURNING id"
+)
 GET_TASK_STATUS = "SELECT status FROM tasks WHERE id = %(id)s"
 
 # POST /v1/tasks/{id}/cancel, one conditional statement (no read-then-write): a pending
