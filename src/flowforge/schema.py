@@ -169,6 +169,7 @@ api_tokens = Table(
 )
 
 # Idempotency-Key on POST /v1/tasks (revision 0006): one row per token and key, 24 hours.
+# task_ids (revision 0011): a batch's ids in its order; NULL for a single create's key.
 idempotency_keys = Table(
     "idempotency_keys",
     metadata,
@@ -177,6 +178,7 @@ idempotency_keys = Table(
     Column("request_hash", LargeBinary, nullable=False),
     Column("task_id", BigInteger, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    Column("task_ids", ARRAY(BigInteger)),
     PrimaryKeyConstraint("token_id", "key", name="idempotency_keys_pkey"),
     CheckConstraint("octet_length(key) BETWEEN 1 AND 200", name="idempotency_keys_key_check"),
     CheckConstraint("octet_length(request_hash) = 32", name="idempotency_keys_hash_check"),

@@ -1,5 +1,6 @@
-"""Idempotency-Key on POST /v1/tasks over real HTTP on a real PostgreSQL: replay, mismatch,
-per-token keys, concurrency, expiry."""
+"""Idempotency-Key on POST /v1/tasks and POST /v1/tasks/batch over real HTTP on a real
+PostgreSQL: replay, mismatch, per-token keys, concurrency, expiry, a key for one kind of
+create never answering the other."""
 
 from __future__ import annotations
 
@@ -135,3 +136,103 @@ def test_a_replay_of_a_deleted_task_is_409(client: ApiClient, keys) -> None:
     assert client.delete(f"/v1/tasks/{task['id']}").status_code == 204
     error = assert_error(post(client, "gone"), 409, "conflict")
     assert error["details"] == {"task_id": task["id"]}
+
+
+# POST /v1/tasks/batch takes the key as single creates do.
+
+
+def post_batch(client: ApiClient, key: str, titles: tuple[str, ...] = ("a", "b", "c")):
+    tasks = [{"title": title} for title in titles]
+    return client.post("/v1/tasks/batch", json={"tasks": tasks}, headers={"Idempotency-Key": key})
+
+
+def test_the_same_key_replays_the_first_batch(client: ApiClient, keys) -> None:
+    first = post_batch(client, "batch-1")
+    assert first.status_code == 201 and "Idempotent-Replayed" not in first.headers
+    tasks = first.json()["data"]
+    # A task changed since is answered as it is now, in the batch's order.
+    changed = client.put(f"/v1/tasks/{tasks[1]['id']}", json={"title": "b2"}).json()["data"]
+    again = post_batch(client, "batch-1")
+    assert again.status_code == 200, again.text
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["data"] == [tasks[0], changed, tasks[2]]
+    assert keys.execute("SELECT count(*) FROM tasks").fetchone() == (3,)
+    stored = keys.execute("SELECT task_id, task_ids FROM idempotency_keys").fetchone()
+    assert stored == (tasks[0]["id"], [t["id"] for t in tasks])
+    # Field order and spacing do not make another body.
+    same = client.post(
+        "/v1/tasks/batch",
+        data=b'{"tasks" : [{"title":"a"}, { "title":"b"}, {"title":"c"}] }',
+        headers={"Idempotency-Key": "batch-1", "Content-Type": "application/json"},
+    )
+    assert same.status_code == 200 and [t["id"] for t in same.json()["data"]] == [
+        t["id"] for t in tasks
+    ]
+    # Another key, or none, makes another batch.
+    assert post_batch(client, "batch-2").status_code == 201
+    assert client.post("/v1/tasks/batch", json={"tasks": [{"title": "a"}]}).status_code == 201
+    assert keys.execute("SELECT count(*) FROM tasks").fetchone() == (7,)
+
+
+def test_the_same_batch_key_with_another_body_is_422(client: ApiClient, keys) -> None:
+    post_batch(client, "k1")
+    for titles in (("a", "b"), ("c", "b", "a"), ("a", "b", "c", "d")):
+        error = assert_error(post_batch(client, "k1", titles), 422, "idempotency_mismatch")
+        assert "different body" in error["message"]
+        assert error["details"] == {"header": "Idempotency-Key"}
+    assert keys.execute("SELECT count(*) FROM tasks").fetchone() == (3,)
+
+
+def test_a_key_is_for_a_single_create_or_a_batch_never_both(client: ApiClient, keys) -> None:
+    single = post(client, "one").json()["data"]
+    assert_error(post_batch(client, "one", ("pay invoice 7",)), 422, "idempotency_mismatch")
+    post_batch(client, "many", ("pay invoice 7",))
+    assert_error(post(client, "many"), 422, "idempotency_mismatch")
+    # Each still replays its own.
+    assert post(client, "one").json()["data"] == single
+    assert post_batch(client, "many", ("pay invoice 7",)).status_code == 200
+    assert keys.execute("SELECT count(*) FROM tasks").fetchone() == (2,)
+
+
+def test_an_invalid_batch_stores_no_key(client: ApiClient, keys) -> None:
+    assert_error(post_batch(client, "k", ("ok", "")), 400, "validation_failed")
+    assert keys.execute("SELECT count(*) FROM idempotency_keys").fetchone() == (0,)
+    assert post_batch(client, "k", ("ok", "fine")).status_code == 201
+
+
+def test_concurrent_batches_with_one_key_create_one_batch(client: ApiClient, keys) -> None:
+    barrier = threading.Barrier(8)
+    url, headers = client.base + "/v1/tasks/batch", dict(client.headers)
+    body = {"tasks": [{"title": f"t{i}"} for i in range(50)]}
+
+    def send(_: int) -> tuple[int, list[int]]:
+        barrier.wait()
+        response = requests.post(url, json=body, headers={**headers, "Idempotency-Key": "bulk"})
+        return response.status_code, [task["id"] for task in response.json()["data"]]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(send, range(8)))
+    assert sorted(code for code, _ in results) == [200] * 7 + [201]
+    assert len({tuple(ids) for _, ids in results}) == 1
+    assert keys.execute("SELECT count(*) FROM tasks").fetchone() == (50,)
+
+
+def test_an_expired_batch_key_makes_a_new_batch_or_a_single_task(client: ApiClient, keys) -> None:
+    first = [t["id"] for t in post_batch(client, "old").json()["data"]]
+    keys.execute("UPDATE idempotency_keys SET created_at = now() - interval '25 hours'")
+    again = post_batch(client, "old", ("x", "y"))
+    assert again.status_code == 201
+    assert not {t["id"] for t in again.json()["data"]} & set(first)
+    keys.execute("UPDATE idempotency_keys SET created_at = now() - interval '25 hours'")
+    single = post(client, "old")
+    assert single.status_code == 201
+    row = keys.execute("SELECT task_id, task_ids FROM idempotency_keys").fetchone()
+    assert row == (single.json()["data"]["id"], None)
+    assert post(client, "old").status_code == 200
+
+
+def test_a_replay_of_a_batch_with_a_deleted_task_is_409(client: ApiClient, keys) -> None:
+    tasks = post_batch(client, "gone").json()["data"]
+    assert client.delete(f"/v1/tasks/{tasks[1]['id']}").status_code == 204
+    error = assert_error(post_batch(client, "gone"), 409, "conflict")
+    assert error["details"] == {"task_id": tasks[1]["id"]}

@@ -16,6 +16,8 @@ import orjson
 
 REQUEST_ID_HEADER = "X-Request-ID"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+# On a create answered from its Idempotency-Key (200: nothing new was made).
+REPLAYED_HEADER = "Idempotent-Replayed"
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 ERROR_CODES = {
     400: "bad_request",

@@ -17,13 +17,12 @@ from ..db import ConnectionSource, DatabaseUnavailable, ping
 from ..domain.fields import DEFAULT_TIMEOUT
 from ..domain.states import CANCELLABLE, RETRYABLE, UNDELETABLE, Status, transition_allowed
 from ..domain.tasks import TASK_COLUMNS, Task
-from . import attempts, common_sql, stats, tasks_sql
+from . import attempts, common_sql, idempotency, stats, tasks_sql
+from .idempotency import KeyUse
 from .stats import QueueMetrics
 from .task_types import (
     REFUSALS,
     Cancelled,
-    IdempotencyMismatch,
-    IdempotentTaskGone,
     NewTask,
     NotFound,
     Page,
@@ -200,52 +199,46 @@ class TaskStore:
         return inserted_task(task_id, now, row, request_id)
 
     def create_once(
-        self,
-        new: NewTask,
-        *,
-        request_id: str | None,
-        token_id: int,
-        key: str,
-        request_hash: bytes,
+        self, new: NewTask, *, request_id: str | None, use: KeyUse
     ) -> tuple[Task, bool]:
-        """Create a task unless this token's ``key`` already made one within 24 hours:
+        """Create a task unless this token's key already made one within 24 hours:
         (task, replayed). ``IdempotencyMismatch`` if that was for another body."""
-        params = {
-            **self._insert_params(self._row(new), request_id),
-            "token_id": token_id,
-            "key": key,
-            "hash": request_hash,
-        }
         with self.source.connection() as conn:
-            cur = conn.cursor(row_factory=task_row)
-            for _ in range(3):
-                task = cur.execute(tasks_sql.INSERT_TASK_WITH_KEY, params).fetchone()
-                if task is not None:
-                    return task, False
-                first = conn.execute(tasks_sql.GET_IDEMPOTENCY_KEY, params).fetchone()
-                if first is None:  # expired and taken over meanwhile: try again
-                    continue
-                if bytes(first[0]) != request_hash:
-                    raise IdempotencyMismatch(key)
-                task = cur.execute(tasks_sql.GET_TASK, {"id": first[1]}).fetchone()
-                if task is None:
-                    raise IdempotentTaskGone(first[1])
-                return task, True
-        raise DatabaseUnavailable("the idempotency key kept changing")
+            params = self._insert_params(self._row(new), request_id)
+            return idempotency.create_once(conn, params, use)
 
     def create_many(self, news: Sequence[NewTask], *, request_id: str | None) -> list[Task]:
         """Create every task of a batch in one statement (all or nothing), in order."""
+        params, made = self._batch(news, request_id)
+        with self.source.connection() as conn:
+            return made(conn.execute(tasks_sql.INSERT_TASKS, params).fetchall())
+
+    def create_many_once(
+        self, news: Sequence[NewTask], *, request_id: str | None, use: KeyUse
+    ) -> tuple[list[Task], bool]:
+        """``create_many`` unless this token's key already made a batch within 24 hours:
+        (tasks, replayed), as ``create_once``."""
+        params, made = self._batch(news, request_id)
+        with self.source.connection() as conn:
+            return idempotency.create_batch_once(conn, params, use, made)
+
+    def _batch(
+        self, news: Sequence[NewTask], request_id: str | None
+    ) -> tuple[dict[str, Any], Callable[[list[Any]], list[Task]]]:
+        """A batch statement's values, and what turns its (id, created_at) rows into tasks."""
         rows = [self._row(new) for new in news]
         params = {
             "tasks": orjson.dumps(rows, option=orjson.OPT_UTC_Z).decode(),
             "request_id": request_id,
         }
-        with self.source.connection() as conn:
-            created = sorted(conn.execute(tasks_sql.INSERT_TASKS, params).fetchall())
-        return [
-            inserted_task(task_id, now, row, request_id)
-            for (task_id, now), row in zip(created, rows, strict=True)
-        ]
+
+        def made(created: list[Any]) -> list[Task]:
+            return [
+                inserted_task(task_id, now, row, request_id)
+                for (task_id, now), row in zip(sorted(created), rows, strict=True)
+            ]
+
+        return params, made
 
     def update(self, task_id: int, changes: dict[str, Any]) -> Task | None:
         """Apply a PUT. ``None`` if there is no such task; ``TransitionRefused`` on 409."""

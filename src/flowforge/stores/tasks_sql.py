@@ -102,18 +102,29 @@ SELECT t.id, t.created_at FROM t LEFT JOIN LATERAL (
 # task id drawn from the tasks sequence), and the task is inserted only if the claim
 # succeeded. A concurrent request with the same key waits on the key's unique index until
 # the first commits, then inserts nothing (the store then reads the key: a replay or a
-# mismatch). A key older than 24 hours is taken over as if new. Each new key also deletes
-# up to 10 expired ones (created_at index): the table stays bounded without a job.
+# mismatch). A key older than 24 hours is taken over as if new (a batch's ids cleared by
+# it, or a single task's id replaced by a batch's). Each new key also deletes up to 10
+# expired ones (created_at index): the table stays bounded without a job.
 IDEMPOTENCY_TTL = "interval '24 hours'"
+_TAKE_OVER_EXPIRED_KEY = f"""ON CONFLICT (token_id, key) DO UPDATE SET
+        request_hash = excluded.request_hash,
+        task_id = excluded.task_id,
+        task_ids = excluded.task_ids,
+        created_at = now()
+    WHERE idempotency_keys.created_at <= now() - {IDEMPOTENCY_TTL}"""
+_SWEEP_EXPIRED_KEYS = f"""expired AS (
+    DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM idempotency_keys
+        WHERE created_at <= now() - {IDEMPOTENCY_TTL}
+          AND NOT (token_id = %(token_id)s AND key = %(key)s)
+        ORDER BY created_at LIMIT 10
+        FOR UPDATE SKIP LOCKED))
+)"""
 INSERT_TASK_WITH_KEY = f"""
 WITH k AS (
     INSERT INTO idempotency_keys (token_id, key, request_hash, task_id)
     VALUES (%(token_id)s, %(key)s, %(hash)s, nextval(pg_get_serial_sequence('tasks', 'id')))
-    ON CONFLICT (token_id, key) DO UPDATE SET
-        request_hash = excluded.request_hash,
-        task_id = excluded.task_id,
-        created_at = now()
-    WHERE idempotency_keys.created_at <= now() - {IDEMPOTENCY_TTL}
+    {_TAKE_OVER_EXPIRED_KEY}
     RETURNING task_id
 ), t AS (
     INSERT INTO tasks (id, title, description, type, payload, max_attempts, run_at,
@@ -122,23 +133,24 @@ WITH k AS (
            coalesce(%(run_at)s, now()), %(request_id)s, %(queue)s, %(priority)s, %(timeout)s
     FROM k
     RETURNING {COLUMNS}
-), expired AS (
-    DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(
-        SELECT ctid FROM idempotency_keys
-        WHERE created_at <= now() - {IDEMPOTENCY_TTL}
-          AND NOT (token_id = %(token_id)s AND key = %(key)s)
-        ORDER BY created_at LIMIT 10
-        FOR UPDATE SKIP LOCKED))
-)
+), {_SWEEP_EXPIRED_KEYS}
 SELECT t.* FROM t LEFT JOIN LATERAL (
     SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE {WORKER_WAITING}
 ) AS n ON true
 """
-# The key's first request, while the key is live: its body's hash and the task it made.
+# The key's first request, while the key is live: its body's hash, the task it made, and
+# the batch's ids when a batch made it (NULL for a single create).
 GET_IDEMPOTENCY_KEY = f"""
-SELECT request_hash, task_id FROM idempotency_keys
+SELECT request_hash, task_id, task_ids FROM idempotency_keys
 WHERE token_id = %(token_id)s AND key = %(key)s AND created_at > now() - {IDEMPOTENCY_TTL}
 """
+
+# A batch's tasks (its JSON array) as rows, ``n`` their place in it.
+_BATCH_ROWS = """ROWS FROM (jsonb_to_recordset(%(tasks)s::jsonb) AS (
+        title text, description text, type text, payload jsonb, max_attempts int,
+        run_at timestamptz, queue text, priority int, timeout int)
+    ) WITH ORDINALITY AS r(title, description, type, payload, max_attempts, run_at, queue,
+                           priority, timeout, n)"""
 
 # POST /v1/tasks/batch: every task of the batch in one statement and one commit, from one
 # JSON array (PostgreSQL parses it; no per-row round trip or bind), in the batch's order
@@ -152,17 +164,47 @@ WITH t AS (
                        queue, priority, timeout)
     SELECT r.title, r.description, r.type, r.payload, r.max_attempts,
            coalesce(r.run_at, now()), %(request_id)s, r.queue, r.priority, r.timeout
-    FROM ROWS FROM (jsonb_to_recordset(%(tasks)s::jsonb) AS (
-        title text, description text, type text, payload jsonb, max_attempts int,
-        run_at timestamptz, queue text, priority int, timeout int)
-    ) WITH ORDINALITY AS r(title, description, type, payload, max_attempts, run_at, queue,
-                           priority, timeout, n)
+    FROM {_BATCH_ROWS}
     ORDER BY r.n
     RETURNING id, created_at
 )
 SELECT t.id, t.created_at FROM t LEFT JOIN (
     SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE {WORKER_WAITING}
 ) AS n ON true
+"""
+
+# POST /v1/tasks/batch with an Idempotency-Key, one statement as for a single create: the
+# batch's ids are drawn first (in its order: the sorted subquery is not flattened), the
+# key claimed with all of them (task_ids) and the tasks inserted only if the claim
+# succeeded; a concurrent request with the key waits for the first to commit and inserts
+# nothing. A replay has drawn ids it does not use: gaps in the sequence, as a replayed
+# single create leaves one.
+INSERT_TASKS_WITH_KEY = f"""
+WITH r AS MATERIALIZED (
+    SELECT nextval(pg_get_serial_sequence('tasks', 'id')) AS id, r.*
+    FROM (SELECT * FROM {_BATCH_ROWS} ORDER BY r.n) AS r
+), k AS (
+    INSERT INTO idempotency_keys (token_id, key, request_hash, task_id, task_ids)
+    SELECT %(token_id)s, %(key)s, %(hash)s, min(r.id), array_agg(r.id ORDER BY r.n) FROM r
+    {_TAKE_OVER_EXPIRED_KEY}
+    RETURNING task_ids
+), t AS (
+    INSERT INTO tasks (id, title, description, type, payload, max_attempts, run_at,
+                       request_id, queue, priority, timeout)
+    SELECT r.id, r.title, r.description, r.type, r.payload, r.max_attempts,
+           coalesce(r.run_at, now()), %(request_id)s, r.queue, r.priority, r.timeout
+    FROM r WHERE EXISTS (SELECT FROM k)
+    ORDER BY r.n
+    RETURNING id, created_at
+), {_SWEEP_EXPIRED_KEYS}
+SELECT t.id, t.created_at FROM t LEFT JOIN (
+    SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE {WORKER_WAITING}
+) AS n ON true
+"""
+# A replayed batch's tasks as they are now, in the batch's order (a deleted one is missing).
+GET_TASKS_IN_ORDER = f"""
+SELECT {COLUMNS} FROM unnest(%(ids)s::bigint[]) WITH ORDINALITY AS u(id, n)
+JOIN tasks USING (id) ORDER BY u.n
 """
 
 GET_TASK_FOR_UPDATE = GET_TASK + " FOR UPDATE"
