@@ -177,6 +177,48 @@ def test_unknown_fields_are_400(client: ApiClient, fields: str) -> None:
     assert set(error["details"]) == {"fields"}
 
 
+def test_a_single_get_takes_fields_as_lists_do(client: ApiClient) -> None:
+    task = create(client, title="light", payload={"big": "x" * 1000})
+    url = f"/v1/tasks/{task['id']}"
+    body = client.get(url, params={"fields": "title,status"}).json()
+    assert body["data"] == {"id": task["id"], "title": "light", "status": "pending"}
+    assert list(body["data"]) == ["id", "title", "status"]
+    body = client.get(url, params={"fields": "payload,id,payload"}).json()
+    assert body["data"] == {"id": task["id"], "payload": {"big": "x" * 1000}}
+    # The same fields as a list's row, and without fields= the whole task.
+    listed = client.get("/v1/tasks", params={"fields": "created_at,result,queue"}).json()
+    assert (
+        client.get(url, params={"fields": "created_at,result,queue"}).json()["data"]
+        == (listed["data"][0])
+    )
+    assert client.get(f"/tasks/{task['id']}").json()["data"] == client.get(url).json()["data"]
+    assert client.get(url).json()["data"]["payload"] == {"big": "x" * 1000}
+
+
+@pytest.mark.parametrize("fields", ["", "title,secret", "id,,title", "TITLE"])
+def test_a_single_get_refuses_unknown_fields_as_lists_do(client: ApiClient, fields: str) -> None:
+    task = create(client)
+    errors = [
+        assert_error(client.get(path, params={"fields": fields}), 400, "validation_failed")
+        for path in ("/v1/tasks", f"/v1/tasks/{task['id']}")
+    ]
+    assert errors[0]["details"] == errors[1]["details"] and set(errors[1]["details"]) == {"fields"}
+
+
+@pytest.mark.parametrize(
+    "query", [{"status": "pending"}, {"x": "1"}, {"fields": "id", "page": "1"}]
+)
+def test_a_single_get_refuses_unknown_parameters(client: ApiClient, query: dict) -> None:
+    task = create(client)
+    for path in (f"/v1/tasks/{task['id']}", f"/tasks/{task['id']}", "/v1/tasks/999999999"):
+        error = assert_error(client.get(path, params=query), 400, "validation_failed")
+        unknown = set(query) - {"fields"}
+        assert set(error["details"]) == unknown
+        assert "is not a known parameter (known: fields)" in error["details"][unknown.pop()]
+    repeated = client.get(f"/v1/tasks/{task['id']}?fields=id&fields=title")
+    assert set(assert_error(repeated, 400, "validation_failed")["details"]) == {"fields"}
+
+
 def test_total_is_exact_up_to_the_cap_then_an_estimate(
     client: ApiClient, db: psycopg.Connection
 ) -> None:

@@ -41,3 +41,9 @@ class Task:
 
 # The columns the API returns, in order; queries select exactly these.
 TASK_COLUMNS: tuple[str, ...] = tuple(Task.__dataclass_fields__)
+
+
+def task_fields(task: Task, fields: tuple[str, ...]) -> dict[str, Any]:
+    """Only these fields of ``task`` (and ``id``), in column order: a task as
+    ``GET /v1/tasks?fields=`` lists it."""
+    return {name: getattr(task, name) for name in TASK_COLUMNS if name in fields or name == "id"}

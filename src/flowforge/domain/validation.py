@@ -27,6 +27,7 @@ PAGE_LIMIT_DEFAULT = 20
 PAGE_MAX = 1_000_000
 # The query parameters GET /v1/tasks knows; any other is a 400.
 LIST_PARAMETERS = frozenset({"page", "limit", "status", "type", "queue", "cursor", "fields"})
+ITEM_PARAMETERS = frozenset({"fields"})  # GET /v1/tasks/{id}
 
 
 class ValidationError(Exception):
@@ -242,14 +243,41 @@ def _fields(value: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(["id", *names]))  # id first and always, no repeats
 
 
+def _unknown_parameters(query: dict[str, str | None], known: frozenset[str]) -> dict[str, str]:
+    return {
+        name: f"is not a known parameter (known: {', '.join(sorted(known))})"
+        for name in query
+        if name not in known
+    }
+
+
+def _fields_parameter(
+    query: dict[str, str | None], details: dict[str, str]
+) -> tuple[str, ...] | None:
+    """``fields=`` (``_fields``), None when not given; a problem goes into ``details``."""
+    if query.get("fields") is None:
+        return None
+    try:
+        return _fields(query["fields"] or "")
+    except ValueError as exc:
+        details["fields"] = str(exc)
+        return None
+
+
+def item_query(query: dict[str, str | None]) -> tuple[str, ...] | None:
+    """The query string of GET /v1/tasks/{id}: ``fields=`` as lists take it (None: every
+    field); any other parameter is refused, as lists refuse theirs."""
+    details = _unknown_parameters(query, ITEM_PARAMETERS)
+    fields = _fields_parameter(query, details)
+    if details:
+        raise ValidationError("the query is not valid", details)
+    return fields
+
+
 def list_query(query: dict[str, str | None]) -> ListQuery:
     """The query string of GET /v1/tasks, checked: unknown parameters are refused too (a
     misspelt filter must not silently list everything)."""
-    details: dict[str, str] = {
-        name: f"is not a known parameter (known: {', '.join(sorted(LIST_PARAMETERS))})"
-        for name in query
-        if name not in LIST_PARAMETERS
-    }
+    details = _unknown_parameters(query, LIST_PARAMETERS)
     page, limit = 1, PAGE_LIMIT_DEFAULT
     filters: dict[str, str | None] = {"status": None, "type": None, "queue": None}
     if "page" in query:
@@ -278,12 +306,8 @@ def list_query(query: dict[str, str | None]) -> ListQuery:
             filters[name] = check(value)
         except ValueError as exc:
             details[name] = str(exc)
-    cursor = fields = None
-    if query.get("fields") is not None:
-        try:
-            fields = _fields(query["fields"] or "")
-        except ValueError as exc:
-            details["fields"] = str(exc)
+    cursor = None
+    fields = _fields_parameter(query, details)
     if "cursor" in query:
         if "page" in query:
             details["cursor"] = "cannot be combined with page (a cursor says where to start)"

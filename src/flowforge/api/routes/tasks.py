@@ -10,7 +10,8 @@ import bottle
 import orjson
 
 from ... import logs, pagination
-from ...domain.validation import batch_body, list_query, task_body
+from ...domain.tasks import task_fields
+from ...domain.validation import batch_body, item_query, list_query, task_body
 from ...stores.idempotency import KeyUse
 from ...stores.task_types import NewTask
 from ...stores.tasks import TaskStore
@@ -120,10 +121,11 @@ class TaskRoutes:
         return ok(tasks, status=201)
 
     def get_task(self, task_id: int) -> bytes:
+        fields = item_query(query_params())
         task = self.store.get(check_id(task_id))
         if task is None:
             raise ApiError(404, f"task {task_id} not found")
-        return ok(task)
+        return ok(task if fields is None else task_fields(task, fields))
 
     def list_attempts(self, task_id: int) -> bytes:
         """Every attempt kept (TASK_ATTEMPTS_KEPT), oldest first."""
