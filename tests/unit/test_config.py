@@ -142,6 +142,25 @@ def test_address_allowed(address: str | None, allowed: bool) -> None:
     assert address_allowed(address, networks.metrics_allow) is allowed
 
 
+@pytest.mark.parametrize(
+    ("text", "seconds", "shown"),
+    [(None, 30 * 86400.0, "30d"), ("0", 0.0, "0s"), ("0d", 0.0, "0s"), ("12h", 43200.0, "12h")],
+)
+def test_task_retention(text: str | None, seconds: float, shown: str) -> None:
+    """A duration, 30 days by default; 0 (with a unit or none) keeps finished tasks."""
+    env = {"DATABASE_URL": URL} | ({} if text is None else {"TASK_RETENTION": text})
+    s = load_settings(env)
+    assert s.task_retention == seconds
+    assert s.redacted()["TASK_RETENTION"] == shown
+    assert load_settings({"DATABASE_URL": URL, "TASK_RETENTION": shown}).task_retention == seconds
+
+
+@pytest.mark.parametrize("text", ["forever", "30", "-1d", "0x"])
+def test_task_retention_refuses_what_is_not_a_duration(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"^TASK_RETENTION: .*duration"):
+        load_settings({"DATABASE_URL": URL, "TASK_RETENTION": text})
+
+
 def test_missing_database_url() -> None:
     with pytest.raises(ConfigError, match="DATABASE_URL: is required"):
         load_settings({})

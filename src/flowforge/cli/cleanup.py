@@ -1,8 +1,11 @@
 """scripts/cleanup.py: delete finished tasks older than an age, or reset the table.
 
-Deletes in batches, each its own short transaction walking the primary key, so no lock is
-held for long and workers keep claiming meanwhile. Only completed, failed and cancelled
-tasks go unless --status names others: pending and processing tasks are work not yet done.
+Deletes in batches, each its own short transaction, so no lock is held for long and
+workers keep claiming meanwhile: finished tasks of an age by the statement the workers'
+retention (TASK_RETENTION) prunes with, oldest first and never while a worker prunes;
+the rest (--all, other statuses) walking the primary key. Only completed, failed and
+cancelled tasks go unless --status names others: pending and processing tasks are work
+not yet done.
 """
 
 from __future__ import annotations
@@ -15,9 +18,16 @@ from datetime import datetime
 
 import psycopg
 
-from ..domain.states import FINISHED as FINISHED_STATUSES
 from ..domain.states import STATUSES, UNFINISHED, spoken
-from ..stores.ops_sql import CLEANUP_COUNT, CLEANUP_CUTOFF, CLEANUP_DELETE_BATCH
+from ..stores.ops_sql import (
+    AGE_CUTOFF,
+    CLEANUP_COUNT,
+    CLEANUP_DELETE_BATCH,
+    PRUNABLE,
+    PRUNE_BATCH,
+    PRUNE_FINISHED,
+    pruned,
+)
 from .scripting import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -33,8 +43,9 @@ from .scripting import (
 )
 
 PROG = "cleanup.py"
-FINISHED = tuple(status.value for status in FINISHED_STATUSES)
+FINISHED = PRUNABLE  # the default selection: completed, failed, cancelled
 ALL_STATUSES = STATUSES
+PRUNE_RETRY = 0.05  # seconds: a worker's pruning statement holds the lock about this long
 
 EXAMPLES = """\
   cleanup.py --older-than 7d --dry-run       what would go: counts by status
@@ -80,9 +91,9 @@ def build_parser():  # type: ignore[no-untyped-def]
     parser.add_argument(
         "--batch-size",
         type=positive_int,
-        default=1000,
+        default=PRUNE_BATCH,
         metavar="N",
-        help="rows per DELETE transaction (default 1000)",
+        help=f"rows per DELETE transaction (default {PRUNE_BATCH})",
     )
     parser.add_argument("-n", "--dry-run", action="store_true", help="count, delete nothing")
     parser.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
@@ -108,8 +119,12 @@ def delete_in_batches(
 ) -> tuple[Counter, int]:
     """Delete every match, ``batch_size`` rows per transaction; (counts, batches).
 
-    Ctrl-C stops between two batches: the ones done stay deleted.
+    Finished tasks of an age go as the workers' retention prunes them (the same statement,
+    under the same lock); anything else by a walk of the primary key. Ctrl-C stops between
+    two batches: the ones done stay deleted.
     """
+    if cutoff is not None and set(statuses) <= set(FINISHED):
+        return prune_in_batches(conn, statuses, cutoff, batch_size)
     deleted: Counter[str] = Counter()
     after, batches = 0, 0
     with GracefulStop() as stop:
@@ -125,6 +140,27 @@ def delete_in_batches(
             for status, n, last_id in rows:
                 deleted[status] += n
                 after = max(after, last_id)
+
+
+def prune_in_batches(
+    conn: psycopg.Connection, statuses: list[str], cutoff: datetime, batch_size: int
+) -> tuple[Counter, int]:
+    """``ops_sql.PRUNE_FINISHED`` until nothing is left; a batch that finds a worker
+    pruning (the lock taken, for one statement) is tried again shortly."""
+    deleted: Counter[str] = Counter()
+    batches = 0
+    params = {"statuses": statuses, "cutoff": cutoff, "limit": batch_size}
+    with GracefulStop() as stop:
+        while True:
+            stop.check()
+            led, counts = pruned(conn.execute(PRUNE_FINISHED, params).fetchall())
+            if not led:
+                time.sleep(PRUNE_RETRY)
+                continue
+            if not counts:
+                return deleted, batches
+            batches += 1
+            deleted.update(counts)
 
 
 def confirm(question: str) -> bool:
@@ -148,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with database(settings) as conn:
         cutoff = None
         if not args.all:
-            cutoff = conn.execute(CLEANUP_CUTOFF, {"seconds": args.older_than}).fetchone()[0]  # type: ignore[index]
+            cutoff = conn.execute(AGE_CUTOFF, {"seconds": args.older_than}).fetchone()[0]  # type: ignore[index]
         if args.dry_run or (interactive and not args.yes):
             matching = count(conn, statuses, cutoff)
             if args.dry_run:

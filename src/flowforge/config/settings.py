@@ -60,6 +60,7 @@ class Settings:
     task_max_attempts: int
     task_timeout: int
     task_attempts_kept: int
+    task_retention: float
     task_retry_backoff: float
     task_retry_backoff_max: float
     worker_metrics_port: int

@@ -58,7 +58,15 @@ def _task_timeout(text: str) -> int:
     return int(value)
 
 
-DURATION_PARSERS: frozenset[Callable[[str], Any]] = frozenset({_positive_duration, _task_timeout})
+def _duration_or_zero(text: str) -> float:
+    """A duration, or ``0`` (with a unit or without) meaning never: TASK_RETENTION's keep
+    forever. The syntax has no sign, so nothing is below zero."""
+    return 0.0 if text.strip() == "0" else parse_duration(text)
+
+
+DURATION_PARSERS: frozenset[Callable[[str], Any]] = frozenset(
+    {_positive_duration, _task_timeout, _duration_or_zero}
+)
 
 ISOLATIONS = ("process", "thread")
 _SIZE = re.compile(r"^\s*(\d+)\s*(|b|k|kb|kib|m|mb|mib|g|gb|gib)\s*$", re.IGNORECASE)

@@ -1,5 +1,5 @@
-"""SQL every store shares: the channels that wake workers, the lock idle workers hold
-and a transaction's statement timeout."""
+"""SQL every store shares: the channels that wake workers, the advisory lock keys (the
+lock idle workers hold, the pruning leader's) and a transaction's statement timeout."""
 
 from __future__ import annotations
 
@@ -23,6 +23,11 @@ WORKER_WAITING = (
     f"CASE WHEN pg_try_advisory_lock({IDLE_LOCK_KEY}) "
     f"THEN NOT pg_advisory_unlock({IDLE_LOCK_KEY}) ELSE true END"
 )
+
+# Whoever deletes finished tasks (a worker's retention duty, cleanup.py) holds this one
+# (exclusive, for one statement: pg_try_advisory_xact_lock), so only one prunes at a time
+# and the others skip their turn instead of fighting over the same rows. Above int4 too.
+PRUNE_LOCK_KEY = 0x466C6F7750727565  # "FlowPrue"
 
 
 def local_statement_timeout(ms: int) -> str:

@@ -1,7 +1,13 @@
 """The operator scripts' SQL: scripts/seed-database.py, healthcheck.py and cleanup.py
-(flowforge.ops runs them)."""
+(flowforge.ops runs them), and the pruning of finished tasks that cleanup.py shares with
+the worker's retention duty (worker/duties/retention.py)."""
 
 from __future__ import annotations
+
+from typing import Any
+
+from ..domain.states import FINISHED
+from .common_sql import PRUNE_LOCK_KEY
 
 # The seeder streams rows with COPY, one transaction per batch: far faster than INSERTs.
 SEED_COLUMNS: tuple[str, ...] = (
@@ -55,10 +61,46 @@ WHERE NOT EXISTS (
 ORDER BY p.queue
 """
 
+# An age's cutoff, taken from the server's clock (a client's may be off): %(seconds)s
+# before now.
+AGE_CUTOFF = "SELECT now() - make_interval(secs => %(seconds)s)"
+
+# Pruning, one batch: up to %(limit)s tasks of %(statuses)s (final ones) that finished
+# before %(cutoff)s, oldest first along tasks_finished_idx (completed_at), each batch its
+# own short transaction. It deletes only while it holds the pruning lock, for this
+# statement alone: a second pruner (another worker, cleanup.py) meanwhile deletes nothing
+# and learns so (led false). Rows a worker holds locked right now are skipped, never
+# waited for. Nothing else points at a task: its attempts are a column (attempt_log), and
+# an Idempotency-Key of a deleted task answers a replay 409 until the key expires.
+# One row per status deleted, or a single row with status NULL when none was.
+PRUNABLE: tuple[str, ...] = tuple(s.value for s in FINISHED)  # what may go by age
+PRUNE_FINISHED = f"""
+WITH leader AS (
+    SELECT pg_try_advisory_xact_lock({PRUNE_LOCK_KEY}) AS led
+), doomed AS (
+    SELECT id FROM tasks
+    WHERE completed_at < %(cutoff)s AND status = ANY(%(statuses)s)
+      AND (SELECT led FROM leader)
+    ORDER BY completed_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM tasks t USING doomed WHERE t.id = doomed.id RETURNING t.status
+)
+SELECT leader.led, g.status, g.n
+FROM leader LEFT JOIN (SELECT status, count(*) AS n FROM gone GROUP BY status) AS g ON true
+"""
+PRUNE_BATCH = 1000  # rows per pruning statement (cleanup.py's --batch-size default)
+
+
+def pruned(rows: list[tuple[Any, ...]]) -> tuple[bool, dict[str, int]]:
+    """PRUNE_FINISHED's answer: whether it held the lock, and the tasks deleted by status."""
+    return bool(rows[0][0]), {status: n for _, status, n in rows if status is not None}
+
+
 # Cleanup selects tasks by status and by age: the time since they last changed (finished
-# ones by completed_at). %(cutoff)s NULL means any age (--all). The cutoff is taken from the
-# server's clock (a client's may be off), %(seconds)s before now.
-CLEANUP_CUTOFF = "SELECT now() - make_interval(secs => %(seconds)s)"
+# ones by completed_at). %(cutoff)s NULL means any age (--all). Finished tasks of an age
+# go by PRUNE_FINISHED; this walk is for the rest (--all, pending or processing ones).
 _CLEANUP_WHERE = """
 status = ANY(%(statuses)s)
 AND (%(cutoff)s::timestamptz IS NULL

@@ -4,9 +4,9 @@ The dispatcher does all database work over one connection: it claims a batch of 
 tasks, hands them to the executor (executor.py: handler processes driven by a pool thread,
 or executor threads), and records their outcomes together with the next claim (one commit
 per batch: recording.py). How far ahead it claims is ``prefetch.Prefetch``'s. Between
-batches it runs its maintenance duties (duties/: heartbeat, lease reaping, schedules),
-each when due, polls, and pings the systemd watchdog (``Deadlines``). On SIGTERM/SIGINT it
-drains (shutdown.py). Its retry loops wait by ``backoff.Backoff``.
+batches it runs its maintenance duties (duties/: heartbeat, lease reaping, schedules,
+retention), each when due, polls, and pings the systemd watchdog (``Deadlines``). On
+SIGTERM/SIGINT it drains (shutdown.py). Its retry loops wait by ``backoff.Backoff``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from .backoff import Backoff
 from .duties import Duties
 from .duties.heartbeat import Heartbeat
 from .duties.reaper import Reaper
+from .duties.retention import Retention
 from .duties.schedules import Schedules
 from .execute import Detail
 from .executor import Executor, make_executor
@@ -107,8 +108,11 @@ class Worker(Recording, Stopping):
             settings, self.name, self.held, self.executor.busy, self._on_cancel,
             self.executor.cancel,
         )  # fmt: skip
-        # In this order when several are due at once.
-        self.duties = Duties(Reaper(settings), Schedules(self._schedules_fired), self.heartbeat)
+        # In this order when several are due at once; TASK_RETENTION=0 keeps every task.
+        duties = [Reaper(settings), Schedules(self._schedules_fired), self.heartbeat]
+        if settings.task_retention > 0:
+            duties.append(Retention(settings, self.metrics))
+        self.duties = Duties(*duties)
 
     # --- wake-ups ---------------------------------------------------------------------
     def _on_notify(self) -> None:
@@ -283,7 +287,7 @@ class Worker(Recording, Stopping):
                 outage = True
 
     def _periodic(self, now: float) -> None:
-        """The maintenance duties that are due (reap, schedules, heartbeat)."""
+        """The maintenance duties that are due (reap, schedules, heartbeat, retention)."""
         self.duties.run_due(self.queue, now)
 
     def _dispatch(self, now: float) -> bool:

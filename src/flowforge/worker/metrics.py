@@ -2,7 +2,8 @@
 plus ``WORKER_INSTANCE`` - 1 for instance N of ``flowforge-worker@N``; 0 = off).
 
 The runner calls ``task_finished`` where an outcome is decided (once the database has
-accepted it or not) and ``task_claimed`` for each task a claim hands out; ``busy`` is read
+accepted it or not) and ``task_claimed`` for each task a claim hands out, the retention
+duty ``tasks_pruned`` for what it deleted; ``busy`` is read
 at scrape time, so the hot path pays for two counter/histogram updates per task and
 nothing else. With metrics off every call is a no-op.
 
@@ -21,6 +22,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from ..config import Settings, address_allowed
+from ..stores.ops_sql import PRUNABLE
 
 log = logging.getLogger("flowforge.worker")
 
@@ -46,6 +48,9 @@ class NullMetrics:
         pass
 
     def task_finished(self, queue: str, task_type: str, outcome: str, seconds: float) -> None:
+        pass
+
+    def tasks_pruned(self, status: str, count: int) -> None:
         pass
 
 
@@ -100,6 +105,14 @@ class WorkerMetrics(NullMetrics):
             "Tasks this worker process runs at most at once (WORKER_CONCURRENCY)",
             registry=self.registry,
         )
+        self.pruned = Counter(
+            "flowforge_tasks_pruned_total",
+            "Finished tasks this worker deleted as older than TASK_RETENTION, by status",
+            ["status"],
+            registry=self.registry,
+        )
+        for status in PRUNABLE:  # every series from the start: rate() needs a zero
+            self.pruned.labels(status)
         # The children of a label set, looked up once (labels() costs more than inc()).
         self._finished: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._pickup: dict[str, Any] = {}
@@ -122,6 +135,9 @@ class WorkerMetrics(NullMetrics):
             )
         children[0].inc()
         children[1].observe(seconds)
+
+    def tasks_pruned(self, status: str, count: int) -> None:
+        self.pruned.labels(status).inc(count)
 
     # --- serving ------------------------------------------------------------------------
     def app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:

@@ -22,7 +22,7 @@ from .. import __version__
 from ..config import Settings
 from ..db import HEALTH, DatabaseRefused, connect, refused
 from ..domain.fields import DEFAULT_QUEUE, DEFAULT_TIMEOUT
-from ..stores import common_sql, queue_sql
+from ..stores import common_sql, ops_sql, queue_sql
 from ..stores import schedules as schedule_store
 from .execute import Detail
 
@@ -255,6 +255,20 @@ class TaskQueue:
                 self._schedules_warned = now.timestamp()
                 schedule_store.log.warning("schedules not fired: %s (is the schema migrated?)", exc)
             return 0
+
+    def age_cutoff(self, seconds: float) -> datetime:
+        """``seconds`` before now by the database's clock."""
+        ((cutoff,),) = self._execute(ops_sql.AGE_CUTOFF, {"seconds": seconds})
+        return cutoff  # type: ignore[no-any-return]
+
+    def prune_finished(self, cutoff: datetime, limit: int) -> tuple[bool, dict[str, int]]:
+        """One batch of retention (``ops_sql.PRUNE_FINISHED``): whether this worker held the
+        pruning lock, and the finished tasks deleted by status."""
+        rows = self._execute(
+            ops_sql.PRUNE_FINISHED,
+            {"cutoff": cutoff, "statuses": list(ops_sql.PRUNABLE), "limit": limit},
+        )
+        return ops_sql.pruned(rows)
 
     def reap_expired(self, limit: int = 500) -> list[ReapedTask]:
         rows = self._execute(

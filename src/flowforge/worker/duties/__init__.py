@@ -5,12 +5,13 @@
   learn of cancellations the listener missed)
 - ``reaper``: give back (or fail) tasks whose lease expired, anyone's
 - ``schedules``: fire due schedules
+- ``retention``: delete finished tasks older than TASK_RETENTION (one worker at a time)
 
 A duty is a ``Duty``: ``interval`` (seconds between runs), ``jitter`` (each interval
 spread by up to this fraction either way, so workers started together drift apart),
 ``first`` (seconds from the start of the loop to its first run) and ``run(queue, now)``.
-A new one (the next round's retention) is a module like these and a line in
-``make_duties``. A duty that raises (the database went away) is not rescheduled: it runs
+A new one is a module like these and a line where the dispatcher makes its ``Duties``
+(``Worker.__init__``). A duty that raises (the database went away) is not rescheduled: it runs
 again on the dispatcher's next turn, once the connection is back.
 """
 
