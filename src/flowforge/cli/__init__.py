@@ -1,8 +1,9 @@
 """The ``flowforge`` command: a table of commands, one module each.
 
-Each module of ``COMMANDS`` has ``add_parser(subparsers)``, which adds its sub-command and
-options, and ``run(args)``, which does it and returns the exit code; a ``CommandError`` it
-raises is one line on stderr. The operator scripts (scripts/*.py) run ``seed``,
+Each module of ``COMMANDS`` says what its sub-command is for (``HELP``, ``DESCRIPTION``
+and ``EPILOG``, None where it has none), adds its options in ``add_arguments(parser)``, and
+does it in ``run(args)``, which returns the exit code; a ``CommandError`` it raises is one
+line on stderr. The operator scripts (scripts/*.py) run ``seed``,
 ``healthcheck`` and ``cleanup`` of this package, with ``scripting`` as their shared part.
 """
 
@@ -14,7 +15,7 @@ from types import ModuleType
 
 from .. import __version__
 from . import api, config, migrate, tasks, token, worker
-from .common import CommandError, fail
+from .common import CommandError, add_command, fail
 
 # In the order `flowforge --help` lists them.
 COMMANDS: dict[str, ModuleType] = {
@@ -35,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"flowforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMANDS.values():
-        module.add_parser(sub)
+    for name, module in COMMANDS.items():
+        module.add_arguments(add_command(sub, name, module.HELP, module.DESCRIPTION, module.EPILOG))
     return parser
 
 

@@ -5,21 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from ..config import ConfigError, check_api_auth, check_api_timeouts
 from ..logs import configure_logging
 from .common import EXIT_CONFIG, CommandError, settings, variables_epilog
 
+HELP = "serve the HTTP API with gunicorn"
+DESCRIPTION = "Serve the HTTP API with gunicorn until SIGTERM or Ctrl-C (graceful)."
+EPILOG = variables_epilog("api")
 
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = sub.add_parser(
-        "api",
-        help="serve the HTTP API with gunicorn",
-        description="Serve the HTTP API with gunicorn until SIGTERM or Ctrl-C (graceful).",
-        epilog=variables_epilog("api"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--env-file",
         metavar="PATH",
@@ -32,7 +28,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="reload the API whose gunicorn arbiter is PID (new workers with the installed "
         "code and the env file) and wait until no old worker is left; exit 1 if it fails",
     )
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:

@@ -38,7 +38,7 @@ from .scripting import (
     format_age,
     make_parser,
     positive_int,
-    run,
+    script_entry,
     settings_from_env,
 )
 
@@ -205,6 +205,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
-def entry(argv: Sequence[str] | None = None) -> int:
-    """What scripts/cleanup.py runs."""
-    return run(PROG, main, argv)
+entry = script_entry(PROG, main)  # what scripts/cleanup.py runs

@@ -1,12 +1,14 @@
-"""What the ``flowforge`` commands share: exit codes, one-line failures, the settings, the
-variables' part of ``--help``."""
+"""What the ``flowforge`` commands share: exit codes, one-line failures, the settings, a
+sub-command's parser and the variables' part of its ``--help``."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 import textwrap
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from ..config import VARIABLES, ConfigError, Settings, Variable, load_settings
 
@@ -26,6 +28,20 @@ def fail(message: str, code: int = EXIT_FAILURE) -> int:
     """Print ``message`` as the one line of a failure and return ``code``."""
     print(f"flowforge: error: {message}", file=sys.stderr)
     return code
+
+
+def add_command(
+    sub: Any, name: str, help: str, description: str | None = None, epilog: str | None = None
+) -> argparse.ArgumentParser:
+    """Add the sub-command NAME to ``sub`` (the subparsers); an ``epilog`` (the variables a
+    service reads, say) is printed as laid out, so its columns survive."""
+    laid_out: dict[str, Any] = {}
+    if epilog is not None:
+        laid_out = {"epilog": epilog, "formatter_class": argparse.RawDescriptionHelpFormatter}
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=help, description=description, **laid_out
+    )
+    return parser
 
 
 def settings(require: tuple[str, ...] = ("DATABASE_URL",)) -> Settings:

@@ -9,7 +9,6 @@ import json
 import re
 import textwrap
 from pathlib import Path
-from typing import Any
 
 from ..config import AUTH_MODES, ISOLATIONS, LOG_FORMATS, LOG_LEVELS, VARIABLES, Variable
 from .common import EXIT_CONFIG, CommandError, describe, settings
@@ -40,26 +39,26 @@ _VALUES = frozenset((*AUTH_MODES, *ISOLATIONS, *LOG_FORMATS, *LOG_LEVELS))
 _NAMES = re.compile(r"(?<![\w.=`])(" + "|".join(v.name for v in VARIABLES) + r")(?![\w=`])")
 
 
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = sub.add_parser(
-        "config",
-        help="print the effective configuration (secrets hidden)",
-        # The raw formatter keeps the epilog's layout; the description is wrapped here.
-        description=textwrap.fill(
-            "Print the effective configuration: every variable FlowForge reads from the "
-            "environment, secrets hidden.",
-            79,
-        )
-        + "\n\n"
-        + textwrap.fill(
-            "--format env or markdown prints instead the reference of every variable, "
-            f"whatever the environment holds: {ENV_EXAMPLE} and the table of "
-            f"{CONFIGURATION_PAGE} are made so.",
-            79,
-        ),
-        epilog="variables (default in brackets):\n" + describe(VARIABLES),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+HELP = "print the effective configuration (secrets hidden)"
+# With an epilog, the help is printed as laid out (the raw formatter): wrapped here.
+DESCRIPTION = (
+    textwrap.fill(
+        "Print the effective configuration: every variable FlowForge reads from the "
+        "environment, secrets hidden.",
+        79,
     )
+    + "\n\n"
+    + textwrap.fill(
+        "--format env or markdown prints instead the reference of every variable, "
+        f"whatever the environment holds: {ENV_EXAMPLE} and the table of "
+        f"{CONFIGURATION_PAGE} are made so.",
+        79,
+    )
+)
+EPILOG = "variables (default in brackets):\n" + describe(VARIABLES)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="as JSON (--format json)")
     output.add_argument(
@@ -74,7 +73,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="with --format env: write FILE; with --format markdown: replace the table "
         "between the two marker lines of FILE",
     )
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:

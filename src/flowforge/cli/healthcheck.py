@@ -34,7 +34,7 @@ from .scripting import (
     format_age,
     make_parser,
     non_negative_int,
-    run,
+    script_entry,
     settings_from_env,
 )
 
@@ -264,6 +264,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK if report(checks, as_json=args.json, quiet=args.quiet) else EXIT_FAILURE
 
 
-def entry(argv: Sequence[str] | None = None) -> int:
-    """What scripts/healthcheck.py runs."""
-    return run(PROG, main, argv)
+entry = script_entry(PROG, main)  # what scripts/healthcheck.py runs

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from ..config import Settings, redact_url
 from ..logs import configure_logging
 from .common import EXIT_CONFIG, CommandError, settings
 
+HELP = "apply or revert database migrations"
+DESCRIPTION = None
+EPILOG = None
 
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = sub.add_parser(
-        "migrate", help="apply or revert database migrations"
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     up = actions.add_parser("up", help="upgrade to the newest revision (the default)")
     up.add_argument("revision", nargs="?", default="head")
@@ -27,7 +27,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     down.add_argument("revision")
     down.add_argument("-y", "--yes", action="store_true", help="do not ask: downgrade now")
     actions.add_parser("status", help="show the current and newest revision")
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:

@@ -207,6 +207,17 @@ def run(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[s
         return EXIT_FAILURE
 
 
+def script_entry(
+    prog: str, main: Callable[[Sequence[str] | None], int]
+) -> Callable[[Sequence[str] | None], int]:
+    """The function a scripts/*.py file calls: ``main`` through ``run``."""
+
+    def entry(argv: Sequence[str] | None = None) -> int:
+        return run(prog, main, argv)
+
+    return entry
+
+
 @contextmanager
 def database(settings: Settings) -> Iterator[psycopg.Connection]:
     """One autocommit connection (flowforge.db), every failure turned into a CommandError."""

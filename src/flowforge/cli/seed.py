@@ -38,7 +38,7 @@ from .scripting import (
     database_label,
     make_parser,
     positive_int,
-    run,
+    script_entry,
     settings_from_env,
 )
 
@@ -277,6 +277,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
-def entry(argv: Sequence[str] | None = None) -> int:
-    """What scripts/seed-database.py runs."""
-    return run(PROG, main, argv)
+entry = script_entry(PROG, main)  # what scripts/seed-database.py runs

@@ -12,21 +12,25 @@ import argparse
 import json
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from ..domain.states import Status
 from ..durations import format_duration
 from ..stores import tasks_sql
 from .common import EXIT_CONFIG, CommandError, database_errors, settings
 
+T = TypeVar("T")
 
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    tasks: argparse.ArgumentParser = sub.add_parser(
-        "tasks",
-        help="list, show, cancel, retry tasks and see queue stats (over the database)",
-        description="Operate the queue straight over DATABASE_URL: `flowforge tasks list "
-        "--status failed`, `flowforge tasks retry 42`, `flowforge tasks stats --json`.",
-    )
+
+HELP = "list, show, cancel, retry tasks and see queue stats (over the database)"
+DESCRIPTION = (
+    "Operate the queue straight over DATABASE_URL: `flowforge tasks list --status failed`, "
+    "`flowforge tasks retry 42`, `flowforge tasks stats --json`."
+)
+EPILOG = None
+
+
+def add_arguments(tasks: argparse.ArgumentParser) -> None:
     tsub = tasks.add_subparsers(dest="action", metavar="ACTION", required=True)
     lst = tsub.add_parser("list", help="tasks, newest first")
     lst.add_argument("--status", choices=[s.value for s in Status])
@@ -42,7 +46,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     tsub.add_parser("stats", help="counts by queue and status, oldest pending age")
     for parser in (lst, show, cancel, retry, attempts, tsub.choices["stats"]):
         parser.add_argument("--json", action="store_true", help="machine-readable output")
-    return tasks
 
 
 def _limit(text: str) -> int:
@@ -122,12 +125,17 @@ def _list(args: argparse.Namespace, store: Any) -> int:
     return 0
 
 
-def _show(args: argparse.Namespace, store: Any) -> int:
+def _found(value: T | None, task_id: int) -> T:
+    """``value``, or NotFound ("task N not found") when there is no such task."""
     from ..stores.task_types import NotFound
 
-    task = store.get(args.id)
-    if task is None:
-        raise NotFound(args.id)
+    if value is None:
+        raise NotFound(task_id)
+    return value
+
+
+def _show(args: argparse.Namespace, store: Any) -> int:
+    task = _found(store.get(args.id), args.id)
     if args.json:
         print(_json(asdict(task)))
         return 0
@@ -160,11 +168,7 @@ def _retry(args: argparse.Namespace, store: Any) -> int:
 
 
 def _attempts(args: argparse.Namespace, store: Any) -> int:
-    from ..stores.task_types import NotFound
-
-    attempts = store.attempts(args.id)
-    if attempts is None:
-        raise NotFound(args.id)
+    attempts = _found(store.attempts(args.id), args.id)
     if args.json:
         print(_json({"attempts": attempts}))
         return 0

@@ -8,15 +8,15 @@ from typing import Any
 
 from .common import EXIT_CONFIG, CommandError, database_errors, settings
 
+HELP = "create, list and revoke the API's bearer tokens"
+DESCRIPTION = (
+    "Bearer tokens for the API. A token is shown once, when it is made; the database keeps "
+    "only its SHA-256. A revoked token is refused by every API process within 5 seconds."
+)
+EPILOG = None
 
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = sub.add_parser(
-        "token",
-        help="create, list and revoke the API's bearer tokens",
-        description="Bearer tokens for the API. A token is shown once, when it is made; "
-        "the database keeps only its SHA-256. A revoked token is refused by every API "
-        "process within 5 seconds.",
-    )
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     create = actions.add_parser(
         "create",
@@ -32,7 +32,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     actions.add_parser("list", help="names, scopes and dates of every token (never a token)")
     revoke = actions.add_parser("revoke", help="revoke the token NAME (its name stays taken)")
     revoke.add_argument("name", metavar="NAME")
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from ..logs import configure_logging
 from .common import settings, variables_epilog
 
+HELP = "claim and run tasks until SIGTERM"
+DESCRIPTION = (
+    "Claim and run tasks until SIGTERM or Ctrl-C: running tasks get WORKER_SHUTDOWN_TIMEOUT "
+    "to finish, the rest are given back."
+)
+EPILOG = variables_epilog("worker")
 
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = sub.add_parser(
-        "worker",
-        help="claim and run tasks until SIGTERM",
-        description="Claim and run tasks until SIGTERM or Ctrl-C: running tasks get "
-        "WORKER_SHUTDOWN_TIMEOUT to finish, the rest are given back.",
-        epilog=variables_epilog("worker"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    return parser
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """None: the worker's configuration is its environment (EPILOG lists it)."""
 
 
 def run(args: argparse.Namespace) -> int:

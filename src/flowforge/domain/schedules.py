@@ -25,6 +25,7 @@ from .validation import (
     PAGE_LIMIT_DEFAULT,
     PAGE_LIMIT_MAX,
     PAGE_MAX,
+    BodyRules,
     ValidationError,
     _whole,
     check_fields,
@@ -111,20 +112,7 @@ def schedule_body(
     body: Any, *, partial: bool, known_types: frozenset[str] | None = None
 ) -> dict[str, Any]:
     """Validate a POST (``partial=False``) or PUT body of /v1/schedules."""
-    if not isinstance(body, dict):
-        raise ValidationError("the body must be a JSON object", {"body": "must be an object"})
-    clean, details = check_fields(
-        body,
-        _CHECKS,
-        allowed=FIELDS,
-        required=() if partial else _REQUIRED,
-        known_types=known_types,
-    )
-    if partial and not body:
-        details["body"] = "must contain at least one field"
-    if details:
-        raise ValidationError("the schedule is not valid", details)
-    return clean
+    return check_fields(body, _BODY, partial=partial, known_types=known_types)
 
 
 def valid_name(value: str) -> bool:
@@ -162,3 +150,4 @@ def _checks() -> dict[str, Callable[[Any], Any]]:
 
 
 _CHECKS = _checks()
+_BODY = BodyRules("schedule", _CHECKS, FIELDS, FIELDS, _REQUIRED, "must contain at least one field")

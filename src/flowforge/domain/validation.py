@@ -144,25 +144,47 @@ def checks_of(table: dict[str, Field]) -> dict[str, Callable[[Any], Any]]:
 
 
 _CHECKS = checks_of(TASK_FIELDS)
-_NULL_IS_DEFAULT = {name: f.default for name, f in TASK_FIELDS.items() if f.null_is_default}
-_REQUIRED = tuple(name for name, f in TASK_FIELDS.items() if f.required)
 _status = _CHECKS["status"]
 _type_filter = check_of(Field("type", "string", max_length=TYPE_MAX, blank_ok=False))
 
 
+@dataclass(frozen=True, slots=True)
+class BodyRules:
+    """How the body of a POST or PUT of one aggregate (a task, a schedule) is checked:
+    ``checks`` by field (from its field table), the fields a POST and a PUT may name, the
+    ones a POST must; ``what`` names it in the error, ``empty`` says what a PUT with no
+    field lacks."""
+
+    what: str
+    checks: dict[str, Callable[[Any], Any]]
+    post: Collection[str]
+    put: Collection[str]
+    required: Collection[str]
+    empty: str
+    null_is_default: dict[str, Any] | None = None  # these fields' null means the default
+
+
+_BODY = BodyRules(
+    "task",
+    _CHECKS,
+    post=POST_FIELDS,
+    put=PUT_FIELDS,
+    required=tuple(name for name, f in TASK_FIELDS.items() if f.required),
+    empty=f"must contain at least one of {', '.join(sorted(PUT_FIELDS))}",
+    null_is_default={name: f.default for name, f in TASK_FIELDS.items() if f.null_is_default},
+)
+
+
 def check_fields(
-    body: dict[str, Any],
-    checks: dict[str, Callable[[Any], Any]],
-    *,
-    allowed: Collection[str],
-    required: Collection[str] = (),
-    null_is_default: dict[str, Any] | None = None,
-    known_types: frozenset[str] | None = None,
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """A JSON object body checked field by field against a field table's ``checks``: the
-    cleaned fields and the per-field errors (unknown, invalid, missing, an unknown task
-    type). Tasks and schedules share it; each adds its own whole-body rules."""
-    null_is_default = null_is_default or {}
+    body: Any, rules: BodyRules, *, partial: bool, known_types: frozenset[str] | None = None
+) -> dict[str, Any]:
+    """A POST (``partial=False``) or PUT body checked field by field: the cleaned fields,
+    or a ValidationError ("the task is not valid") with every per-field error (unknown,
+    invalid, missing, an unknown task type, none at all). Tasks and schedules share it."""
+    if not isinstance(body, dict):
+        raise ValidationError("the body must be a JSON object", {"body": "must be an object"})
+    checks, null_is_default = rules.checks, rules.null_is_default or {}
+    allowed = rules.put if partial else rules.post
     details = {name: "is not a known field" for name in body if name not in allowed}
     clean: dict[str, Any] = {}
     for name, check in checks.items():
@@ -175,34 +197,23 @@ def check_fields(
             clean[name] = check(body[name])
         except ValueError as exc:
             details[name] = str(exc)
-    for name in required:
+    for name in () if partial else rules.required:
         if name not in body:
             details[name] = "is required"
     if known_types is not None and "type" in clean and clean["type"] not in known_types:
         details["type"] = f"unknown task type; known: {', '.join(sorted(known_types))}"
-    return clean, details
+    if partial and not body:
+        details["body"] = rules.empty
+    if details:
+        raise ValidationError(f"the {rules.what} is not valid", details)
+    return clean
 
 
 def task_body(
     body: Any, *, partial: bool, known_types: frozenset[str] | None = None
 ) -> dict[str, Any]:
     """Validate a POST (``partial=False``) or PUT body; return the cleaned fields."""
-    if not isinstance(body, dict):
-        raise ValidationError("the body must be a JSON object", {"body": "must be an object"})
-    allowed = PUT_FIELDS if partial else POST_FIELDS
-    clean, details = check_fields(
-        body,
-        _CHECKS,
-        allowed=allowed,
-        required=() if partial else _REQUIRED,
-        null_is_default=_NULL_IS_DEFAULT,
-        known_types=known_types,
-    )
-    if partial and not body:
-        details["body"] = f"must contain at least one of {', '.join(sorted(PUT_FIELDS))}"
-    if details:
-        raise ValidationError("the task is not valid", details)
-    return clean
+    return check_fields(body, _BODY, partial=partial, known_types=known_types)
 
 
 def _whole(text: str | None, low: int, high: int) -> int:
