@@ -6,6 +6,7 @@ Screenshots land in ``test-artifacts/`` (git-ignored; FLOWFORGE_TEST_ARTIFACTS m
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -157,6 +158,80 @@ def test_dashboard_looks_up_a_task_and_cancels_it(
     (status,) = db.execute("SELECT status FROM tasks WHERE id = %s", (task_id,)).fetchone()
     assert status == "cancelled"
     _shot(browser, "dashboard-lookup")
+
+
+def test_dashboard_shows_a_failed_tasks_attempts_and_its_traceback_as_text(
+    browser: webdriver.Chrome, api_url: str, db: psycopg.Connection, api_tokens: Tokens
+) -> None:
+    # Markup in a handler's error and traceback: shown as text, never run or rendered.
+    trap = '<img src=x onerror="window.pwned=1">'
+    traceback = (
+        'Traceback (most recent call last):\n  File "/srv/h.py", line 7, in resize\n'
+        f"    raise KeyError({trap!r})\nKeyError: '{trap}'\n"
+    )
+    log = [
+        {"attempt": 1, "worker": "host-a:41", "started_at": "2026-12-07T10:00:00+00:00",
+         "finished_at": "2026-12-07T10:00:01.5+00:00", "outcome": "retried",
+         "error": f"KeyError: '{trap}'", "traceback": traceback, "cpu_seconds": 0.25,
+         "max_rss_bytes": 31457280, "exit_signal": None},
+        {"attempt": 2, "worker": "host-b:7", "started_at": "2026-12-07T10:00:05+00:00",
+         "finished_at": "2026-12-07T10:00:06+00:00", "outcome": "crashed",
+         "error": "worker child died: signal 9 (SIGKILL)", "traceback": None,
+         "cpu_seconds": None, "max_rss_bytes": None, "exit_signal": 9},
+    ]  # fmt: skip
+    db.execute("DELETE FROM tasks")
+    (task_id,) = db.execute(
+        "INSERT INTO tasks (title, status, attempts, max_attempts, last_error, started_at, "
+        "completed_at, attempt_log) VALUES ('resize', 'failed', 2, 2, %s, now(), now(), %s) "
+        "RETURNING id",
+        (log[1]["error"], json.dumps(log)),
+    ).fetchone()
+    _sign_in(browser, api_url, api_tokens.read)
+    link = _wait(
+        browser,
+        ec.element_to_be_clickable(
+            (By.CSS_SELECTOR, f'#failures tr[data-task-id="{task_id}"] button.link')
+        ),
+    )
+    link.click()
+    _wait(browser, ec.visibility_of_element_located((By.ID, "attempts-panel")))
+    assert f"task #{task_id}" in _text(browser, "attempts-of")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#attempts tbody tr[data-attempt]")
+    cells = [[td.text for td in row.find_elements(By.TAG_NAME, "td")] for row in rows]
+    assert [c[0] for c in cells] == ["#1", "#2"]
+    first, second = cells
+    assert first[1:3] == ["retried", "host-a:41"]
+    assert first[5:9] == ["1.500 s", "0.250 s", "30.0 MiB", "—"]
+    assert first[9] == f"KeyError: '{trap}'"
+    assert second[1:3] == ["crashed", "host-b:7"] and second[5:9] == ["1.000 s", "—", "—", "9"]
+    assert second[9] == "worker child died: signal 9 (SIGKILL)"
+    started = rows[0].find_elements(By.TAG_NAME, "td")[3]
+    assert started.get_attribute("title") == "2026-12-07T10:00:00Z" and started.text
+    # One traceback (the crash had none), collapsed until asked for, monospace, as text.
+    (details,) = browser.find_elements(By.CSS_SELECTOR, "#attempts details.traceback")
+    pre = details.find_element(By.TAG_NAME, "pre")
+    assert details.get_attribute("open") is None and not pre.is_displayed()
+    details.find_element(By.TAG_NAME, "summary").click()
+    _wait(browser, lambda _: pre.is_displayed())
+    assert pre.text == traceback.rstrip()
+    assert 'File "/srv/h.py", line 7' in pre.text
+    assert "monospace" in pre.value_of_css_property("font-family")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#attempts img, #lookup img")
+    assert browser.execute_script("return window.pwned") is None
+    _shot(browser, "dashboard-attempts")
+
+    # A task not tried yet says so; an unknown one hides the attempts.
+    (new_id,) = db.execute("INSERT INTO tasks (title) VALUES ('new') RETURNING id").fetchone()
+    browser.find_element(By.ID, "lookup-id").clear()
+    browser.find_element(By.ID, "lookup-id").send_keys(str(new_id))
+    browser.find_element(By.CSS_SELECTOR, "#lookup-form button").click()
+    _wait(browser, ec.visibility_of_element_located((By.ID, "attempts-empty")))
+    assert not browser.find_elements(By.CSS_SELECTOR, "#attempts tbody tr")
+    browser.find_element(By.ID, "lookup-id").clear()
+    browser.find_element(By.ID, "lookup-id").send_keys("424242")
+    browser.find_element(By.CSS_SELECTOR, "#lookup-form button").click()
+    _wait(browser, ec.text_to_be_present_in_element((By.ID, "lookup"), "No task 424242."))
+    assert not browser.find_element(By.ID, "attempts-panel").is_displayed()
 
 
 def test_dashboard_refuses_a_bad_token_and_a_read_token_cannot_retry(

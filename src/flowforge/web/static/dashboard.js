@@ -50,6 +50,23 @@ function age(seconds) {
   return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
 }
 
+// A time from the API (ISO 8601) in this browser's zone; the exact value in its tooltip.
+function when(iso) {
+  if (!iso) return el("td", "—");
+  const cell = el("td", new Date(iso).toLocaleString());
+  cell.title = iso;
+  return cell;
+}
+
+function seconds(s) {
+  if (s === null || s === undefined) return "—";
+  return s < 60 ? `${s.toFixed(3)} s` : age(s);
+}
+
+function mebibytes(bytes) {
+  return bytes === null || bytes === undefined ? "—" : `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+}
+
 function el(tag, text, className) {
   const node = document.createElement(tag);
   if (text !== undefined && text !== null) node.textContent = String(text);
@@ -268,18 +285,64 @@ document.addEventListener("visibilitychange", () => {
   if (!document.hidden && signedIn()) refresh();
 });
 
+// --- a task's attempts -------------------------------------------------------------------
+// One row per attempt, oldest first; a traceback in a collapsed row of its own below it
+// (textContent in a <pre>: a handler's text is never HTML).
+function renderAttempts(taskId, attempts) {
+  $("attempts-of").textContent = `— task #${taskId}, oldest first`;
+  const body = $("attempts").tBodies[0];
+  body.replaceChildren();
+  for (const a of attempts) {
+    const row = el("tr");
+    row.dataset.attempt = String(a.attempt);
+    const took = a.started_at && a.finished_at
+      ? (Date.parse(a.finished_at) - Date.parse(a.started_at)) / 1000
+      : null;
+    const error = el("td", a.error || "", "error-text");
+    error.title = a.error || "";
+    row.append(
+      el("td", `#${a.attempt}`),
+      el("td", a.outcome, `status status-${a.outcome}`),
+      el("td", a.worker || "—"),
+      when(a.started_at),
+      when(a.finished_at),
+      el("td", seconds(took)),
+      el("td", seconds(a.cpu_seconds)),
+      el("td", mebibytes(a.max_rss_bytes)),
+      el("td", a.exit_signal ?? "—"),
+      error,
+    );
+    body.appendChild(row);
+    if (a.traceback) {
+      const details = el("details", null, "traceback");
+      details.append(el("summary", `traceback of attempt #${a.attempt}`), el("pre", a.traceback));
+      const cell = el("td");
+      cell.colSpan = row.cells.length;
+      cell.appendChild(details);
+      body.appendChild(el("tr", null, "traceback-row")).appendChild(cell);
+    }
+  }
+  $("attempts-empty").hidden = attempts.length > 0;
+  $("attempts-panel").hidden = false;
+}
+
 // --- look-up by id ------------------------------------------------------------------------
 async function lookUp(id) {
   const box = $("lookup");
   $("lookup-id").value = String(id);
   box.replaceChildren(el("p", "Loading…", "muted"));
-  let task;
+  let task, attempts;
   try {
-    task = await api("GET", `/v1/tasks/${id}`);
+    [task, attempts] = await Promise.all([
+      api("GET", `/v1/tasks/${id}`),
+      api("GET", `/v1/tasks/${id}/attempts`),
+    ]);
   } catch (error) {
+    $("attempts-panel").hidden = true;
     box.replaceChildren(el("p", error.status === 404 ? `No task ${id}.` : error.message, "error"));
     return;
   }
+  renderAttempts(task.id, attempts);
   const details = el("dl", null, "task");
   const fields = [
     ["status", task.status + (task.cancel_requested ? " (cancel requested)" : "")],
