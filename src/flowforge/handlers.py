@@ -17,6 +17,19 @@ exceptions say more: ``raise Discard("why")`` fails the task now, attempts left 
 ``raise Snooze(seconds)`` puts it back to ``pending`` for that long without counting the
 attempt. Every attempt is kept (``GET /v1/tasks/{id}/attempts``), with the traceback.
 
+A handler may declare what it takes and how it is retried, with ``@handler``::
+
+    @flowforge.handlers.handler(
+        schema={"type": "object", "required": ["to"]},  # JSON Schema draft 2020-12
+        max_attempts=5,
+        backoff=lambda attempt: 10 * attempt,  # seconds after failed attempt N
+    )
+    def send_email(task): ...
+
+The API refuses a payload its schema refuses (400 naming the field); ``max_attempts``
+applies when a task does not give its own (a task's field wins, then the handler's, then
+TASK_MAX_ATTEMPTS); ``backoff`` replaces TASK_RETRY_BACKOFF and ..._MAX for its tasks.
+
 - **Return value**: what a handler returns is stored as the task's ``result`` (JSON, at
   most 64 KiB once serialised; ``None`` stores nothing). A value that cannot be
   serialised, or a larger one, fails that attempt with the reason in ``last_error``.
@@ -40,15 +53,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, TypeVar
 
-from .domain.fields import DEFAULT_QUEUE, DEFAULT_TIMEOUT
+from .domain.fields import ATTEMPTS_MAX, DEFAULT_QUEUE, DEFAULT_TIMEOUT
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "flowforge.handlers"
+# The longest a task is put off by its handler: a Snooze, or a declared backoff's wait.
+LONGEST_WAIT = 30 * 86400
 
 
 _EVENT_LOCK = threading.Lock()
@@ -131,7 +147,7 @@ class Snooze(Exception):
     """Raised by a handler: put the task back to ``pending`` with ``run_at`` ``seconds``
     from now (0 to 30 days), the attempt not counted (its outcome ``snoozed``)."""
 
-    MAX_SECONDS = 30 * 86400
+    MAX_SECONDS = LONGEST_WAIT
 
     def __init__(self, seconds: float) -> None:
         if isinstance(seconds, bool) or not isinstance(seconds, int | float):
@@ -142,13 +158,117 @@ class Snooze(Exception):
         self.seconds = float(seconds)
 
 
+class HandlerSpecError(ValueError):
+    """A handler's declaration is not usable (a bad schema, max_attempts or backoff)."""
+
+
+Backoff = Callable[[int], float]
+H = TypeVar("H", bound=Callable[..., object])
+SPEC_ATTRIBUTE = "__flowforge_spec__"
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerSpec:
+    """What a handler declares (``@handler``): ``schema``, the JSON Schema (draft 2020-12)
+    its payload must match at creation; ``max_attempts`` for tasks that give none;
+    ``backoff(attempt)``, the seconds to wait after failed attempt ``attempt`` (1 for
+    the first) before the next, as Oban's ``backoff/1`` and River's ``NextRetry``."""
+
+    schema: Mapping[str, Any] | None = None
+    max_attempts: int | None = None
+    backoff: Backoff | None = None
+
+    def __post_init__(self) -> None:
+        if self.schema is not None and not isinstance(self.schema, Mapping | bool):
+            raise HandlerSpecError("schema must be a JSON Schema (a dict)")
+        attempts = self.max_attempts
+        if attempts is not None and (
+            isinstance(attempts, bool)
+            or not isinstance(attempts, int)
+            or not 1 <= attempts <= ATTEMPTS_MAX
+        ):
+            raise HandlerSpecError(f"max_attempts must be an integer from 1 to {ATTEMPTS_MAX}")
+        if self.backoff is not None and not callable(self.backoff):
+            raise HandlerSpecError("backoff must be a function of the attempt number")
+
+    def delay_after(self, attempt: int) -> float | None:
+        """The declared wait after failed attempt ``attempt`` (None: none declared).
+        Raises HandlerSpecError when the backoff raises or answers no number of seconds
+        from 0 to LONGEST_WAIT (the worker then falls back to TASK_RETRY_BACKOFF)."""
+        if self.backoff is None:
+            return None
+        try:
+            seconds = self.backoff(attempt)
+        except Exception as exc:  # the handler's code: never the worker's failure
+            raise HandlerSpecError(f"backoff({attempt}) raised {exc!r}") from exc
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not 0 <= seconds <= LONGEST_WAIT  # NaN fails this too
+        ):
+            raise HandlerSpecError(
+                f"backoff({attempt}) answered {seconds!r}, not 0 to {LONGEST_WAIT} seconds"
+            )
+        return float(seconds)
+
+
+NO_SPEC = HandlerSpec()
+
+
+def handler(
+    *,
+    schema: Mapping[str, Any] | None = None,
+    max_attempts: int | None = None,
+    backoff: Backoff | None = None,
+) -> Callable[[H], H]:
+    """Declare a handler's payload schema, max_attempts and backoff (see HandlerSpec);
+    the function is returned as it was, with its spec attached."""
+    spec = HandlerSpec(schema, max_attempts, backoff)
+
+    def attach(function: H) -> H:
+        setattr(function, SPEC_ATTRIBUTE, spec)
+        return function
+
+    return attach
+
+
+def spec_of(function: object) -> HandlerSpec:
+    """A handler's declaration; a plain function declares nothing."""
+    spec = getattr(function, SPEC_ATTRIBUTE, NO_SPEC)
+    return spec if isinstance(spec, HandlerSpec) else NO_SPEC
+
+
+def check_schema(name: str, schema: Mapping[str, Any] | bool) -> None:
+    """Refuse a schema that is no JSON Schema draft 2020-12, naming the handler and where
+    in the schema it is wrong."""
+    from jsonschema import Draft202012Validator  # here: a process with no schema skips it
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        where = "/".join(str(part) for part in exc.absolute_path) or "(the root)"
+        raise HandlerSpecError(
+            f"handler {name}: its payload schema is not valid JSON Schema (draft 2020-12) "
+            f"at {where}: {exc.message}"
+        ) from None
+
+
 def noop(task: TaskContext) -> None:
     """Does nothing; the default type."""
 
 
+SLEEP_SCHEMA = {
+    "type": "object",
+    "properties": {"seconds": {"type": "number", "minimum": 0}},
+}
+
+
+@handler(schema=SLEEP_SCHEMA)
 def sleep(task: TaskContext) -> None:
     """Sleeps ``payload["seconds"]`` (default 1, at most one hour); stops early when the
-    task is cancelled."""
+    task is cancelled. The schema refuses another ``seconds`` at creation; the check
+    here is for tasks the API did not check (an edit, a schedule's, SQL)."""
     seconds = task.payload.get("seconds", 1)
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
         raise ValueError("payload.seconds must be a non-negative number")
@@ -159,14 +279,22 @@ BUILTINS: dict[str, Handler] = {"noop": noop, "sleep": sleep}
 
 
 def load_handlers() -> dict[str, Handler]:
-    """Built-ins plus every plug-in of the entry-point group (a plug-in may not shadow one)."""
+    """Built-ins plus every plug-in of the entry-point group (a plug-in may not shadow one).
+
+    Each declared payload schema is checked here, once: a plug-in with a bad one is a
+    broken plug-in (logged, not loaded: its type is unknown to the API and the worker)."""
     handlers = dict(BUILTINS)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in BUILTINS:
             log.warning("handler plug-in %s ignored: the name is a built-in", ep.value)
             continue
         try:
-            handlers[ep.name] = ep.load()
+            function = ep.load()
+            schema = spec_of(function).schema
+            if schema is not None:
+                check_schema(ep.name, schema)
         except Exception as exc:  # a broken plug-in must not take the service down
             log.error("handler plug-in %s failed to load: %s", ep.value, exc)
+            continue
+        handlers[ep.name] = function
     return handlers

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from .. import web
 from ..config import Settings, check_api_auth
 from ..db import make_engine
+from ..domain.declarations import Declarations
 from ..handlers import load_handlers
 from ..resources import resource_path
 from ..stores.schedules import ScheduleStore
@@ -57,7 +58,8 @@ def create_app(
         default_timeout=settings.task_timeout,
     )
     token_cache = TokenCache(TokenStore(store.source).grant_of)
-    known_types = frozenset(load_handlers())
+    declarations = Declarations(load_handlers())  # the worker's loader, types and all
+    known_types = declarations.types
     request_metrics = RequestMetrics.for_process()
     admit = Admission(store.count_pending_upto, settings.api_max_pending)
 
@@ -75,9 +77,7 @@ def create_app(
     ScheduleRoutes(schedules, known_types=known_types, max_body=settings.api_max_body).register(app)
     service.register_stats(app)
     web.add_routes(app)
-    TaskRoutes(
-        store, known_types=known_types, max_body=settings.api_max_body, admit=admit
-    ).register(app)
+    TaskRoutes(store, declarations, max_body=settings.api_max_body, admit=admit).register(app)
 
     app.config["flowforge.store"] = store
     app.config["flowforge.tokens"] = token_cache

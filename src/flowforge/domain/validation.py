@@ -175,12 +175,23 @@ _BODY = BodyRules(
 )
 
 
+# A new task's fields checked against its type's declarations (domain/declarations.py):
+# fills what the type declares, answers the per-field problems.
+Declared = Callable[[dict[str, Any]], dict[str, str]]
+
+
 def check_fields(
-    body: Any, rules: BodyRules, *, partial: bool, known_types: frozenset[str] | None = None
+    body: Any,
+    rules: BodyRules,
+    *,
+    partial: bool,
+    known_types: frozenset[str] | None = None,
+    declared: Declared | None = None,
 ) -> dict[str, Any]:
     """A POST (``partial=False``) or PUT body checked field by field: the cleaned fields,
     or a ValidationError ("the task is not valid") with every per-field error (unknown,
-    invalid, missing, an unknown task type, none at all). Tasks and schedules share it."""
+    invalid, missing, an unknown task type, a payload its type's schema refuses, none at
+    all). Tasks and schedules share it."""
     if not isinstance(body, dict):
         raise ValidationError("the body must be a JSON object", {"body": "must be an object"})
     checks, null_is_default = rules.checks, rules.null_is_default or {}
@@ -202,6 +213,8 @@ def check_fields(
             details[name] = "is required"
     if known_types is not None and "type" in clean and clean["type"] not in known_types:
         details["type"] = f"unknown task type; known: {', '.join(sorted(known_types))}"
+    if declared is not None and not partial and "type" not in details and "payload" not in details:
+        details.update(declared(clean))
     if partial and not body:
         details["body"] = rules.empty
     if details:
@@ -210,10 +223,14 @@ def check_fields(
 
 
 def task_body(
-    body: Any, *, partial: bool, known_types: frozenset[str] | None = None
+    body: Any,
+    *,
+    partial: bool,
+    known_types: frozenset[str] | None = None,
+    declared: Declared | None = None,
 ) -> dict[str, Any]:
     """Validate a POST (``partial=False``) or PUT body; return the cleaned fields."""
-    return check_fields(body, _BODY, partial=partial, known_types=known_types)
+    return check_fields(body, _BODY, partial=partial, known_types=known_types, declared=declared)
 
 
 def _whole(text: str | None, low: int, high: int) -> int:
@@ -338,7 +355,9 @@ def list_query(query: dict[str, str | None]) -> ListQuery:
 BATCH_MAX = 1000
 
 
-def batch_body(body: Any, *, known_types: frozenset[str] | None = None) -> list[dict[str, Any]]:
+def batch_body(
+    body: Any, *, known_types: frozenset[str] | None = None, declared: Declared | None = None
+) -> list[dict[str, Any]]:
     """Validate POST /v1/tasks/batch: ``{"tasks": [task, ...]}`` with 1..1000 tasks, each as
     POST /v1/tasks takes it. Every problem is reported, keyed ``tasks[i].field``."""
     if not isinstance(body, dict):
@@ -351,7 +370,7 @@ def batch_body(body: Any, *, known_types: frozenset[str] | None = None) -> list[
     clean: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         try:
-            clean.append(task_body(item, partial=False, known_types=known_types))
+            clean.append(task_body(item, partial=False, known_types=known_types, declared=declared))
         except ValidationError as exc:
             for field, problem in exc.details.items():
                 where = f"tasks[{index}]" if field == "body" else f"tasks[{index}].{field}"

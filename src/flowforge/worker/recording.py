@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from .. import logs
 from ..config import Settings
 from ..db import DatabaseRefused, DatabaseUnavailable, first_line
-from ..handlers import Handler
+from ..handlers import Handler, HandlerSpecError, spec_of
 from .backoff import retry_delay
 from .execute import storable
 from .executor import Executor
@@ -59,9 +59,22 @@ class Recording:
     notified: bool
 
     def _retry_delay(self, task: ClaimedTask) -> float:
-        """How long a failed attempt waits before the next (0: it was the last)."""
+        """How long a failed attempt waits before the next (0: it was the last): the
+        handler's declared backoff, else TASK_RETRY_BACKOFF (also when the declared one
+        fails: its tasks must not retry at once, nor never)."""
         if task.attempt >= task.max_attempts:
             return 0.0
+        try:
+            declared = spec_of(self.handlers.get(task.type)).delay_after(task.attempt)
+        except HandlerSpecError as exc:
+            log.warning(
+                "handler backoff unusable, TASK_RETRY_BACKOFF used: %s",
+                exc,
+                extra={"task_id": task.id, "type": task.type},
+            )
+            declared = None
+        if declared is not None:
+            return declared
         settings = self.settings
         return retry_delay(
             task.attempt, settings.task_retry_backoff, settings.task_retry_backoff_max

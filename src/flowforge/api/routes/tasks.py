@@ -10,6 +10,7 @@ import bottle
 import orjson
 
 from ... import logs, pagination
+from ...domain.declarations import Declarations
 from ...domain.tasks import task_fields
 from ...domain.validation import batch_body, item_query, list_query, task_body
 from ...stores.idempotency import KeyUse
@@ -25,19 +26,16 @@ PREFIXES = ("/v1", "")
 
 
 class TaskRoutes:
-    """The task routes over ``store``; ``known_types`` are the registered handlers' names
-    (a task of another type is refused), ``max_body`` the largest body in bytes."""
+    """The task routes over ``store``; ``declarations`` are the registered handlers' (a
+    task of another type is refused; a payload their schema refuses too), ``max_body``
+    the largest body in bytes."""
 
     def __init__(
-        self,
-        store: TaskStore,
-        *,
-        known_types: frozenset[str],
-        max_body: int,
-        admit: Admission,
+        self, store: TaskStore, declarations: Declarations, *, max_body: int, admit: Admission
     ) -> None:
         self.store = store
-        self.known_types = known_types
+        self.known_types = declarations.types
+        self.declared = declarations.apply
         self.max_body = max_body
         self.admit = admit
 
@@ -77,9 +75,12 @@ class TaskRoutes:
         return ok(result.tasks, meta=meta)
 
     def create_task(self) -> bytes:
-        known_types = self.known_types
+        known_types, declared = self.known_types, self.declared
         body, fields = read_json(
-            lambda body: (body, task_body(body, partial=False, known_types=known_types)),
+            lambda body: (
+                body,
+                task_body(body, partial=False, known_types=known_types, declared=declared),
+            ),
             self.max_body,
         )
         use = _key_use(body)
@@ -101,9 +102,10 @@ class TaskRoutes:
         return ok(task, status=201)
 
     def create_batch(self) -> bytes:
-        known_types = self.known_types
+        known_types, declared = self.known_types, self.declared
         body, items = read_json(
-            lambda body: (body, batch_body(body, known_types=known_types)), self.max_body
+            lambda body: (body, batch_body(body, known_types=known_types, declared=declared)),
+            self.max_body,
         )
         use = _key_use(body)
         self.admit(len(items))
