@@ -69,7 +69,7 @@ PHRASES = [
     # the task fields and their defaults (domain/fields.py)
     f"`title` (required, 1-{fields.TITLE_MAX} characters)",
     f"`description` (up to {fields.DESCRIPTION_MAX:,})",
-    f"`max_attempts` (1-{fields.ATTEMPTS_MAX}, default `TASK_MAX_ATTEMPTS`)",
+    f"`max_attempts` (1-{fields.ATTEMPTS_MAX}, default",
     f"`queue` (`{fields.QUEUE_REGEX.strip('^$')}`, default `{fields.DEFAULT_QUEUE}`;",
     f"`priority` ({fields.PRIORITY_MIN}..{fields.PRIORITY_MAX}, "
     f"default {fields.DEFAULT_PRIORITY}: higher runs first",
