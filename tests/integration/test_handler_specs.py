@@ -107,6 +107,38 @@ def test_a_batch_names_each_refused_payload_field_and_creates_nothing(
     assert db.execute("SELECT count(*) FROM tasks").fetchone() == (0,)
 
 
+def test_a_put_must_leave_a_payload_its_type_takes(client: ApiClient, db) -> None:
+    napping = create(client, type="sleep", payload={"seconds": 1})
+    plain = create(client, payload={"seconds": "abc"})
+    path = f"/v1/tasks/{napping['id']}"
+    refused = client.put(path, json={"payload": {"seconds": "later"}})
+    assert _details(refused) == {"payload.seconds": "must be a number"}
+    # A new type meets the payload already there, and a new pair each other.
+    refused = client.put(f"/v1/tasks/{plain['id']}", json={"type": "sleep"})
+    assert _details(refused) == {"payload.seconds": "must be a number"}
+    both = {"type": "sleep", "payload": {"seconds": -1}}
+    assert _details(client.put(path, json=both)) == {"payload.seconds": "must be >= 0"}
+    assert client.get(path).json()["data"]["payload"] == {"seconds": 1}
+    # What fits is changed; a type with no schema takes any payload; 404 stays 404.
+    assert client.put(path, json={"payload": {"seconds": 2}}).status_code == 200
+    assert client.put(path, json={"type": "noop", "payload": {"x": "y"}}).status_code == 200
+    for missing in ("999999", str(2**64)):
+        gone = client.put(f"/v1/tasks/{missing}", json={"payload": {"seconds": 1}})
+        assert gone.status_code == 404
+
+
+def test_a_schedules_payload_is_checked_as_its_tasks_would_be(client: ApiClient, db) -> None:
+    body = {"name": "naps", "cron": "* * * * *", "title": "t", "type": "sleep"}
+    refused = client.post("/v1/schedules", json={**body, "payload": {"seconds": "abc"}})
+    assert _details(refused) == {"payload.seconds": "must be a number"}
+    assert db.execute("SELECT count(*) FROM schedules").fetchone() == (0,)
+    assert client.post("/v1/schedules", json={**body, "payload": {"seconds": 1}}).status_code == 201
+    refused = client.put("/v1/schedules/naps", json={"payload": {"seconds": -3}})
+    assert _details(refused) == {"payload.seconds": "must be >= 0"}
+    assert client.get("/v1/schedules/naps").json()["data"]["payload"] == {"seconds": 1}
+    assert client.put("/v1/schedules/nope", json={"payload": {"seconds": 1}}).status_code == 404
+
+
 @pytest.fixture(scope="module")
 def plugin(tmp_path_factory: pytest.TempPathFactory) -> str:
     return write_plugin(tmp_path_factory.mktemp("declared"), MODULE, HANDLERS, ENTRY_POINTS)
@@ -172,6 +204,13 @@ def test_max_attempts_from_the_handler_unless_the_task_gives_its_own(
     assert (
         create(api, type="mail", payload={"to": []})["max_attempts"] == settings.task_max_attempts
     )
+
+
+def test_a_schedule_gets_the_handlers_max_attempts_for_its_tasks(api: ApiClient, db) -> None:
+    body = {"name": "d", "cron": "* * * * *", "title": "t", "type": "declared"}
+    assert api.post("/v1/schedules", json=body).json()["data"]["max_attempts"] == 3
+    own = {**body, "name": "e", "max_attempts": 7}
+    assert api.post("/v1/schedules", json=own).json()["data"]["max_attempts"] == 7
 
 
 def _retry_wait(row: dict) -> float:

@@ -174,3 +174,28 @@ def test_a_body_reports_schema_problems_beside_its_other_fields() -> None:
             {"title": "t", "type": "sleep", "payload": [1]}, partial=False, declared=DECLARED.apply
         )
     assert set(caught.value.details) == {"payload"}
+
+
+class _Row:
+    def __init__(self, type_: str, payload: dict) -> None:
+        self.type, self.payload = type_, payload
+
+
+def test_a_change_is_checked_against_the_row_only_when_it_must_be() -> None:
+    reads: list[int] = []
+
+    def current() -> _Row:
+        reads.append(1)
+        return _Row("sleep", {"seconds": "abc"})
+
+    DECLARED.check_change({"title": "x"}, current)  # neither type nor payload
+    DECLARED.check_change({"type": "noop"}, current)  # a type with no schema
+    DECLARED.check_change({"type": "sleep", "payload": {"seconds": 1}}, current)
+    assert reads == []
+    with pytest.raises(validation.ValidationError) as caught:
+        DECLARED.check_change({"payload": {"seconds": -1}}, current)
+    assert caught.value.details == {"payload.seconds": "must be >= 0"} and reads == [1]
+    with pytest.raises(validation.ValidationError) as caught:
+        DECLARED.check_change({"type": "sleep"}, lambda: _Row("noop", {"seconds": "abc"}))
+    assert caught.value.details == {"payload.seconds": "must be a number"}
+    DECLARED.check_change({"payload": {"seconds": -1}}, lambda: None)  # no row: the PUT's 404

@@ -59,7 +59,6 @@ def create_app(
     )
     token_cache = TokenCache(TokenStore(store.source).grant_of)
     declarations = Declarations(load_handlers())  # the worker's loader, types and all
-    known_types = declarations.types
     request_metrics = RequestMetrics.for_process()
     admit = Admission(store.count_pending_upto, settings.api_max_pending)
 
@@ -70,11 +69,11 @@ def create_app(
         metrics=request_metrics,
         queue_gauges=QueueCollector(lambda: store.queue_metrics(QUERY_TIMEOUT_MS)),
         metrics_allow=settings.metrics_allow,
-        openapi=served_spec(resource_path("openapi.yaml").read_bytes(), known_types),
+        openapi=served_spec(resource_path("openapi.yaml").read_bytes(), declarations.types),
         query_timeout_ms=QUERY_TIMEOUT_MS,
     )
     service.register_open(app)
-    ScheduleRoutes(schedules, known_types=known_types, max_body=settings.api_max_body).register(app)
+    ScheduleRoutes(schedules, declarations, max_body=settings.api_max_body).register(app)
     service.register_stats(app)
     web.add_routes(app)
     TaskRoutes(store, declarations, max_body=settings.api_max_body, admit=admit).register(app)

@@ -13,11 +13,12 @@ Validators are compiled once per process and handler (``_compiled``), from the h
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..handlers import spec_of
 from .fields import DEFAULT_TYPE
+from .validation import ValidationError
 
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
@@ -97,12 +98,33 @@ class Declarations:
                 self._max_attempts[name] = spec.max_attempts
 
     def apply(self, fields: dict[str, Any]) -> dict[str, str]:
-        """Fill ``fields`` (a checked new task) with its type's ``max_attempts`` if it has
-        none; answer what the type's schema refuses in its payload (empty: nothing)."""
+        """Fill ``fields`` (a checked new task, or schedule) with its type's
+        ``max_attempts`` if it has none; answer what the type's schema refuses in its
+        payload (empty: nothing)."""
         kind = fields.get("type", DEFAULT_TYPE)
         if fields.get("max_attempts") is None and kind in self._max_attempts:
             fields["max_attempts"] = self._max_attempts[kind]
+        return self.problems(kind, fields.get("payload") or {})
+
+    def problems(self, kind: str, payload: Any) -> dict[str, str]:
+        """What type ``kind``'s schema refuses in ``payload`` (empty: nothing, or no schema)."""
         validator = self._validators.get(kind)
-        if validator is None:
-            return {}
-        return payload_problems(validator, fields.get("payload") or {})
+        return {} if validator is None else payload_problems(validator, payload)
+
+    def check_change(self, changes: dict[str, Any], current: Callable[[], Any]) -> None:
+        """A PUT's checked ``changes`` (of a task or a schedule): when they change the type
+        or the payload, the two as they would be must still match the type's schema.
+        ``current()`` reads the row as it is (None: there is none; the PUT says 404), and
+        only when the answer depends on it."""
+        if "type" not in changes and "payload" not in changes:
+            return
+        if "type" in changes and changes["type"] not in self._validators:
+            return  # no schema to meet, whatever the payload
+        row = None if "type" in changes and "payload" in changes else current()
+        kind = changes["type"] if "type" in changes else getattr(row, "type", None)
+        payload = changes["payload"] if "payload" in changes else getattr(row, "payload", None)
+        if kind is None or payload is None:
+            return
+        found = self.problems(kind, payload)
+        if found:
+            raise ValidationError("the change is not valid for its type", found)

@@ -26,6 +26,7 @@ from .validation import (
     PAGE_LIMIT_MAX,
     PAGE_MAX,
     BodyRules,
+    Declared,
     ValidationError,
     _whole,
     check_fields,
@@ -109,10 +110,15 @@ def next_after(cron: str, timezone: str, after: datetime) -> datetime:
 
 
 def schedule_body(
-    body: Any, *, partial: bool, known_types: frozenset[str] | None = None
+    body: Any,
+    *,
+    partial: bool,
+    known_types: frozenset[str] | None = None,
+    declared: Declared | None = None,
 ) -> dict[str, Any]:
-    """Validate a POST (``partial=False``) or PUT body of /v1/schedules."""
-    return check_fields(body, _BODY, partial=partial, known_types=known_types)
+    """Validate a POST (``partial=False``) or PUT body of /v1/schedules (``declared``: as
+    a new task's, validation.task_body)."""
+    return check_fields(body, _BODY, partial=partial, known_types=known_types, declared=declared)
 
 
 def valid_name(value: str) -> bool:

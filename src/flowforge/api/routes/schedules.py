@@ -8,6 +8,7 @@ from typing import Any
 
 import bottle
 
+from ...domain.declarations import Declarations
 from ...domain.schedules import Schedule, schedule_body, valid_name
 from ...domain.schedules import list_query as schedule_list_query
 from ...domain.validation import ValidationError
@@ -19,11 +20,14 @@ log = logging.getLogger("flowforge.api")
 
 
 class ScheduleRoutes:
+    """The schedule routes over ``schedules``; ``declarations`` are the handlers' (an
+    unknown type is refused, so is a payload its type's schema refuses)."""
+
     def __init__(
-        self, schedules: ScheduleStore, *, known_types: frozenset[str], max_body: int
+        self, schedules: ScheduleStore, declarations: Declarations, *, max_body: int
     ) -> None:
         self.schedules = schedules
-        self.known_types = known_types
+        self.declarations = declarations
         self.max_body = max_body
 
     def register(self, app: bottle.Bottle) -> None:
@@ -34,9 +38,11 @@ class ScheduleRoutes:
         app.route("/v1/schedules/<name>", "DELETE", self.delete_schedule)
 
     def _body(self, *, partial: bool) -> dict[str, Any]:
-        known_types = self.known_types
+        known_types, declared = self.declarations.types, self.declarations.apply
         return read_json(
-            lambda body: schedule_body(body, partial=partial, known_types=known_types),
+            lambda body: schedule_body(
+                body, partial=partial, known_types=known_types, declared=declared
+            ),
             self.max_body,
         )
 
@@ -66,6 +72,8 @@ class ScheduleRoutes:
             raise ValidationError(
                 "the schedule is not valid", {"name": "cannot change (it names the schedule)"}
             )
+        if valid_name(name):
+            self.declarations.check_change(changes, lambda: self.schedules.get(name))
         updated = self.schedules.update(name, changes) if valid_name(name) else None
         if updated is None:
             raise ApiError(404, f"schedule {name!r} not found")

@@ -35,6 +35,7 @@ class TaskRoutes:
     ) -> None:
         self.store = store
         self.known_types = declarations.types
+        self.declarations = declarations
         self.declared = declarations.apply
         self.max_body = max_body
         self.admit = admit
@@ -141,7 +142,9 @@ class TaskRoutes:
         changes = read_json(
             lambda body: task_body(body, partial=True, known_types=known_types), self.max_body
         )
-        task = self.store.update(check_id(task_id), changes)
+        task_id = check_id(task_id)
+        self.declarations.check_change(changes, lambda: self.store.get(task_id))
+        task = self.store.update(task_id, changes)
         if task is None:
             raise ApiError(404, f"task {task_id} not found")
         return ok(task)
