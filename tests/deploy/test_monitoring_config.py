@@ -39,6 +39,7 @@ PLAYBOOK = """
 - hosts: mon
   gather_facts: false
   vars_files:
+    - {endpoints}/defaults/main.yml
     - {role}/defaults/main.yml
     - {flowforge}/defaults/main.yml
   vars:
@@ -66,7 +67,12 @@ def test_targets_follow_the_inventory_and_promtool_accepts_them(tmp_path: Path) 
     (tmp_path / "inventory.yml").write_text(INVENTORY.format(python=sys.executable))
     (tmp_path / "credentials").mkdir()
     (tmp_path / "play.yml").write_text(
-        PLAYBOOK.format(role=ROLE, flowforge=ANSIBLE_DIR / "roles" / "flowforge", out=tmp_path)
+        PLAYBOOK.format(
+            role=ROLE,
+            flowforge=ANSIBLE_DIR / "roles" / "flowforge",
+            endpoints=ANSIBLE_DIR / "roles" / "flowforge_endpoints",  # the ports they share
+            out=tmp_path,
+        )
     )
     env = clean_env()
     env["PATH"] = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"

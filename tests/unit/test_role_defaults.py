@@ -41,3 +41,37 @@ def test_defaults_and_argument_specs_agree(role: Path) -> None:
         else:
             assert "default" in option, f"{name}: its default {value!r} is not in the specs"
             assert option["default"] == value, f"{name}: {option['default']!r} != {value!r}"
+
+
+def test_shared_facts_are_declared_once_and_match_the_service() -> None:
+    # The roles take the database's cluster and where FlowForge answers from the
+    # flowforge_database and flowforge_endpoints roles; those equal the services' own
+    # defaults (config.VARIABLES), which the roles write into flowforge.env.
+    from flowforge.config import VARIABLES
+
+    service = {v.name: v.default for v in VARIABLES}
+    endpoints, _ = _load(ROLES / "flowforge_endpoints")
+    assert endpoints["flowforge_endpoints_api_host"] == service["API_HOST"]
+    assert str(endpoints["flowforge_endpoints_api_port"]) == service["API_PORT"]
+    assert (
+        str(endpoints["flowforge_endpoints_worker_metrics_port"]) == service["WORKER_METRICS_PORT"]
+    )
+    nginx, _ = _load(ROLES / "nginx")
+    assert f"get('API_MAX_BODY', {service['API_MAX_BODY']})" in nginx["nginx_client_max_body_size"]
+    endpoints_role, database_role = "flowforge_endpoints", "flowforge_database"
+    for role, name, declared_by, shared in (
+        ("flowforge", "flowforge_api_port", endpoints_role, "api_port"),
+        ("flowforge", "flowforge_worker_metrics_port", endpoints_role, "worker_metrics_port"),
+        ("nginx", "nginx_https_port", endpoints_role, "https_port"),
+        ("balancer", "balancer_backend_port", endpoints_role, "https_port"),
+        ("monitoring", "monitoring_api_port", endpoints_role, "https_port"),
+        ("monitoring", "monitoring_worker_metrics_port", endpoints_role, "worker_metrics_port"),
+        ("backup", "backup_postgresql_port", database_role, "port"),
+        ("backup", "backup_postgresql_version", database_role, "postgresql_version"),
+        ("backup", "backup_postgresql_data_dir", database_role, "data_dir"),
+        ("postgresql", "postgresql_version", database_role, "postgresql_version"),
+    ):
+        defaults, _ = _load(ROLES / role)
+        assert defaults[name] == f"{{{{ {declared_by}_{shared} }}}}", f"{role}: {name} restated"
+        meta = yaml.safe_load((ROLES / role / "meta" / "main.yml").read_text())
+        assert {"role": declared_by} in meta["dependencies"], f"{role} needs {declared_by}"
