@@ -189,9 +189,9 @@ def check_fields(
     declared: Declared | None = None,
 ) -> dict[str, Any]:
     """A POST (``partial=False``) or PUT body checked field by field: the cleaned fields,
-    or a ValidationError ("the task is not valid") with every per-field error (unknown,
-    invalid, missing, an unknown task type, a payload its type's schema refuses, none at
-    all). Tasks and schedules share it."""
+    or a ValidationError ("the task is not valid": ``rules.what``) with every per-field
+    error (unknown, invalid, missing, an unknown task type, a payload its type's schema
+    refuses, none at all). Tasks and schedules share it."""
     if not isinstance(body, dict):
         raise ValidationError("the body must be a JSON object", {"body": "must be an object"})
     checks, null_is_default = rules.checks, rules.null_is_default or {}
