@@ -203,6 +203,8 @@ schedules = Table(
     Column("last_run_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    # Revision 0012: a paused schedule does not fire.
+    Column("paused", Boolean, nullable=False, server_default=text("false")),
     CheckConstraint(f"name ~ '{SCHEDULE_NAME_REGEX}'", name="schedules_name_check"),
     CheckConstraint(_TITLE_CHECK, name="schedules_title_check"),
     CheckConstraint(_QUEUE_CHECK, name="schedules_queue_check"),

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from flowforge.domain import schedules
-from flowforge.stores.schedules import fire_due, on
+from flowforge.stores.schedules import FIRE_SCHEDULES, fire_due, on
 
 from ..support import ApiClient, assert_error, statuses, wait_until
 
@@ -259,3 +259,88 @@ def test_a_schema_without_schedules_does_not_stop_the_worker(admin_url: str, cap
     finally:
         queue.close()
     assert caplog.text.count("schedules not fired") == 1
+
+
+# -- paused, and run now -------------------------------------------------------------------
+
+
+def test_a_paused_schedule_does_not_fire_and_resumes_at_the_next_due_time(
+    client: ApiClient, sched_db
+) -> None:
+    body = {"name": "m", "cron": "* * * * *", "title": "every minute"}
+    assert client.post("/v1/schedules", json=body).json()["data"]["paused"] is False
+    paused = client.put("/v1/schedules/m", json={"paused": True})
+    assert paused.status_code == 200, paused.text
+    assert paused.json()["data"]["paused"] is True
+    assert client.get("/v1/schedules/m").json()["data"]["paused"] is True
+    # An hour of due times goes by while it is paused: none fires.
+    sched_db.execute("UPDATE schedules SET next_run_at = now() - interval '1 hour'")
+    now = datetime.now(UTC)
+    assert fire_due(on(sched_db), now) == 0
+    assert sched_db.execute("SELECT count(*) FROM tasks").fetchone() == (0,)
+
+    resumed = client.put("/v1/schedules/m", json={"paused": False}).json()["data"]
+    nxt = datetime.fromisoformat(resumed["next_run_at"])
+    assert resumed["paused"] is False and nxt > now  # not the missed hour: the next minute
+    assert (nxt.second, nxt.microsecond) == (0, 0) and nxt - now < timedelta(minutes=1, seconds=5)
+    assert fire_due(on(sched_db), now) == 0  # no backlog: the missed hour is gone
+    assert fire_due(on(sched_db), nxt) == 1
+    (run_at,) = sched_db.execute("SELECT run_at FROM tasks").fetchone()
+    assert run_at == nxt
+    # A PUT that leaves paused alone keeps next_run_at (only a resume or a new cron moves it).
+    same = client.put("/v1/schedules/m", json={"title": "renamed"}).json()["data"]
+    assert same["next_run_at"] == client.get("/v1/schedules/m").json()["data"]["next_run_at"]
+
+
+def test_a_pause_between_the_read_and_the_fire_wins(sched_db) -> None:
+    """The firing statement checks paused itself: a PUT that paused the schedule after a
+    worker read it as due makes that worker's fire create nothing."""
+    add(sched_db, "s", "* * * * *", T0)
+    sched_db.execute("UPDATE schedules SET paused = true")
+    params = {"names": ["s"], "due": [T0], "next": [T0 + timedelta(minutes=1)]}
+    assert sched_db.execute(FIRE_SCHEDULES, params).fetchone() == (0,)
+    assert sched_db.execute("SELECT next_run_at FROM schedules").fetchone() == (T0,)
+    sched_db.execute("UPDATE schedules SET paused = false")
+    assert sched_db.execute(FIRE_SCHEDULES, params).fetchone() == (1,)
+
+
+def test_created_paused_and_paused_must_be_a_boolean(client: ApiClient, sched_db) -> None:
+    body = {"name": "p", "cron": "0 3 * * *", "title": "t", "paused": True}
+    created = client.post("/v1/schedules", json=body).json()["data"]
+    assert created["paused"] is True
+    assert fire_due(on(sched_db), datetime.fromisoformat(created["next_run_at"])) == 0
+    for bad in ("yes", 1, None):
+        error = assert_error(
+            client.put("/v1/schedules/p", json={"paused": bad}), 400, "validation_failed"
+        )
+        assert error["details"] == {"paused": "must be true or false"}
+
+
+def test_run_now_creates_one_task_and_leaves_the_schedule_alone(
+    client: ApiClient, read_client: ApiClient, sched_db
+) -> None:
+    body = {"name": "nightly", "cron": "0 3 * * *", "title": "Nightly", "type": "sleep",
+            "payload": {"seconds": 0}, "queue": "reports", "priority": 5, "max_attempts": 2,
+            "timeout": 60, "paused": True}  # fmt: skip
+    schedule = client.post("/v1/schedules", json=body).json()["data"]
+    before = datetime.now(UTC)
+    response = client.post("/v1/schedules/nightly/run")
+    assert response.status_code == 201, response.text
+    task = response.json()["data"]
+    assert response.headers["Location"] == f"/v1/tasks/{task['id']}"
+    for field in ("title", "type", "payload", "queue", "priority", "max_attempts", "timeout"):
+        assert task[field] == body[field], field
+    assert (task["status"], task["schedule"], task["attempts"]) == ("pending", "nightly", 0)
+    assert task["request_id"] == response.headers["X-Request-ID"]
+    assert before - timedelta(seconds=5) <= datetime.fromisoformat(task["run_at"])
+    assert client.get(f"/v1/tasks/{task['id']}").json()["data"] == task
+    # Paused or not, a run is made; the schedule's own times do not move.
+    assert client.get("/v1/schedules/nightly").json()["data"] == schedule
+    assert client.post("/v1/schedules/nightly/run").status_code == 201
+    made = sched_db.execute("SELECT count(*) FROM tasks WHERE schedule = 'nightly'").fetchone()
+    assert made == (2,)
+
+    assert_error(client.post("/v1/schedules/nope/run"), 404, "not_found")
+    assert_error(client.post("/v1/schedules/a%20b/run"), 404, "not_found")
+    assert_error(read_client.post("/v1/schedules/nightly/run"), 403, "forbidden")
+    assert sched_db.execute("SELECT count(*) FROM tasks").fetchone() == (2,)

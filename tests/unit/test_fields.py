@@ -12,7 +12,8 @@ from flowforge.domain import fields, validation
 from flowforge.domain.schedules import Schedule, schedule_body
 from flowforge.domain.tasks import Task
 
-KINDS = {"string": str, "integer": int, "object": dict, "timestamp": "datetime", "enum": str}
+KINDS = {"string": str, "integer": int, "object": dict, "timestamp": "datetime", "enum": str,
+         "boolean": bool}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -53,5 +54,6 @@ def test_defaults_come_from_the_table() -> None:
         "payload": {},
         "queue": fields.DEFAULT_QUEUE,
         "priority": 0,
+        "paused": False,
     }
     assert fields.defaults(fields.SCHEDULE_FIELDS)["payload"] is not fields.PAYLOAD.default

@@ -38,6 +38,8 @@ def _compare(field: Field, schema: dict[str, Any]) -> None:
         assert (schema["minimum"], schema["maximum"]) == (field.minimum, field.maximum)
     if field.kind == "object":
         assert schema["type"] == "object"
+    if field.kind == "boolean":
+        assert schema["type"] == "boolean"
     if field.max_length is not None and "enum" not in schema:  # type: the handlers' names
         assert schema["maxLength"] == field.max_length
     if not field.blank_ok and "enum" not in schema and field.kind == "string":

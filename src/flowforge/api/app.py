@@ -73,7 +73,9 @@ def create_app(
         query_timeout_ms=QUERY_TIMEOUT_MS,
     )
     service.register_open(app)
-    ScheduleRoutes(schedules, declarations, max_body=settings.api_max_body).register(app)
+    ScheduleRoutes(schedules, declarations, max_body=settings.api_max_body, admit=admit).register(
+        app
+    )
     service.register_stats(app)
     web.add_routes(app)
     TaskRoutes(store, declarations, max_body=settings.api_max_body, admit=admit).register(app)

@@ -45,7 +45,8 @@ DEFAULT_TIMEZONE = "UTC"
 
 @dataclass(frozen=True, slots=True)
 class Field:
-    """One field a client may send. ``kind``: string, integer, object, timestamp, enum.
+    """One field a client may send. ``kind``: string, integer, object, timestamp, enum,
+    boolean.
     ``default`` None: required, or filled from the settings (max_attempts, timeout)."""
 
     name: str
@@ -94,6 +95,7 @@ SCHEDULE_FIELDS: dict[str, Field] = {
         Field("cron", "string", required=True, max_length=CRON_MAX, blank_ok=False),
         Field("timezone", "string", DEFAULT_TIMEZONE, max_length=TIMEZONE_MAX, blank_ok=False),
         TITLE, TYPE, PAYLOAD, QUEUE, PRIORITY, MAX_ATTEMPTS, TIMEOUT,
+        Field("paused", "boolean", False),  # a paused schedule does not fire
     )
 }  # fmt: skip
 

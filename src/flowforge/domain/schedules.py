@@ -52,6 +52,7 @@ class Schedule:
     priority: int
     max_attempts: int
     timeout: int
+    paused: bool
     next_run_at: datetime
     last_run_at: datetime | None
     created_at: datetime

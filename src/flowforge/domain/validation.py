@@ -117,6 +117,12 @@ def _pattern(field: Field) -> Callable[[Any], str]:
     return check
 
 
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):  # JSON true or false, not 1 or "yes"
+        raise ValueError("must be true or false")
+    return value
+
+
 def check_of(field: Field) -> Callable[[Any], Any]:
     """The check of one field of the table: made once, at import (a closure per field,
     as cheap per request as a hand-written one)."""
@@ -126,6 +132,8 @@ def check_of(field: Field) -> Callable[[Any], Any]:
         return timestamps.parse  # the one RFC 3339 parser (cursors use it too)
     if field.kind == "enum":
         return _enum(field.enum or ())
+    if field.kind == "boolean":
+        return _boolean
     if field.kind == "integer":
         low, high = field.minimum or 0, field.maximum or 0
         return lambda v: _bounded_int(v, low, high)

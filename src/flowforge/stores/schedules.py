@@ -11,9 +11,10 @@ nothing. So each due time creates exactly one task, and no lock is held beyond t
 statement.
 
 After downtime a schedule that missed several ticks fires once: the next time is the
-first one after *now*, not after the missed tick. The task's ``run_at`` is the due time
-it stands for, its ``schedule`` the schedule's name. The rules (cron, time zone, the
-body) are ``flowforge.domain.schedules``'.
+first one after *now*, not after the missed tick. A paused schedule does not fire at all,
+and resuming it starts from the first due time after the resume (no missed tick runs).
+The task's ``run_at`` is the due time it stands for, its ``schedule`` the schedule's name.
+The rules (cron, time zone, the body) are ``flowforge.domain.schedules``'.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ from psycopg.types.json import Jsonb
 
 from ..domain.fields import SCHEDULE_FIELDS, defaults
 from ..domain.schedules import SCHEDULE_COLUMNS, Schedule, next_after
+from ..domain.tasks import Task
 from .common_sql import NOTIFY_CHANNEL, WORKER_WAITING
+from .task_types import task_row
+from .tasks_sql import COLUMNS as TASK_COLUMNS_SQL
 
 log = logging.getLogger("flowforge.schedules")
 
@@ -40,15 +44,12 @@ Execute = Callable[[str, dict[str, Any]], list[tuple[Any, ...]]]
 
 # --- SQL: /v1/schedules (ScheduleStore) and the firing that workers run (fire_due) ---
 # (fire_due).
-_COLUMNS_SQL = (
-    "name, cron, timezone, title, type, payload, queue, priority, max_attempts, timeout, "
-    "next_run_at, last_run_at, created_at, updated_at"
-)
+_COLUMNS_SQL = ", ".join(SCHEDULE_COLUMNS)
 INSERT_SCHEDULE = f"""
 INSERT INTO schedules (name, cron, timezone, title, type, payload, queue, priority,
-                       max_attempts, timeout, next_run_at)
+                       max_attempts, timeout, paused, next_run_at)
 VALUES (%(name)s, %(cron)s, %(timezone)s, %(title)s, %(type)s, %(payload)s, %(queue)s,
-        %(priority)s, %(max_attempts)s, %(timeout)s, %(next_run_at)s)
+        %(priority)s, %(max_attempts)s, %(timeout)s, %(paused)s, %(next_run_at)s)
 ON CONFLICT (name) DO NOTHING
 RETURNING {_COLUMNS_SQL}
 """
@@ -62,23 +63,39 @@ UPDATE_SCHEDULE = f"""
 UPDATE schedules SET
     cron = %(cron)s, timezone = %(timezone)s, title = %(title)s, type = %(type)s,
     payload = %(payload)s, queue = %(queue)s, priority = %(priority)s,
-    max_attempts = %(max_attempts)s, timeout = %(timeout)s, next_run_at = %(next_run_at)s,
-    updated_at = now()
+    max_attempts = %(max_attempts)s, timeout = %(timeout)s, paused = %(paused)s,
+    next_run_at = %(next_run_at)s, updated_at = now()
 WHERE name = %(name)s
 RETURNING {_COLUMNS_SQL}
 """
 DELETE_SCHEDULE = "DELETE FROM schedules WHERE name = %(name)s RETURNING name"
+# POST /v1/schedules/{name}/run: one task now, as the schedule would make it (run_at now,
+# paused or not); next_run_at and last_run_at stay, so the cadence is unchanged. One
+# notification while a worker waits, as for any created task.
+RUN_SCHEDULE = f"""
+WITH t AS (
+    INSERT INTO tasks (title, type, payload, queue, priority, max_attempts, timeout, schedule,
+                       request_id)
+    SELECT title, type, payload, queue, priority, max_attempts, timeout, name, %(request_id)s
+    FROM schedules WHERE name = %(name)s
+    RETURNING {TASK_COLUMNS_SQL}
+)
+SELECT t.* FROM t LEFT JOIN LATERAL (
+    SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE {WORKER_WAITING}
+) AS n ON true
+"""
 
 # Due schedules (schedules_next_run_idx); read without a lock: FIRE_SCHEDULES decides.
 DUE_SCHEDULES = """
 SELECT name, cron, timezone, next_run_at FROM schedules
-WHERE next_run_at <= %(now)s
+WHERE next_run_at <= %(now)s AND NOT paused
 ORDER BY next_run_at
 LIMIT %(limit)s
 """
 # Fire: move each schedule's next_run_at from the due time read to the next one, only if
-# it still holds that due time (compare-and-set: a concurrent firer that got there first
-# changed it, and this UPDATE, after waiting for its row lock, matches nothing), and
+# it still holds that due time and is not paused (compare-and-set: a concurrent firer that
+# got there first changed it, or a PUT paused it, and this UPDATE, after waiting for its
+# row lock, matches nothing), and
 # insert one task per schedule moved, in the same statement (one commit). One
 # notification while a worker waits.
 FIRE_SCHEDULES = f"""
@@ -88,7 +105,7 @@ WITH d AS (
 ), fired AS (
     UPDATE schedules s SET next_run_at = d.next, last_run_at = d.due, updated_at = now()
     FROM d
-    WHERE s.name = d.name AND s.next_run_at = d.due
+    WHERE s.name = d.name AND s.next_run_at = d.due AND NOT s.paused
     RETURNING s.name, s.title, s.type, s.payload, s.queue, s.priority, s.max_attempts,
               s.timeout, d.due
 ), created AS (
@@ -191,19 +208,28 @@ class ScheduleStore:
     def update(
         self, name: str, changes: dict[str, Any], now: datetime | None = None
     ) -> Schedule | None:
-        """Apply a PUT (only the fields sent); a new cron or time zone moves next_run_at."""
+        """Apply a PUT (only the fields sent); a new cron or time zone, or a resume (paused
+        true to false), moves next_run_at to the first due time after now."""
         with self.source.connection() as conn, conn.transaction():
             cur = self._cursor(conn)
             current = cur.execute(GET_SCHEDULE_FOR_UPDATE, {"name": name}).fetchone()
             if current is None:
                 return None
             params = {f: changes.get(f, getattr(current, f)) for f in SCHEDULE_COLUMNS}
-            if params["cron"] != current.cron or params["timezone"] != current.timezone:
+            moved = params["cron"] != current.cron or params["timezone"] != current.timezone
+            # Resumed: from the first due time after now, never the ticks missed meanwhile.
+            if moved or (current.paused and not params["paused"]):
                 params["next_run_at"] = next_after(
                     params["cron"], params["timezone"], now or datetime.now(UTC)
                 )
             params["payload"] = Jsonb(params["payload"])
             return cur.execute(UPDATE_SCHEDULE, params).fetchone()
+
+    def run(self, name: str, *, request_id: str | None) -> Task | None:
+        """One task from the schedule now (``RUN_SCHEDULE``); None: no such schedule."""
+        with self.source.connection() as conn:
+            cur = conn.cursor(row_factory=task_row)
+            return cur.execute(RUN_SCHEDULE, {"name": name, "request_id": request_id}).fetchone()
 
     def delete(self, name: str) -> bool:
         with self.source.connection() as conn:

@@ -1,5 +1,5 @@
 """``/v1/schedules``: periodic tasks (``flowforge.stores.schedules``), listed, created, read,
-changed and deleted by name."""
+changed (paused and resumed too) and deleted by name, and run once now."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from ...domain.schedules import Schedule, schedule_body, valid_name
 from ...domain.schedules import list_query as schedule_list_query
 from ...domain.validation import ValidationError
 from ...stores.schedules import ScheduleStore
+from ..admission import Admission
 from ..envelope import ApiError, ok
 from ..inputs import query_params, read_json
 
@@ -24,11 +25,17 @@ class ScheduleRoutes:
     unknown type is refused, so is a payload its type's schema refuses)."""
 
     def __init__(
-        self, schedules: ScheduleStore, declarations: Declarations, *, max_body: int
+        self,
+        schedules: ScheduleStore,
+        declarations: Declarations,
+        *,
+        max_body: int,
+        admit: Admission,
     ) -> None:
         self.schedules = schedules
         self.declarations = declarations
         self.max_body = max_body
+        self.admit = admit  # a run creates a task: API_MAX_PENDING as for POST /v1/tasks
 
     def register(self, app: bottle.Bottle) -> None:
         app.route("/v1/schedules", "GET", self.list_schedules)
@@ -36,6 +43,7 @@ class ScheduleRoutes:
         app.route("/v1/schedules/<name>", "GET", self.get_schedule)
         app.route("/v1/schedules/<name>", "PUT", self.update_schedule)
         app.route("/v1/schedules/<name>", "DELETE", self.delete_schedule)
+        app.route("/v1/schedules/<name>/run", "POST", self.run_schedule)
 
     def _body(self, *, partial: bool) -> dict[str, Any]:
         known_types, declared = self.declarations.types, self.declarations.apply
@@ -79,6 +87,18 @@ class ScheduleRoutes:
             raise ApiError(404, f"schedule {name!r} not found")
         log.info("schedule changed", extra={"schedule": name})
         return ok(updated)
+
+    def run_schedule(self, name: str) -> bytes:
+        """One task now from the schedule (paused or not), answered as POST /v1/tasks."""
+        if not valid_name(name):
+            raise ApiError(404, f"schedule {name!r} not found")
+        self.admit()
+        task = self.schedules.run(name, request_id=bottle.request.environ["flowforge.request_id"])
+        if task is None:
+            raise ApiError(404, f"schedule {name!r} not found")
+        log.info("schedule run now", extra={"schedule": name, "task_id": task.id})
+        bottle.response.set_header("Location", f"/v1/tasks/{task.id}")
+        return ok(task, status=201)
 
     def delete_schedule(self, name: str) -> bytes:
         if not (valid_name(name) and self.schedules.delete(name)):
