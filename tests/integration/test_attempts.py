@@ -291,3 +291,32 @@ def test_a_traceback_is_kept_to_16_kib_with_a_marker(db, client, spawn) -> None:
     assert text.startswith("Traceback (most recent call last):")
     assert "bytes of the traceback cut ...]" in text
     assert text.rstrip().endswith("x" * 100)  # the end (the exception) is kept
+
+
+def test_the_attempt_that_ends_a_task_survives_a_retry_and_a_requeue(
+    db, client, spawn, tmp_path
+) -> None:
+    spawn()
+    task_id = _insert(db, "discarder", {"file": str(tmp_path / "runs")})
+    assert _final(db, task_id)["status"] == "failed"
+    # The ending attempt is in the row's columns, not appended to the log (the cheap path
+    # a first-attempt end takes: stores/attempts_sql.py).
+    log, outcome = db.execute(
+        "SELECT attempt_log, last_attempt_outcome FROM tasks WHERE id = %s", (task_id,)
+    ).fetchone()
+    assert (log, outcome) == ([], "discarded")
+    (first,) = _attempts(client, task_id)
+    assert first["error"] == "Discard: bad input: no text"
+    assert "DISCARD-RAISE" in first["traceback"]
+    # A retry folds it into the log before the task starts over...
+    assert client.post(f"/v1/tasks/{task_id}/retry").status_code == 200
+    assert _final(db, task_id)["status"] == "failed"
+    # ...and so does a PUT that re-queues it (failed -> pending).
+    response = client.put(f"/v1/tasks/{task_id}", json={"status": "pending"})
+    assert response.status_code == 200, response.text
+    assert _final(db, task_id)["status"] == "failed"
+    attempts = _attempts(client, task_id)
+    assert [(a["attempt"], a["outcome"]) for a in attempts] == [(1, "discarded")] * 3
+    assert attempts[0] == first
+    assert all("DISCARD-RAISE" in a["traceback"] for a in attempts)
+    assert len({a["started_at"] for a in attempts}) == 3

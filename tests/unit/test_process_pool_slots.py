@@ -42,7 +42,7 @@ class FakeChild(Child):
 
     def report(self, *tasks: ClaimedTask) -> tuple[Any, ...]:
         """The "done" message for these tasks, succeeded."""
-        return ("done", [(t.id, None, None, 1.0, 0, None, None) for t in tasks])
+        return ("done", [(t.id, None, None, 1.0, 0, None, None, 0.001, 2**20) for t in tasks])
 
 
 class Pool(Slots):
@@ -52,16 +52,26 @@ class Pool(Slots):
         )
         self.delivered: list[tuple[int, str | None, str | None]] = []
         self.details: list[Any] = []
+        self.usages: list[tuple[float | None, int | None]] = []
         super().__init__(settings, self._record)
         self.pids = iter(range(100, 10_000))
         for _ in range(self.size):
             self._spawn()
 
     def _record(
-        self, task: ClaimedTask, error: Any, result: Any, ms: float, note: Any, detail: Any
+        self,
+        task: ClaimedTask,
+        error: Any,
+        result: Any,
+        ms: float,
+        note: Any,
+        detail: Any,
+        cpu: float | None,
+        peak: int | None,
     ) -> None:
         self.delivered.append((task.id, error, note))
         self.details.append(detail)
+        self.usages.append((cpu, peak))
 
     def _spawn(self) -> FakeChild:
         c = FakeChild(next(self.pids))
@@ -105,6 +115,7 @@ def test_one_task_to_each_idle_child_while_tasks_are_long() -> None:
     pool._assign()
     assert ids(pool.child(1).inflight) == [4] and ids(pool.waiting) == [5]
     assert pool.delivered == [(2, None, None)] and pool.child(1).ran == 1
+    assert pool.usages == [(0.001, 2**20)]  # the child's CPU seconds and peak, as sent
 
 
 def test_short_tasks_go_in_shares_of_at_most_max_per_child_and_are_refilled() -> None:

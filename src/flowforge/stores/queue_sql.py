@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .attempts_sql import appended, last_attempt, room_for_one
 from .common_sql import NOTIFY_CHANNEL
 
 # The worker's statements (flowforge.worker.queue runs them). Every write that touches a
@@ -9,26 +10,6 @@ from .common_sql import NOTIFY_CHANNEL
 # worker (the fencing token changed) updates nothing, so it can never overwrite the new
 # holder's result. Outcomes and the next claim share one statement, so a busy worker pays
 # one commit (one WAL flush) per batch, not two per task.
-
-
-# The attempt history (tasks.attempt_log, migration 0010 says why in the row): the entry
-# of the attempt being written, appended by the statement that writes its outcome. At
-# most %(kept)s (TASK_ATTEMPTS_KEPT) are kept: the oldest are dropped (all at once when
-# the setting was lowered). ``outcome`` and ``error`` are SQL expressions; the others
-# name the worker's values where it has them.
-def appended(outcome: str, error: str, details: str = "NULL, NULL, NULL, NULL") -> str:
-    """``tasks.attempt_log`` with this attempt's entry appended (row ``t``)."""
-    traceback, cpu, rss, signal = details.split(", ")
-    return f"""(CASE WHEN jsonb_array_length(t.attempt_log) < %(kept)s THEN t.attempt_log
-              ELSE coalesce((SELECT jsonb_agg(e ORDER BY i)
-                             FROM jsonb_array_elements(t.attempt_log) WITH ORDINALITY AS a(e, i)
-                             WHERE i > jsonb_array_length(t.attempt_log) - %(kept)s + 1),
-                            '[]') END)
-           || jsonb_build_object(
-               'attempt', t.attempts, 'worker', t.worker, 'started_at', t.started_at,
-               'finished_at', now(), 'outcome', {outcome}, 'error', {error},
-               'traceback', {traceback}, 'cpu_seconds', {cpu}, 'max_rss_bytes', {rss},
-               'exit_signal', {signal})"""
 
 
 # Outcomes of finished tasks: error NULL = success; otherwise a retry after `delay`
@@ -41,14 +22,30 @@ def appended(outcome: str, error: str, details: str = "NULL, NULL, NULL, NULL") 
 # raised Snooze: back to pending after `delay`, the attempt not counted), 'discarded'
 # (Discard: failed now, whatever attempts are left), 'timed_out', 'crashed' (the child
 # died), NULL; the history entry's outcome follows from it and the row.
-_FINISHED_ENTRY = appended(
-    """CASE WHEN t.cancel_requested THEN 'cancelled'
+_FINISHED_OUTCOME = """CASE WHEN t.cancel_requested THEN 'cancelled'
             WHEN d.kind IN ('snoozed', 'discarded') THEN d.kind
             WHEN d.error IS NULL THEN 'completed'
             WHEN d.kind IS NOT NULL THEN d.kind
-            WHEN t.attempts >= t.max_attempts THEN 'failed' ELSE 'retried' END""",
-    "CASE WHEN t.cancel_requested THEN coalesce(d.note, d.error) ELSE d.error END",
-    "d.traceback, d.cpu, d.rss, d.signal",
+            WHEN t.attempts >= t.max_attempts THEN 'failed' ELSE 'retried' END"""
+_FINISHED_ERROR = "CASE WHEN t.cancel_requested THEN coalesce(d.note, d.error) ELSE d.error END"
+_FINISHED_ENTRY = appended(
+    _FINISHED_OUTCOME, _FINISHED_ERROR, "d.traceback, d.cpu, d.rss, d.signal"
+)
+# The outcome ends the task (the status below is not 'pending'): its attempt goes to the
+# last_attempt_* columns (attempts_sql says why), any other to the log.
+_ENDS = """(t.cancel_requested OR (d.kind IS DISTINCT FROM 'snoozed' AND (
+            d.error IS NULL OR d.kind IS NOT DISTINCT FROM 'discarded'
+            OR t.attempts >= t.max_attempts)))"""
+_LAST_ATTEMPT = last_attempt(
+    _ENDS,
+    {
+        "outcome": _FINISHED_OUTCOME,
+        "error": _FINISHED_ERROR,
+        "traceback": "d.traceback",
+        "cpu_seconds": "d.cpu",
+        "max_rss_bytes": "d.rss",
+        "exit_signal": "d.signal",
+    },
 )
 _FINISH_CTE = f"""
 finished AS (
@@ -78,14 +75,15 @@ finished AS (
                      || d.error END)
             ELSE coalesce(d.error, t.last_error) END,
         result = CASE WHEN d.error IS NULL THEN d.result::jsonb END,
-        attempt_log = {_FINISHED_ENTRY},
+        attempt_log = CASE WHEN {_ENDS} THEN {room_for_one()} ELSE {_FINISHED_ENTRY} END,
+        {_LAST_ATTEMPT},
         lease_token = NULL,
         lease_expires_at = NULL,
         updated_at = now()
     FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(errors)s::text[],
                 %(delays)s::float8[], %(results)s::text[], %(notes)s::text[],
-                %(kinds)s::text[], %(tracebacks)s::text[], %(cpus)s::float8[],
-                %(rsss)s::bigint[], %(signals)s::int[])
+                %(kinds)s::text[], %(tracebacks)s::text[], %(cpus)b::float8[],
+                %(rsss)b::bigint[], %(signals)s::int[])
          AS d(id, token, error, delay, result, note, kind, traceback, cpu, rss, signal)
     WHERE t.id = d.id AND t.lease_token = d.token AND t.status = 'processing'
     RETURNING t.id, t.status
@@ -95,16 +93,12 @@ finished AS (
 # skipping rows another worker is claiming right now. One new fencing token per claim.
 # Rows whose attempts are used up are left to the reaper (the CHECK would refuse a run).
 # From any queue: one ordered scan of tasks_priority_claim_idx.
-_DUE_ANY = """
+_DUE_ANY_QUEUE = """
     SELECT id FROM tasks
-    WHERE status = 'pending' AND run_at <= now() AND attempts < max_attempts{unrestricted}
+    WHERE status = 'pending' AND run_at <= now() AND attempts < max_attempts
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED"""
-_DUE_ANY_QUEUE = _DUE_ANY.format(unrestricted="")
-# From any queue but those with settings (paused or limited: each has its own claim,
-# queues_sql.CLAIM_LIMITED). Only while some queue has settings: else the plain one.
-_DUE_UNRESTRICTED = _DUE_ANY.format(unrestricted="\n      AND queue <> ALL(%(restricted)s)")
 # From named queues: one ordered scan of tasks_queue_claim_idx per queue, merged. (A
 # single scan with queue = ANY(...) cannot return rows in priority order: it would sort
 # every due row of those queues.) Rows locked beyond the limit are released at commit.
@@ -121,7 +115,7 @@ _DUE_NAMED_QUEUES = """
     ORDER BY c.priority DESC, c.run_at, c.id
     LIMIT %(limit)s"""
 
-CLAIM_CTE = """
+_CLAIM_CTE = """
 claimed AS (
     UPDATE tasks t SET
         status = 'processing',
@@ -141,13 +135,7 @@ claimed AS (
 )"""
 
 
-CLAIMED_JSON = """coalesce(json_agg(json_build_array(id, type, payload, attempts, max_attempts,
-                                                  request_id, waited, queue, timeout)
-                                 ORDER BY priority DESC, run_at, id),
-                        '[]')"""
-
-
-def finish_and_claim(named_queues: bool, restricted: bool = False) -> str:
+def finish_and_claim(named_queues: bool) -> str:
     """One round trip and one commit: record outcomes, claim the next batch (from any
     queue, or from the queues named by %(queues)s). The answer is a single row (finished
     and cancelled ids, claimed tasks as JSON in the order to run them): parsing one JSON
@@ -159,15 +147,17 @@ def finish_and_claim(named_queues: bool, restricted: bool = False) -> str:
     such a commit in a database crash only puts the task back to pending, and the
     worker's outcome for it is then refused as a lost lease: the at-least-once contract
     a lease expiry already has. Outcomes commit as the database is configured."""
-    any_queue = _DUE_UNRESTRICTED if restricted else _DUE_ANY_QUEUE
-    claim = CLAIM_CTE.format(due=_DUE_NAMED_QUEUES if named_queues else any_queue)
+    claim = _CLAIM_CTE.format(due=_DUE_NAMED_QUEUES if named_queues else _DUE_ANY_QUEUE)
     return f"""
 WITH {_FINISH_CTE},
 {claim}
 SELECT (SELECT coalesce(array_agg(id), '{{}}') FROM finished) AS finished,
        (SELECT coalesce(array_agg(id), '{{}}') FROM finished WHERE status = 'cancelled')
            AS cancelled,
-       (SELECT {CLAIMED_JSON}
+       (SELECT coalesce(json_agg(json_build_array(id, type, payload, attempts, max_attempts,
+                                                  request_id, waited, queue, timeout)
+                                 ORDER BY priority DESC, run_at, id),
+                        '[]')
         FROM claimed) AS claimed,
        CASE WHEN cardinality(%(ids)s::bigint[]) = 0
             THEN set_config('synchronous_commit', 'off', true) END AS claim_only
@@ -176,21 +166,11 @@ SELECT (SELECT coalesce(array_agg(id), '{{}}') FROM finished) AS finished,
 
 FINISH_AND_CLAIM = finish_and_claim(False)
 FINISH_AND_CLAIM_QUEUES = finish_and_claim(True)
-# While some queue has settings (a worker of every queue; one of named queues is given
-# the unrestricted ones among them and runs FINISH_AND_CLAIM_QUEUES). The limited
-# queues' own claim is queues_sql.CLAIM_LIMITED.
-FINISH_AND_CLAIM_UNRESTRICTED = finish_and_claim(False, restricted=True)
-
 
 # When nothing is due: when the next pending task becomes due (a retry's backoff), so an
 # idle worker wakes up for it instead of waiting for the next poll.
 NEXT_RUN_AT = """
 SELECT extract(epoch FROM min(run_at) - now()) FROM tasks WHERE status = 'pending'
-"""
-# ... of a queue not paused, while some are.
-NEXT_RUN_AT_UNPAUSED = """
-SELECT extract(epoch FROM min(run_at) - now()) FROM tasks
-WHERE status = 'pending' AND queue <> ALL(%(paused)s)
 """
 
 # The heartbeat: extend the leases this worker still holds and refresh its row in the

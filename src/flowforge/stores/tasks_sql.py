@@ -18,6 +18,7 @@ from ..domain.states import (
     sql_list,
 )
 from ..domain.tasks import TASK_COLUMNS
+from .attempts_sql import folded
 from .common_sql import CANCEL_CHANNEL, NOTIFY_CHANNEL, WORKER_WAITING
 
 COLUMNS = ", ".join(TASK_COLUMNS)
@@ -250,6 +251,7 @@ UPDATE tasks SET
         ELSE lease_token END,
     worker = CASE WHEN %(status)s = 'processing' AND status <> 'processing'
         THEN NULL ELSE worker END,
+    {folded("status <> %(status)s")},
     status = %(status)s,
     updated_at = now()
 WHERE id = %(id)s
@@ -300,6 +302,7 @@ WITH r AS (
         run_at = now(),
         started_at = NULL,
         completed_at = NULL,
+        {folded("true")},
         updated_at = now()
     WHERE id = %(id)s AND status IN ({sql_list(RETRYABLE)})
     RETURNING {COLUMNS}
@@ -323,30 +326,4 @@ SELECT queue, status, count(*),
        extract(epoch FROM now() - min(run_at) FILTER (WHERE status = 'pending'
                                                       AND run_at <= now()))
 FROM tasks GROUP BY queue, status ORDER BY queue, status
-"""
-
-# A task's attempt history (tasks.attempt_log), oldest first: one row per attempt, or one
-# row of NULLs for a task with none yet (no row: no such task).
-ATTEMPT_FIELDS = (
-    "attempt",
-    "worker",
-    "started_at",
-    "finished_at",
-    "outcome",
-    "error",
-    "traceback",
-    "cpu_seconds",
-    "max_rss_bytes",
-    "exit_signal",
-)
-GET_ATTEMPTS = """
-SELECT a.attempt, a.worker, a.started_at, a.finished_at, a.outcome, a.error, a.traceback,
-       a.cpu_seconds, a.max_rss_bytes, a.exit_signal
-FROM tasks t
-LEFT JOIN LATERAL ROWS FROM (jsonb_to_recordset(t.attempt_log) AS (
-    attempt int, worker text, started_at timestamptz, finished_at timestamptz, outcome text,
-    error text, traceback text, cpu_seconds float8, max_rss_bytes bigint, exit_signal int)
-) WITH ORDINALITY AS a ON true
-WHERE t.id = %(id)s
-ORDER BY a.ordinality
 """

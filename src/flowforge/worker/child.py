@@ -5,11 +5,13 @@ Messages are length-prefixed pickles over two pipes. A reader can parse every me
 ``os.read`` brought, so a batch of short tasks costs the dispatcher one read, not one per
 message. The dispatcher sends ``("run", [task, ...])``, ``("cancel", id)`` and
 ``("stop",)``; the child answers ``("done", [(id, error, result, duration_ms, rss,
-note, detail)])`` as each task ends (``detail``: an ``execute.Detail`` with the CPU
-seconds and peak RSS of the run), and ``("stopped", [ids not started])`` before it exits on a
-stop. Each outcome is in the pipe before the next task starts: a crash (a segfault, the
-OOM killer) cannot take the outcomes of the tasks that ran before it with it, since what
-a process wrote to a pipe outlives it.
+note, detail, cpu, peak)])`` as each task ends (``detail``: an ``execute.Detail`` when the
+handler raised, else None; ``cpu`` the run's CPU seconds and ``peak`` the process's peak
+RSS in bytes, plain numbers: an object per task would cost its pickling twice), and
+``("stopped", [ids not started])`` before it exits on a stop. Each outcome is in the pipe
+before the next task starts: a crash (a segfault, the OOM killer) cannot take the
+outcomes of the tasks that ran before it with it, since what a process wrote to a pipe
+outlives it.
 
 The child leads a process group of its own: whatever its handlers start is in it, and
 the dispatcher kills the group when the child ends (exits, crashes, times out, is
@@ -228,7 +230,7 @@ def _serve(mailbox: _Mailbox, out_fd: int, state: Any, rss: bool) -> None:
     task ends, before the next starts: in the pipe, it survives this process."""
     from .. import logs
     from ..handlers import TaskContext
-    from .execute import Detail, cancelled_note, run_handler
+    from .execute import cancelled_note, run_handler
     from .preload import HANDLERS
 
     getrusage, RUSAGE_SELF = resource.getrusage, resource.RUSAGE_SELF
@@ -250,7 +252,8 @@ def _serve(mailbox: _Mailbox, out_fd: int, state: Any, rss: bool) -> None:
         if task_id in cancelled:  # cancelled while it waited here: never started
             cancelled.discard(task_id)
             current[0], current[1] = 0, None
-            outcome = (task_id, None, None, 0.0, 0, "cancelled by request before it started", None)
+            note = "cancelled by request before it started"
+            outcome = (task_id, None, None, 0.0, 0, note, None, None, None)
             write_message(out_fd, ("done", [outcome]))
             continue
         before = getrusage(RUSAGE_SELF)
@@ -261,14 +264,13 @@ def _serve(mailbox: _Mailbox, out_fd: int, state: Any, rss: bool) -> None:
             error, result, duration_ms, detail = run_handler(HANDLERS, ctx)
         note = cancelled_note(error) if ctx.is_cancelled() else None
         after = getrusage(RUSAGE_SELF)
-        if detail is None:
-            detail = Detail()
-        detail.cpu = round(after.ru_utime + after.ru_stime - cpu, 6)
-        detail.rss = after.ru_maxrss * 1024  # this process's peak so far (KiB on Linux)
+        cpu = round(after.ru_utime + after.ru_stime - cpu, 6)
+        peak = after.ru_maxrss * 1024  # this process's peak so far (KiB on Linux)
         # The outcome first, then "not running": a crash in between leaves the outcome
         # received and nothing charged (the dispatcher reads the outcome before it looks
         # at the state of a dead child).
-        outcome = (task_id, error, result, duration_ms, _rss() if rss else 0, note, detail)
+        memory = _rss() if rss else 0
+        outcome = (task_id, error, result, duration_ms, memory, note, detail, cpu, peak)
         write_message(out_fd, ("done", [outcome]))
         state[1] = 0.0
         current[0], current[1] = 0, None

@@ -26,7 +26,6 @@ from ..handlers import Handler, load_handlers
 from .backoff import Backoff
 from .duties import Duties
 from .duties.heartbeat import Heartbeat
-from .duties.queue_settings import QueueSettings
 from .duties.reaper import Reaper
 from .duties.retention import Retention
 from .duties.schedules import Schedules
@@ -99,8 +98,7 @@ class Worker(Recording, Stopping):
         self.deadlines = Deadlines(poll=monotonic() + settings.worker_poll_interval)
         self.signalled = False  # an executor has woken the dispatcher for outcomes
         self.failed = False  # stopping for a failure of its own: exit 1
-        self.queue_settings = QueueSettings()
-        self.listener = Listener(settings, self._on_notify, self._on_cancel, self._on_queues)
+        self.listener = Listener(settings, self._on_notify, self._on_cancel)
         self.metrics = make_metrics(settings)
         self.executor: Executor = make_executor(
             settings, self._deliver, self.handlers, on_take=self._on_take, on_fail=self._on_fail
@@ -111,8 +109,7 @@ class Worker(Recording, Stopping):
             self.executor.cancel,
         )  # fmt: skip
         # In this order when several are due at once; TASK_RETENTION=0 keeps every task.
-        duties = [self.queue_settings, Reaper(settings), Schedules(self._schedules_fired),
-                  self.heartbeat]  # fmt: skip
+        duties = [Reaper(settings), Schedules(self._schedules_fired), self.heartbeat]
         if settings.task_retention > 0:
             duties.append(Retention(settings, self.metrics))
         self.duties = Duties(*duties)
@@ -121,11 +118,6 @@ class Worker(Recording, Stopping):
     def _on_notify(self) -> None:
         self.notified = True
         self.wake.set()
-
-    def _on_queues(self) -> None:
-        """A queue's settings changed (NOTIFY flowforge_queues): read them, then claim."""
-        self.queue_settings.now()
-        self._on_notify()
 
     def _on_cancel(self, task_id: int) -> None:
         """A cancellation (NOTIFY flowforge_cancel, or seen with the heartbeat)."""
@@ -162,12 +154,14 @@ class Worker(Recording, Stopping):
         duration_ms: float,
         note: str | None,
         detail: Detail | None = None,
+        cpu: float | None = None,
+        peak: int | None = None,
     ) -> None:
         if detail is not None and detail.kind in ("snoozed", "discarded"):
             delay = detail.delay  # a snooze's seconds; a discard has no retry
         else:
             delay = 0.0 if error is None else self._retry_delay(task)
-        self.done.append(Outcome(task, error, delay, duration_ms, result, note, detail))
+        self.done.append(Outcome(task, error, delay, duration_ms, result, note, detail, cpu, peak))
         # Wake the dispatcher for the first outcome since it last drained `done` (it
         # resets the flag before draining, so an outcome is never left unnoticed), not
         # for every one: a wake-up per task would cost a thread switch per task.

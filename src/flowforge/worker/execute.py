@@ -29,16 +29,15 @@ CUT_MARKER = "\n[... {} bytes of the traceback cut ...]\n"
 
 @dataclasses.dataclass(slots=True)
 class Detail:
-    """What an attempt's history entry says beyond the error: ``kind`` (``snoozed``,
-    ``discarded``, ``timed_out``, ``crashed`` or None), ``traceback`` (the handler's, at
-    most TRACEBACK_LIMIT bytes), ``delay`` (a snooze's seconds), and from a child process
-    ``cpu`` (seconds), ``rss`` (its peak, bytes) and ``signal`` (the one that ended it)."""
+    """What an attempt's history entry says beyond the error when the run did not simply
+    return: ``kind`` (``snoozed``, ``discarded``, ``timed_out``, ``crashed`` or None),
+    ``traceback`` (the handler's, at most TRACEBACK_LIMIT bytes), ``delay`` (a snooze's
+    seconds) and ``signal`` (the one that ended a child process). None for a success: the
+    CPU seconds and peak RSS every run has travel as plain numbers beside it."""
 
     kind: str | None = None
     traceback: str | None = None
     delay: float = 0.0
-    cpu: float | None = None
-    rss: int | None = None
     signal: int | None = None
 
 

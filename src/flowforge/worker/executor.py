@@ -26,8 +26,21 @@ from .queue import ClaimedTask
 NOT_STARTED = "cancelled by request before it started"
 
 # (task, error or None, result as JSON or None, duration in ms, cancellation note or None,
-# what the attempt's history entry adds or None)
-Deliver = Callable[[ClaimedTask, str | None, str | None, float, str | None, Detail | None], None]
+# what the attempt's history entry adds or None, the run's CPU seconds and the handler
+# process's peak RSS in bytes, None when not known: thread isolation, a crash)
+Deliver = Callable[
+    [
+        ClaimedTask,
+        str | None,
+        str | None,
+        float,
+        str | None,
+        Detail | None,
+        float | None,
+        int | None,
+    ],
+    None,
+]
 
 
 class Executor(Protocol):

@@ -11,7 +11,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,10 +22,9 @@ from .. import __version__
 from ..config import Settings
 from ..db import HEALTH, DatabaseRefused, connect, refused
 from ..domain.fields import DEFAULT_QUEUE, DEFAULT_TIMEOUT
-from ..stores import common_sql, ops_sql, queue_sql, queues_sql
+from ..stores import common_sql, ops_sql, queue_sql
 from ..stores import schedules as schedule_store
 from .execute import Detail
-from .limits import Limits
 
 
 @dataclass(slots=True)
@@ -61,28 +60,30 @@ class Outcome:
     result: str | None = None
     note: str | None = None
     detail: Detail | None = None  # what its history entry adds (execute.Detail)
+    cpu: float | None = None  # the run's CPU seconds (process isolation)
+    peak: int | None = None  # the handler process's peak RSS, bytes (process isolation)
 
 
-def _details(outcomes: Sequence[Outcome]) -> dict[str, list[Any]]:
-    """The outcomes' history details as the finishing statement's arrays."""
+def _details(outcomes: Sequence[Outcome]) -> dict[str, list[Any] | None]:
+    """The outcomes' history details as the finishing statement's arrays. An array of
+    NULLs is sent as one NULL (unnest pads it with NULLs), the common case for the kinds,
+    tracebacks and signals of plain runs: psycopg dumps a list element by element, and
+    each array costs the dispatcher about 1 us per task (the numbers go in binary)."""
+    cpus = [o.cpu for o in outcomes]
+    rsss = [o.peak for o in outcomes]
+    numbers = {
+        "cpus": cpus if any(x is not None for x in cpus) else None,
+        "rsss": rsss if any(x is not None for x in rsss) else None,
+    }
+    if all(o.detail is None for o in outcomes):
+        return {"kinds": None, "tracebacks": None, "signals": None, **numbers}
     ds = [o.detail for o in outcomes]
     return {
         "kinds": [d and d.kind for d in ds],
         "tracebacks": [d and d.traceback for d in ds],
-        "cpus": [d and d.cpu for d in ds],
-        "rsss": [d and d.rss for d in ds],
         "signals": [d and d.signal for d in ds],
+        **numbers,
     }
-
-
-def _claimed(rows: list[list[Any]], token: uuid.UUID) -> list[ClaimedTask]:
-    """The claimed tasks of a claim's JSON answer (queue_sql.CLAIMED_JSON)."""
-    return [
-        ClaimedTask(
-            r[0], r[1], r[2], r[3], r[4], r[5], token, queue=r[7], waited=r[6], timeout=r[8]
-        )
-        for r in rows
-    ]
 
 
 @dataclass(slots=True)
@@ -136,23 +137,16 @@ class TaskQueue:
         self.claim_sql = (
             queue_sql.FINISH_AND_CLAIM if self.every_queue else queue_sql.FINISH_AND_CLAIM_QUEUES
         )
-        # The queues with settings (worker.limits); none: the claim above, as it was.
-        self.limits = Limits(None if self.every_queue else self.queues)
 
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection]:
+    def _execute(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         if self.conn is None or self.conn.closed:
             self.conn = connect(self.settings)
         try:
-            yield self.conn
+            return self.conn.execute(sql, params).fetchall()
         except psycopg.Error as exc:  # e.g. no tasks table yet: the worker waits, not dies
             if isinstance(exc, psycopg.OperationalError):
                 self.close()  # broken: the next statement reconnects
             raise refused(exc) from exc
-
-    def _execute(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        with self._connection() as conn:
-            return conn.execute(sql, params).fetchall()
 
     def ensure_connected(self) -> None:
         self._execute(HEALTH, {})
@@ -164,39 +158,10 @@ class TaskQueue:
             self.conn = None
 
     def finish_and_claim(self, outcomes: Sequence[Outcome], limit: int) -> FinishResult:
-        """Record ``outcomes`` and claim up to ``limit`` due tasks: one statement, one commit
-        (while no queue has settings; else ``_limited``)."""
-        if not self.limits.restricted:
-            return self._finish_and_claim(self.claim_sql, outcomes, limit, self.queues)
-        return self._limited(outcomes, limit)
-
-    def _limited(self, outcomes: Sequence[Outcome], limit: int) -> FinishResult:
-        """With queue settings: the limited queues' claim first (so a busy unlimited queue
-        cannot starve them), then the outcomes with the claim of the other queues. Outcomes
-        of limited queues are written before their claim counts the running tasks (and a
-        slot freed so is claimed at once, whenever the limited claim last found nothing)."""
-        limits = self.limits
-        first = FinishResult()
-        claimed: list[ClaimedTask] = []
-        frees = any(o.task.queue in limits.limited for o in outcomes)  # slots it knows of
-        if limit and (frees or limits.try_limited()):
-            if frees:
-                first = self._finish_and_claim(self.claim_sql, outcomes, 0, self.queues)
-                outcomes = ()
-            claimed = self._claim_limited(limit)
-            limits.claimed_limited(len(claimed))
-        sql, queues = limits.plain_claim(self.claim_sql)
-        rest = self._finish_and_claim(sql, outcomes, limit - len(claimed), queues)
-        return FinishResult(
-            first.finished | rest.finished, claimed + rest.claimed, first.cancelled | rest.cancelled
-        )
-
-    def _finish_and_claim(
-        self, sql: str, outcomes: Sequence[Outcome], limit: int, queues: list[str]
-    ) -> FinishResult:
+        """Record ``outcomes`` and claim up to ``limit`` due tasks: one statement, one commit."""
         token = uuid.uuid4()
         ((finished, cancelled, claimed, _),) = self._execute(
-            sql,
+            self.claim_sql,
             {
                 "ids": [o.task.id for o in outcomes],
                 "tokens": [o.task.token for o in outcomes],
@@ -210,31 +175,19 @@ class TaskQueue:
                 "token": token,
                 "lease": self.settings.worker_lease,
                 "limit": limit,
-                "queues": queues,
-                "restricted": self.limits.restricted,
+                "queues": self.queues,
             },
         )
-        return FinishResult(set(finished), _claimed(claimed, token), set(cancelled))
-
-    def _claim_limited(self, limit: int) -> list[ClaimedTask]:
-        """Claim from the limited queues (queues_sql.CLAIM_LIMITED): one transaction, their
-        settings rows locked for its length."""
-        token = uuid.uuid4()
-        params = {
-            "limited": sorted(self.limits.limited),
-            "limit": limit,
-            "worker": self.worker,
-            "token": token,
-            "lease": self.settings.worker_lease,
-        }
-        with self._connection() as conn, conn.transaction():
-            conn.execute(queues_sql.LOCK_LIMITED, params)
-            ((claimed, _),) = conn.execute(queues_sql.CLAIM_LIMITED, params).fetchall()
-        return _claimed(claimed, token)
-
-    def refresh_limits(self) -> None:
-        """Read which queues have settings (worker.limits)."""
-        self.limits.update(self._execute(queues_sql.RESTRICTED_QUEUES, {}))
+        return FinishResult(
+            set(finished),
+            [
+                ClaimedTask(
+                    r[0], r[1], r[2], r[3], r[4], r[5], token, queue=r[7], waited=r[6], timeout=r[8]
+                )
+                for r in claimed
+            ],
+            set(cancelled),
+        )
 
     def claim(self, limit: int) -> list[ClaimedTask]:
         return self.finish_and_claim((), limit).claimed
@@ -249,9 +202,7 @@ class TaskQueue:
 
     def seconds_until_due(self) -> float | None:
         """Seconds until the next pending task is due (<= 0: due now), None: none pending."""
-        paused = self.limits.paused
-        sql = queue_sql.NEXT_RUN_AT_UNPAUSED if paused else queue_sql.NEXT_RUN_AT
-        ((seconds,),) = self._execute(sql, {"paused": paused})
+        ((seconds,),) = self._execute(queue_sql.NEXT_RUN_AT, {})
         return None if seconds is None else float(seconds)
 
     def heartbeat(self, tasks: Sequence[ClaimedTask], *, busy: int = 0) -> dict[int, bool]:

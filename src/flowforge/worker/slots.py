@@ -137,7 +137,7 @@ class Slots:
         for task in self.waiting:
             if task.id == task_id:  # no child has it: it ends now, never started
                 self.waiting.remove(task)
-                self.deliver(task, None, None, 0.0, NOT_STARTED, None)
+                self.deliver(task, None, None, 0.0, NOT_STARTED, None, None, None)
                 return
         for c in self.children + self.dying:
             if any(t.id == task_id for t in c.inflight):
@@ -180,7 +180,7 @@ class Slots:
             self._requeue(left)
             return
         rss = 0
-        for task_id, error, result, duration_ms, memory, note, detail in message[1]:
+        for task_id, error, result, duration_ms, memory, note, detail, cpu, peak in message[1]:
             rss = max(rss, memory)
             task = _pop(c.inflight, task_id)
             if task is None:  # already decided here (timed out, or cancelled and ended)
@@ -188,7 +188,7 @@ class Slots:
             task.started = True
             c.ran += 1
             self.cancelling.pop(task_id, None)
-            self.deliver(task, error, result, duration_ms, note, detail)
+            self.deliver(task, error, result, duration_ms, note, detail, cpu, peak)
         limits = self.settings
         if c in self.children and not c.retiring and not self.stopping:
             if limits.worker_max_tasks_per_child and c.ran >= limits.worker_max_tasks_per_child:
@@ -280,7 +280,7 @@ class Slots:
         duration_ms = round((now - started) * 1000, 3)
         grace = self.settings.worker_cancel_grace
         cpu, rss = c.usage()  # before the signal: it lives until then
-        detail = Detail(None if cancelled else "timed_out", None, 0.0, cpu, rss, signal.SIGTERM)
+        detail = Detail(None if cancelled else "timed_out", None, 0.0, signal.SIGTERM)
         with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
             if cancelled:
                 log.warning(
@@ -292,7 +292,7 @@ class Slots:
                     f"cancelled by request: the handler ignored task.cancelled for "
                     f"{grace:g}s; its process was terminated"
                 )
-                self.deliver(task, None, None, duration_ms, note, detail)
+                self.deliver(task, None, None, duration_ms, note, detail, cpu, rss)
             else:
                 log.warning(
                     "task timed out after %ss: terminating its process",
@@ -300,7 +300,7 @@ class Slots:
                     extra={"pid": c.pid, "timeout_s": task.timeout},
                 )
                 error = f"timed out after {task.timeout} s"
-                self.deliver(task, error, None, duration_ms, None, detail)
+                self.deliver(task, error, None, duration_ms, None, detail, cpu, rss)
         c.ended = task
         self._terminate(c, now)
 
@@ -313,9 +313,7 @@ class Slots:
         reason = death_reason(exitcode)
         fault = c.traceback()
         # Gone: the fork server reaped it (it is not the pool's child: no wait4 rusage here).
-        died = Detail(
-            "crashed", None, 0.0, None, None, -exitcode if exitcode and exitcode < 0 else None
-        )
+        died = Detail("crashed", None, 0.0, -exitcode if exitcode and exitcode < 0 else None)
         if c.ended is not None and fault:  # where the task it was terminated for was
             task = c.ended
             with logs.bind(request_id=task.request_id, task_id=task.id, attempt=task.attempt):
@@ -335,7 +333,7 @@ class Slots:
                 error = f"{reason}, after this task ran but before it reported its outcome"
             note = cancelled_note(error) if task.id in self.cancelling else None
             self.cancelling.pop(task.id, None)
-            self.deliver(task, error, None, 0.0, note, died)
+            self.deliver(task, error, None, 0.0, note, died, None, None)
         if running is None and not c.retiring and exitcode != 0:
             log.error("%s while idle", reason, extra={"pid": c.pid, "exit_code": exitcode, **fault})
         if c.inflight:  # never started there

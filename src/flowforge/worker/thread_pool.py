@@ -92,7 +92,7 @@ class ThreadPool:
             on_take()
             if task.id in self.cancelled:
                 self.cancelled.discard(task.id)
-                self.deliver(task, None, None, 0.0, NOT_STARTED, None)
+                self.deliver(task, None, None, 0.0, NOT_STARTED, None, None, None)
                 continue
             ctx = TaskContext(
                 task.id,
@@ -117,7 +117,7 @@ class ThreadPool:
             elif timed_out and ctx.is_cancelled():
                 error = f"timed out after {task.timeout} s (thread isolation: asked to stop)"
                 detail = Detail("timed_out", detail.traceback if detail else None)
-            self.deliver(task, error, result, duration_ms, note, detail)
+            self.deliver(task, error, result, duration_ms, note, detail, None, None)
 
     def _watch(self) -> None:
         """Thread isolation cannot stop a thread: at its timeout a task's ``cancelled`` is
