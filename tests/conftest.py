@@ -88,11 +88,12 @@ def auth_headers(api_tokens: Tokens) -> dict[str, str]:
 
 @pytest.fixture
 def db(database_url: str, api_tokens: Tokens) -> Iterator[psycopg.Connection]:
-    """An autocommit connection to the test database, its tasks, schedules and idempotency
-    keys emptied first (a schedule left behind would make tasks in a later test), and
-    every token but the session's deleted."""
+    """An autocommit connection to the test database, its tasks, schedules, idempotency
+    keys and queue settings emptied first (a schedule left behind would make tasks in a
+    later test, a paused queue would hold them), and every token but the session's
+    deleted."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("TRUNCATE tasks, schedules, idempotency_keys RESTART IDENTITY")
+        conn.execute("TRUNCATE tasks, schedules, idempotency_keys, queue_settings RESTART IDENTITY")
         conn.execute(
             "DELETE FROM api_tokens WHERE name <> ALL(%s)", (list(SESSION_TOKENS.values()),)
         )

@@ -42,6 +42,13 @@ from .domain.fields import (
     TIMEOUT_MAX,
     TITLE_MAX,
 )
+from .domain.queues import (
+    CONCURRENCY_MAX,
+    PAUSED_BY,
+    RATE_LIMIT_MAX,
+    RATE_PER_MAX,
+    RATE_PER_MIN,
+)
 from .domain.states import STATUSES, Status, sql_list
 
 # The values of the CHECK constraints and column defaults come from the domain's field
@@ -85,7 +92,7 @@ tasks = Table(
     Column("schedule", Text),
     # Every attempt, oldest first, at most TASK_ATTEMPTS_KEPT (migration 0010 says why here)
     Column("attempt_log", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
-    # The attempt that ended the task (revision 0013; stores/attempts_sql.py)
+    # The attempt that ended the task (revision 0014; stores/attempts_sql.py)
     Column("last_attempt_outcome", Text),
     Column("last_attempt_error", Text),
     Column("last_attempt_traceback", Text),
@@ -243,3 +250,35 @@ workers = Table(
     CheckConstraint("capacity >= 1 AND busy >= 0", name="workers_capacity_check"),
 )
 Index("workers_expires_idx", workers.c.expires_at)
+
+
+# A queue's settings (revision 0013 says why so): pause, concurrency and rate limits the
+# claim enforces; the rate's window log (when, how many) of the claims within the window.
+queue_settings = Table(
+    "queue_settings",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("paused", Boolean, nullable=False, server_default=text("false")),
+    Column("paused_by", Text),
+    Column("concurrency", Integer),
+    Column("rate_limit", Integer),
+    Column("rate_per", Float),
+    Column(
+        "window_starts", ARRAY(DateTime(timezone=True)), nullable=False, server_default=text("'{}'")
+    ),
+    Column("window_counts", ARRAY(Integer), nullable=False, server_default=text("'{}'")),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    CheckConstraint(f"name ~ '{QUEUE_REGEX}'", name="queue_settings_name_check"),
+    CheckConstraint(
+        f"paused_by IS NULL OR paused AND paused_by IN ({', '.join(map(repr, PAUSED_BY))})",
+        name="queue_settings_paused_by_check",
+    ),
+    CheckConstraint(
+        f"concurrency BETWEEN 1 AND {CONCURRENCY_MAX}", name="queue_settings_concurrency_check"
+    ),
+    CheckConstraint(
+        f"(rate_limit IS NULL) = (rate_per IS NULL) AND rate_limit BETWEEN 1 AND {RATE_LIMIT_MAX} "
+        f"AND rate_per >= {RATE_PER_MIN} AND rate_per <= {RATE_PER_MAX}",
+        name="queue_settings_rate_check",
+    ),
+)

@@ -306,11 +306,19 @@ def test_the_claim_is_an_index_scan_in_priority_order(db) -> None:
                   "limit": 50, "queues": queues}  # fmt: skip
         return "\n".join(r[0] for r in db.execute(text, params).fetchall())
 
-    every = plan(queue_sql._CLAIM_CTE, None)
+    every = plan(queue_sql.CLAIM_CTE, None)
     assert "Index Scan using tasks_priority_claim_idx" in every and "Sort" not in every
-    named = plan(queue_sql._CLAIM_CTE, ["a", "c"])
+    named = plan(queue_sql.CLAIM_CTE, ["a", "c"])
     assert "Index Scan using tasks_queue_claim_idx" in named
     assert "Seq Scan on tasks" not in named
+    # With some queue limited or paused, the others' claim is the same ordered scan.
+    text = "EXPLAIN " + queue_sql.FINISH_AND_CLAIM_UNRESTRICTED
+    params = {"worker": "x", "token": "00000000-0000-0000-0000-000000000000", "lease": 30,
+              "limit": 50, "restricted": ["b"], "ids": [], "tokens": [], "errors": [],
+              "delays": [], "results": [], "notes": [], "kinds": [], "tracebacks": [],
+              "cpus": [], "rsss": [], "signals": [], "kept": 25}  # fmt: skip
+    unrestricted = "\n".join(r[0] for r in db.execute(text, params).fetchall())
+    assert "Index Scan using tasks_priority_claim_idx" in unrestricted
 
 
 def test_results_are_stored_and_bad_ones_fail_the_attempt(db, spawn) -> None:

@@ -116,6 +116,26 @@ def test_queue_gauges_come_from_the_database(served, db) -> None:
     assert samples[("flowforge_db_oldest_transaction_age_seconds", ())] >= 0
 
 
+def test_queue_settings_gauges(served, db) -> None:
+    db.execute("INSERT INTO tasks (title, queue, status) VALUES ('a', 'mail', 'processing')")
+    db.execute(
+        "INSERT INTO queue_settings (name, paused, paused_by, concurrency, rate_limit, rate_per)"
+        " VALUES ('mail', false, NULL, 5, 30, 60), ('held', true, 'operator', NULL, NULL, NULL)"
+    )
+    samples = scrape(served())
+
+    def gauge(name: str, queue: str) -> float | None:
+        return samples.get((f"flowforge_queue_{name}", (("queue", queue),)))
+
+    assert (gauge("paused", "held"), gauge("paused", "mail"), gauge("paused", "default")) == (
+        1, 0, 0
+    )  # fmt: skip
+    assert gauge("concurrency_limit", "mail") == 5 and gauge("concurrency_limit", "held") is None
+    assert gauge("rate_limit_per_second", "mail") == 0.5
+    assert gauge("rate_limit_per_second", "held") is None
+    assert gauge("running", "mail") == 1 and gauge("running", "held") == 0
+
+
 def test_a_status_over_the_cap_is_estimated_and_split_by_queue(settings, db) -> None:
     from flowforge.db import make_engine
     from flowforge.stores.tasks import TaskStore

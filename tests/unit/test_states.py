@@ -20,7 +20,7 @@ from ..support import ROOT
 STATEMENTS = {
     Actor.CANCEL: tasks_sql.CANCEL_TASK,
     Actor.RETRY: tasks_sql.RETRY_TASK,
-    Actor.CLAIM: queue_sql._CLAIM_CTE,
+    Actor.CLAIM: queue_sql.CLAIM_CTE,
     Actor.FINISH: queue_sql._FINISH_CTE,
     Actor.GIVE_BACK: queue_sql.GIVE_BACK,
     Actor.REAPER: queue_sql.REAP_EXPIRED,

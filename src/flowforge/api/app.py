@@ -17,12 +17,14 @@ from ..db import make_engine
 from ..domain.declarations import Declarations
 from ..handlers import load_handlers
 from ..resources import resource_path
+from ..stores.queues import QueueStore
 from ..stores.schedules import ScheduleStore
 from ..stores.tasks import TaskStore
 from ..stores.tokens import TokenStore
 from .admission import Admission
 from .auth import TokenCache, TokenCheck
 from .plugin import EnvelopePlugin, Observe
+from .routes.queues import QueueRoutes
 from .routes.schedules import ScheduleRoutes
 from .routes.service import ServiceRoutes, served_spec
 from .routes.tasks import TaskRoutes
@@ -76,6 +78,8 @@ def create_app(
     ScheduleRoutes(schedules, declarations, max_body=settings.api_max_body, admit=admit).register(
         app
     )
+    queues = QueueStore(store.source, timeout_ms=QUERY_TIMEOUT_MS)
+    QueueRoutes(queues, max_body=settings.api_max_body).register(app)
     service.register_stats(app)
     web.add_routes(app)
     TaskRoutes(store, declarations, max_body=settings.api_max_body, admit=admit).register(app)

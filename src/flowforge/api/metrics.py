@@ -182,7 +182,43 @@ class QueueCollector(Collector):
             "Age of the oldest transaction open in FlowForge's database (it holds back vacuum)",
         )
         xact.add_metric([], max(0.0, stats.oldest_transaction_seconds))
-        return [up, tasks, estimated, oldest, xact]
+        return [up, tasks, estimated, oldest, xact, *_queue_families(queues, counts, stats)]
+
+
+def _queue_families(
+    queues: list[str], counts: dict[tuple[str, str], int], stats: Any
+) -> list[Metric]:
+    """Per queue: paused, its limits (only where set) and its running tasks."""
+    paused = GaugeMetricFamily(
+        "flowforge_queue_paused",
+        "1 if the queue is paused (by an operator or the breaker): its tasks are not claimed",
+        labels=["queue"],
+    )
+    concurrency = GaugeMetricFamily(
+        "flowforge_queue_concurrency_limit",
+        "The queue's concurrency limit across all workers (absent: unlimited)",
+        labels=["queue"],
+    )
+    rate = GaugeMetricFamily(
+        "flowforge_queue_rate_limit_per_second",
+        "The queue's rate limit in task starts per second across all workers (absent: unlimited)",
+        labels=["queue"],
+    )
+    running = GaugeMetricFamily(
+        "flowforge_queue_running",
+        "Tasks of the queue running now (processing), to set beside its concurrency limit",
+        labels=["queue"],
+    )
+    settings = {row[0]: row for row in stats.settings}
+    for queue in sorted(set(queues) | set(settings)):
+        _, is_paused, limit, per_second = settings.get(queue, (queue, False, None, None))
+        paused.add_metric([queue], 1 if is_paused else 0)
+        running.add_metric([queue], counts.get((queue, "processing"), 0))
+        if limit is not None:
+            concurrency.add_metric([queue], limit)
+        if per_second is not None:
+            rate.add_metric([queue], per_second)
+    return [paused, concurrency, rate, running]
 
 
 def render(

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from .. import __version__
-from . import api, config, migrate, tasks, token, worker
+from . import api, config, migrate, queues, tasks, token, worker
 from .common import CommandError, add_command, fail
 
 # In the order `flowforge --help` lists them.
@@ -24,6 +24,7 @@ COMMANDS: dict[str, ModuleType] = {
     "migrate": migrate,
     "token": token,
     "tasks": tasks,
+    "queues": queues,
     "config": config,
 }
 

@@ -26,10 +26,8 @@ from .validation import (
     PAGE_LIMIT_MAX,
     PAGE_MAX,
     BodyRules,
-    Declared,
     ValidationError,
     _whole,
-    check_fields,
     checks_of,
 )
 
@@ -110,18 +108,6 @@ def next_after(cron: str, timezone: str, after: datetime) -> datetime:
     return next(iter(CronSim(cron, start))).astimezone(UTC)
 
 
-def schedule_body(
-    body: Any,
-    *,
-    partial: bool,
-    known_types: frozenset[str] | None = None,
-    declared: Declared | None = None,
-) -> dict[str, Any]:
-    """Validate a POST (``partial=False``) or PUT body of /v1/schedules (``declared``: as
-    a new task's, validation.task_body)."""
-    return check_fields(body, _BODY, partial=partial, known_types=known_types, declared=declared)
-
-
 def valid_name(value: str) -> bool:
     return bool(NAME_PATTERN.fullmatch(value))  # `$` alone lets "a\n" through
 
@@ -158,3 +144,6 @@ def _checks() -> dict[str, Callable[[Any], Any]]:
 
 _CHECKS = _checks()
 _BODY = BodyRules("schedule", _CHECKS, FIELDS, FIELDS, _REQUIRED, "must contain at least one field")
+# Validate a POST (``partial=False``) or PUT body of /v1/schedules (``declared``: as a new
+# task's, validation.task_body).
+schedule_body = _BODY.check

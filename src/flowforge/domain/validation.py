@@ -171,6 +171,52 @@ class BodyRules:
     empty: str
     null_is_default: dict[str, Any] | None = None  # these fields' null means the default
 
+    def check(
+        self,
+        body: Any,
+        *,
+        partial: bool,
+        known_types: frozenset[str] | None = None,
+        declared: Declared | None = None,
+    ) -> dict[str, Any]:
+        """A POST (``partial=False``) or PUT body checked field by field: the cleaned fields,
+        or a ValidationError ("the task is not valid": ``what``) with every per-field
+        error (unknown, invalid, missing, an unknown task type, a payload its type's schema
+        refuses, none at all). Tasks and schedules share it."""
+        if not isinstance(body, dict):
+            raise ValidationError("the body must be a JSON object", {"body": "must be an object"})
+        checks, null_is_default = self.checks, self.null_is_default or {}
+        allowed = self.put if partial else self.post
+        details = {name: "is not a known field" for name in body if name not in allowed}
+        clean: dict[str, Any] = {}
+        for name, check in checks.items():
+            if name not in body or name not in allowed:
+                continue
+            if body[name] is None and name in null_is_default:
+                clean[name] = null_is_default[name]
+                continue
+            try:
+                clean[name] = check(body[name])
+            except ValueError as exc:
+                details[name] = str(exc)
+        for name in () if partial else self.required:
+            if name not in body:
+                details[name] = "is required"
+        if known_types is not None and "type" in clean and clean["type"] not in known_types:
+            details["type"] = f"unknown task type; known: {', '.join(sorted(known_types))}"
+        if (
+            declared is not None
+            and not partial
+            and "type" not in details
+            and "payload" not in details
+        ):
+            details.update(declared(clean))
+        if partial and not body:
+            details["body"] = self.empty
+        if details:
+            raise ValidationError(f"the {self.what} is not valid", details)
+        return clean
+
 
 _BODY = BodyRules(
     "task",
@@ -188,57 +234,8 @@ _BODY = BodyRules(
 Declared = Callable[[dict[str, Any]], dict[str, str]]
 
 
-def check_fields(
-    body: Any,
-    rules: BodyRules,
-    *,
-    partial: bool,
-    known_types: frozenset[str] | None = None,
-    declared: Declared | None = None,
-) -> dict[str, Any]:
-    """A POST (``partial=False``) or PUT body checked field by field: the cleaned fields,
-    or a ValidationError ("the task is not valid": ``rules.what``) with every per-field
-    error (unknown, invalid, missing, an unknown task type, a payload its type's schema
-    refuses, none at all). Tasks and schedules share it."""
-    if not isinstance(body, dict):
-        raise ValidationError("the body must be a JSON object", {"body": "must be an object"})
-    checks, null_is_default = rules.checks, rules.null_is_default or {}
-    allowed = rules.put if partial else rules.post
-    details = {name: "is not a known field" for name in body if name not in allowed}
-    clean: dict[str, Any] = {}
-    for name, check in checks.items():
-        if name not in body or name not in allowed:
-            continue
-        if body[name] is None and name in null_is_default:
-            clean[name] = null_is_default[name]
-            continue
-        try:
-            clean[name] = check(body[name])
-        except ValueError as exc:
-            details[name] = str(exc)
-    for name in () if partial else rules.required:
-        if name not in body:
-            details[name] = "is required"
-    if known_types is not None and "type" in clean and clean["type"] not in known_types:
-        details["type"] = f"unknown task type; known: {', '.join(sorted(known_types))}"
-    if declared is not None and not partial and "type" not in details and "payload" not in details:
-        details.update(declared(clean))
-    if partial and not body:
-        details["body"] = rules.empty
-    if details:
-        raise ValidationError(f"the {rules.what} is not valid", details)
-    return clean
-
-
-def task_body(
-    body: Any,
-    *,
-    partial: bool,
-    known_types: frozenset[str] | None = None,
-    declared: Declared | None = None,
-) -> dict[str, Any]:
-    """Validate a POST (``partial=False``) or PUT body; return the cleaned fields."""
-    return check_fields(body, _BODY, partial=partial, known_types=known_types, declared=declared)
+# Validate a POST (``partial=False``) or PUT body of /v1/tasks; the cleaned fields.
+task_body = _BODY.check
 
 
 def _whole(text: str | None, low: int, high: int) -> int:

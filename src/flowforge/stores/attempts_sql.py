@@ -1,7 +1,7 @@
 """A task's attempt history in SQL: where each attempt's entry is written, and how the API
 reads them back (GET /v1/tasks/{id}/attempts).
 
-Two places, one history (migrations 0010 and 0013 say why):
+Two places, one history (migrations 0010 and 0014 say why):
 - ``tasks.attempt_log``, a jsonb array, holds the attempts after which the task went on
   (retried, snoozed, given back, its lease lost) and those the reaper or a shutdown ended;
 - the ``last_attempt_*`` columns hold the attempt that ended the task, written by the
@@ -32,7 +32,7 @@ ATTEMPT_FIELDS = (
     "exit_signal",
 )
 
-# The columns of the attempt that ended the task (migration 0013), and the entry's fields
+# The columns of the attempt that ended the task (migration 0014), and the entry's fields
 # they hold; the others come from the task's own columns (attempts, worker, started_at,
 # completed_at).
 LAST_ATTEMPT_COLUMNS = {

@@ -48,3 +48,7 @@ NOTIFY = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
 
 # Workers LISTEN here for cancellations of tasks they run: the payload is the task's id.
 CANCEL_CHANNEL = "flowforge_cancel"
+
+# Workers LISTEN here for changed queue settings (a pause, a limit): the payload is the
+# queue's name.
+QUEUES_CHANNEL = "flowforge_queues"

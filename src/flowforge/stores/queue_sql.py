@@ -93,12 +93,16 @@ finished AS (
 # skipping rows another worker is claiming right now. One new fencing token per claim.
 # Rows whose attempts are used up are left to the reaper (the CHECK would refuse a run).
 # From any queue: one ordered scan of tasks_priority_claim_idx.
-_DUE_ANY_QUEUE = """
+_DUE_ANY = """
     SELECT id FROM tasks
-    WHERE status = 'pending' AND run_at <= now() AND attempts < max_attempts
+    WHERE status = 'pending' AND run_at <= now() AND attempts < max_attempts{unrestricted}
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED"""
+_DUE_ANY_QUEUE = _DUE_ANY.format(unrestricted="")
+# From any queue but those with settings (paused or limited: each has its own claim,
+# queues_sql.CLAIM_LIMITED). Only while some queue has settings: else the plain one.
+_DUE_UNRESTRICTED = _DUE_ANY.format(unrestricted="\n      AND queue <> ALL(%(restricted)s)")
 # From named queues: one ordered scan of tasks_queue_claim_idx per queue, merged. (A
 # single scan with queue = ANY(...) cannot return rows in priority order: it would sort
 # every due row of those queues.) Rows locked beyond the limit are released at commit.
@@ -115,7 +119,7 @@ _DUE_NAMED_QUEUES = """
     ORDER BY c.priority DESC, c.run_at, c.id
     LIMIT %(limit)s"""
 
-_CLAIM_CTE = """
+CLAIM_CTE = """
 claimed AS (
     UPDATE tasks t SET
         status = 'processing',
@@ -135,7 +139,13 @@ claimed AS (
 )"""
 
 
-def finish_and_claim(named_queues: bool) -> str:
+CLAIMED_JSON = """coalesce(json_agg(json_build_array(id, type, payload, attempts, max_attempts,
+                                                  request_id, waited, queue, timeout)
+                                 ORDER BY priority DESC, run_at, id),
+                        '[]')"""
+
+
+def finish_and_claim(named_queues: bool, restricted: bool = False) -> str:
     """One round trip and one commit: record outcomes, claim the next batch (from any
     queue, or from the queues named by %(queues)s). The answer is a single row (finished
     and cancelled ids, claimed tasks as JSON in the order to run them): parsing one JSON
@@ -147,17 +157,15 @@ def finish_and_claim(named_queues: bool) -> str:
     such a commit in a database crash only puts the task back to pending, and the
     worker's outcome for it is then refused as a lost lease: the at-least-once contract
     a lease expiry already has. Outcomes commit as the database is configured."""
-    claim = _CLAIM_CTE.format(due=_DUE_NAMED_QUEUES if named_queues else _DUE_ANY_QUEUE)
+    any_queue = _DUE_UNRESTRICTED if restricted else _DUE_ANY_QUEUE
+    claim = CLAIM_CTE.format(due=_DUE_NAMED_QUEUES if named_queues else any_queue)
     return f"""
 WITH {_FINISH_CTE},
 {claim}
 SELECT (SELECT coalesce(array_agg(id), '{{}}') FROM finished) AS finished,
        (SELECT coalesce(array_agg(id), '{{}}') FROM finished WHERE status = 'cancelled')
            AS cancelled,
-       (SELECT coalesce(json_agg(json_build_array(id, type, payload, attempts, max_attempts,
-                                                  request_id, waited, queue, timeout)
-                                 ORDER BY priority DESC, run_at, id),
-                        '[]')
+       (SELECT {CLAIMED_JSON}
         FROM claimed) AS claimed,
        CASE WHEN cardinality(%(ids)s::bigint[]) = 0
             THEN set_config('synchronous_commit', 'off', true) END AS claim_only
@@ -166,11 +174,21 @@ SELECT (SELECT coalesce(array_agg(id), '{{}}') FROM finished) AS finished,
 
 FINISH_AND_CLAIM = finish_and_claim(False)
 FINISH_AND_CLAIM_QUEUES = finish_and_claim(True)
+# While some queue has settings (a worker of every queue; one of named queues is given
+# the unrestricted ones among them and runs FINISH_AND_CLAIM_QUEUES). The limited
+# queues' own claim is queues_sql.CLAIM_LIMITED.
+FINISH_AND_CLAIM_UNRESTRICTED = finish_and_claim(False, restricted=True)
+
 
 # When nothing is due: when the next pending task becomes due (a retry's backoff), so an
 # idle worker wakes up for it instead of waiting for the next poll.
 NEXT_RUN_AT = """
 SELECT extract(epoch FROM min(run_at) - now()) FROM tasks WHERE status = 'pending'
+"""
+# ... of a queue not paused, while some are.
+NEXT_RUN_AT_UNPAUSED = """
+SELECT extract(epoch FROM min(run_at) - now()) FROM tasks
+WHERE status = 'pending' AND queue <> ALL(%(paused)s)
 """
 
 # The heartbeat: extend the leases this worker still holds and refresh its row in the

@@ -3,7 +3,7 @@ dashboard): the SQL and the code that reads it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -68,6 +68,12 @@ FROM pg_stat_activity
 WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
 """
 
+# Each queue's settings (queue_settings): paused, its concurrency limit, its rate as
+# starts per second.
+METRICS_QUEUE_SETTINGS = """
+SELECT name, paused, concurrency, rate_limit / rate_per FROM queue_settings ORDER BY name
+"""
+
 # The minute now is in, on the server's clock: the throughput's minutes count back from it.
 STATS_THIS_MINUTE = "SELECT date_trunc('minute', now())"
 # Tasks finished per minute over the last %(minutes)s minutes, by outcome; walks the partial
@@ -102,6 +108,8 @@ class QueueMetrics:
     oldest_pending: list[tuple[str, float]]  # queue, seconds the oldest due task waited
     oldest_transaction_seconds: float
     estimated: list[str]  # statuses whose counts are estimates (more than the cap)
+    # queue, paused, concurrency limit, rate limit in starts per second (None: unlimited)
+    settings: list[tuple[str, bool, int | None, float | None]] = field(default_factory=list)
 
 
 def queue_metrics(
@@ -134,11 +142,13 @@ def queue_metrics(
         queues = sorted({q for q, s in counts if s == "pending"})
         oldest = conn.execute(METRICS_OLDEST_PENDING, {"queues": queues}).fetchall()
         (xact,) = conn.execute(METRICS_OLDEST_TRANSACTION).fetchone() or (0.0,)
+        settings = conn.execute(METRICS_QUEUE_SETTINGS).fetchall()
     return QueueMetrics(
         [(q, s, n) for (q, s), n in sorted(counts.items())],
         [(q, age) for q, age in oldest if age is not None],
         float(xact),
         estimated,
+        [(q, paused, limit, rate) for q, paused, limit, rate in settings],
     )
 
 

@@ -26,6 +26,7 @@ from ..handlers import Handler, load_handlers
 from .backoff import Backoff
 from .duties import Duties
 from .duties.heartbeat import Heartbeat
+from .duties.queue_settings import QueueSettings
 from .duties.reaper import Reaper
 from .duties.retention import Retention
 from .duties.schedules import Schedules
@@ -98,7 +99,8 @@ class Worker(Recording, Stopping):
         self.deadlines = Deadlines(poll=monotonic() + settings.worker_poll_interval)
         self.signalled = False  # an executor has woken the dispatcher for outcomes
         self.failed = False  # stopping for a failure of its own: exit 1
-        self.listener = Listener(settings, self._on_notify, self._on_cancel)
+        self.queue_settings = QueueSettings()
+        self.listener = Listener(settings, self._on_notify, self._on_cancel, self._on_queues)
         self.metrics = make_metrics(settings)
         self.executor: Executor = make_executor(
             settings, self._deliver, self.handlers, on_take=self._on_take, on_fail=self._on_fail
@@ -109,7 +111,8 @@ class Worker(Recording, Stopping):
             self.executor.cancel,
         )  # fmt: skip
         # In this order when several are due at once; TASK_RETENTION=0 keeps every task.
-        duties = [Reaper(settings), Schedules(self._schedules_fired), self.heartbeat]
+        duties = [self.queue_settings, Reaper(settings), Schedules(self._schedules_fired),
+                  self.heartbeat]  # fmt: skip
         if settings.task_retention > 0:
             duties.append(Retention(settings, self.metrics))
         self.duties = Duties(*duties)
@@ -118,6 +121,11 @@ class Worker(Recording, Stopping):
     def _on_notify(self) -> None:
         self.notified = True
         self.wake.set()
+
+    def _on_queues(self) -> None:
+        """A queue's settings changed (NOTIFY flowforge_queues): read them, then claim."""
+        self.queue_settings.now()
+        self._on_notify()
 
     def _on_cancel(self, task_id: int) -> None:
         """A cancellation (NOTIFY flowforge_cancel, or seen with the heartbeat)."""

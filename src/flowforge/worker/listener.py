@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = common_sql.NOTIFY_CHANNEL
 CANCEL_CHANNEL = common_sql.CANCEL_CHANNEL
+QUEUES_CHANNEL = common_sql.QUEUES_CHANNEL
 
 
 class Listener(threading.Thread):
@@ -31,11 +32,13 @@ class Listener(threading.Thread):
         settings: Settings,
         on_notify: Callable[[], None],
         on_cancel: Callable[[int], None] = lambda task_id: None,
+        on_queues: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(name="flowforge-listener", daemon=True)
         self.settings = settings
         self.on_notify = on_notify
         self.on_cancel = on_cancel
+        self.on_queues = on_queues  # a queue's settings changed
         self.listening = threading.Event()
         self._stop = threading.Event()
 
@@ -47,16 +50,19 @@ class Listener(threading.Thread):
         while not self._stop.is_set():
             try:
                 with connect(self.settings, "flowforge-worker-listen") as conn:
-                    for channel in (CHANNEL, CANCEL_CHANNEL):
+                    for channel in (CHANNEL, CANCEL_CHANNEL, QUEUES_CHANNEL):
                         conn.execute(common_sql.listen(channel))
                     self.listening.set()
                     backoff.reset()
-                    self.on_notify()  # whatever was sent while not listening
+                    self.on_queues()  # whatever was sent while not listening
+                    self.on_notify()
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=0.5):
                             if note.channel == CANCEL_CHANNEL:
                                 if note.payload.isdigit():
                                     self.on_cancel(int(note.payload))
+                            elif note.channel == QUEUES_CHANNEL:
+                                self.on_queues()
                             else:
                                 self.on_notify()
             except (psycopg.Error, DatabaseUnavailable) as exc:

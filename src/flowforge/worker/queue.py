@@ -11,7 +11,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,9 +22,10 @@ from .. import __version__
 from ..config import Settings
 from ..db import HEALTH, DatabaseRefused, connect, refused
 from ..domain.fields import DEFAULT_QUEUE, DEFAULT_TIMEOUT
-from ..stores import common_sql, ops_sql, queue_sql
+from ..stores import common_sql, ops_sql, queue_sql, queues_sql
 from ..stores import schedules as schedule_store
 from .execute import Detail
+from .limits import Limits
 
 
 @dataclass(slots=True)
@@ -86,6 +87,16 @@ def _details(outcomes: Sequence[Outcome]) -> dict[str, list[Any] | None]:
     }
 
 
+def _claimed(rows: list[list[Any]], token: uuid.UUID) -> list[ClaimedTask]:
+    """The claimed tasks of a claim's JSON answer (queue_sql.CLAIMED_JSON)."""
+    return [
+        ClaimedTask(
+            r[0], r[1], r[2], r[3], r[4], r[5], token, queue=r[7], waited=r[6], timeout=r[8]
+        )
+        for r in rows
+    ]
+
+
 @dataclass(slots=True)
 class Refusal:
     """Why the database refused an outcome or a heartbeat: what the row says now."""
@@ -137,16 +148,23 @@ class TaskQueue:
         self.claim_sql = (
             queue_sql.FINISH_AND_CLAIM if self.every_queue else queue_sql.FINISH_AND_CLAIM_QUEUES
         )
+        # The queues with settings (worker.limits); none: the claim above, as it was.
+        self.limits = Limits(None if self.every_queue else self.queues)
 
-    def _execute(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
         if self.conn is None or self.conn.closed:
             self.conn = connect(self.settings)
         try:
-            return self.conn.execute(sql, params).fetchall()
+            yield self.conn
         except psycopg.Error as exc:  # e.g. no tasks table yet: the worker waits, not dies
             if isinstance(exc, psycopg.OperationalError):
                 self.close()  # broken: the next statement reconnects
             raise refused(exc) from exc
+
+    def _execute(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        with self._connection() as conn:
+            return conn.execute(sql, params).fetchall()
 
     def ensure_connected(self) -> None:
         self._execute(HEALTH, {})
@@ -158,10 +176,39 @@ class TaskQueue:
             self.conn = None
 
     def finish_and_claim(self, outcomes: Sequence[Outcome], limit: int) -> FinishResult:
-        """Record ``outcomes`` and claim up to ``limit`` due tasks: one statement, one commit."""
+        """Record ``outcomes`` and claim up to ``limit`` due tasks: one statement, one commit
+        (while no queue has settings; else ``_limited``)."""
+        if not self.limits.restricted:
+            return self._finish_and_claim(self.claim_sql, outcomes, limit, self.queues)
+        return self._limited(outcomes, limit)
+
+    def _limited(self, outcomes: Sequence[Outcome], limit: int) -> FinishResult:
+        """With queue settings: the limited queues' claim first (so a busy unlimited queue
+        cannot starve them), then the outcomes with the claim of the other queues. Outcomes
+        of limited queues are written before their claim counts the running tasks (and a
+        slot freed so is claimed at once, whenever the limited claim last found nothing)."""
+        limits = self.limits
+        first = FinishResult()
+        claimed: list[ClaimedTask] = []
+        frees = any(o.task.queue in limits.limited for o in outcomes)  # slots it knows of
+        if limit and (frees or limits.try_limited()):
+            if frees:
+                first = self._finish_and_claim(self.claim_sql, outcomes, 0, self.queues)
+                outcomes = ()
+            claimed = self._claim_limited(limit)
+            limits.claimed_limited(len(claimed))
+        sql, queues = limits.plain_claim(self.claim_sql)
+        rest = self._finish_and_claim(sql, outcomes, limit - len(claimed), queues)
+        return FinishResult(
+            first.finished | rest.finished, claimed + rest.claimed, first.cancelled | rest.cancelled
+        )
+
+    def _finish_and_claim(
+        self, sql: str, outcomes: Sequence[Outcome], limit: int, queues: list[str]
+    ) -> FinishResult:
         token = uuid.uuid4()
         ((finished, cancelled, claimed, _),) = self._execute(
-            self.claim_sql,
+            sql,
             {
                 "ids": [o.task.id for o in outcomes],
                 "tokens": [o.task.token for o in outcomes],
@@ -175,19 +222,31 @@ class TaskQueue:
                 "token": token,
                 "lease": self.settings.worker_lease,
                 "limit": limit,
-                "queues": self.queues,
+                "queues": queues,
+                "restricted": self.limits.restricted,
             },
         )
-        return FinishResult(
-            set(finished),
-            [
-                ClaimedTask(
-                    r[0], r[1], r[2], r[3], r[4], r[5], token, queue=r[7], waited=r[6], timeout=r[8]
-                )
-                for r in claimed
-            ],
-            set(cancelled),
-        )
+        return FinishResult(set(finished), _claimed(claimed, token), set(cancelled))
+
+    def _claim_limited(self, limit: int) -> list[ClaimedTask]:
+        """Claim from the limited queues (queues_sql.CLAIM_LIMITED): one transaction, their
+        settings rows locked for its length."""
+        token = uuid.uuid4()
+        params = {
+            "limited": sorted(self.limits.limited),
+            "limit": limit,
+            "worker": self.worker,
+            "token": token,
+            "lease": self.settings.worker_lease,
+        }
+        with self._connection() as conn, conn.transaction():
+            conn.execute(queues_sql.LOCK_LIMITED, params)
+            ((claimed, _),) = conn.execute(queues_sql.CLAIM_LIMITED, params).fetchall()
+        return _claimed(claimed, token)
+
+    def refresh_limits(self) -> None:
+        """Read which queues have settings (worker.limits)."""
+        self.limits.update(self._execute(queues_sql.RESTRICTED_QUEUES, {}))
 
     def claim(self, limit: int) -> list[ClaimedTask]:
         return self.finish_and_claim((), limit).claimed
@@ -202,7 +261,9 @@ class TaskQueue:
 
     def seconds_until_due(self) -> float | None:
         """Seconds until the next pending task is due (<= 0: due now), None: none pending."""
-        ((seconds,),) = self._execute(queue_sql.NEXT_RUN_AT, {})
+        paused = self.limits.paused
+        sql = queue_sql.NEXT_RUN_AT_UNPAUSED if paused else queue_sql.NEXT_RUN_AT
+        ((seconds,),) = self._execute(sql, {"paused": paused})
         return None if seconds is None else float(seconds)
 
     def heartbeat(self, tasks: Sequence[ClaimedTask], *, busy: int = 0) -> dict[int, bool]:

@@ -1,0 +1,65 @@
+"""Which queues have settings, as this worker last read them (``queue_settings``: at start,
+when a PUT's notification arrives, and every second by the ``QueueSettings`` duty), and
+which claim that asks for.
+
+With none (the usual case) the worker claims with the statement it always ran: no queue
+setting costs anything until one is set. With some, the plain claim leaves them out
+(``queue <> ALL(restricted)``, or the named queues without them), paused queues are not
+claimed at all, and limited ones (concurrency, rate) are claimed by their own statement,
+which locks their settings rows and claims only what the limits leave
+(``stores.queues_sql.CLAIM_LIMITED``). A setting changed meanwhile is seen within a
+second; the limits themselves hold in the database, whatever a worker believes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from time import monotonic
+from typing import Any
+
+from ..stores import queue_sql
+
+# A limited claim that found nothing (a full queue, a spent window, no due task) is tried
+# again after this long, not on every batch of a busy worker: the lock it takes makes
+# all claimers of the queue wait their turn.
+LIMITED_RETRY = 0.02  # seconds
+
+
+class Limits:
+    """The restricted queues among this worker's (``queues`` None: it takes every queue)."""
+
+    __slots__ = ("limited", "paused", "queues", "restricted", "retry_at", "unrestricted")
+
+    def __init__(self, queues: list[str] | None) -> None:
+        self.queues = queues
+        self.restricted: list[str] = []  # every queue with settings: not in the plain claim
+        self.paused: list[str] = []
+        self.limited: frozenset[str] = frozenset()  # not paused, with a limit
+        self.unrestricted: list[str] = list(queues or ())  # a named-queue worker's others
+        self.retry_at = 0.0
+
+    def update(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Take RESTRICTED_QUEUES' rows (name, paused)."""
+        queues = self.queues
+        mine = [(name, paused) for name, paused in rows if queues is None or name in queues]
+        restricted = [name for name, _ in mine]
+        limited = frozenset(name for name, paused in mine if not paused)
+        if limited - self.limited:
+            self.retry_at = 0.0  # a new limited queue: claim it at once
+        self.restricted = restricted
+        self.paused = [name for name, paused in mine if paused]
+        self.limited = limited
+        self.unrestricted = [q for q in self.queues or () if q not in restricted]
+
+    def try_limited(self) -> bool:
+        """Whether this claim should also claim from the limited queues."""
+        return bool(self.limited) and monotonic() >= self.retry_at
+
+    def claimed_limited(self, n: int) -> None:
+        self.retry_at = 0.0 if n else monotonic() + LIMITED_RETRY
+
+    def plain_claim(self, claim_sql: str) -> tuple[str, list[str]]:
+        """The statement (and named queues) of the claim of the other queues."""
+        if self.queues is None:
+            return queue_sql.FINISH_AND_CLAIM_UNRESTRICTED, []
+        return claim_sql, self.unrestricted
