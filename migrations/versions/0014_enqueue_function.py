@@ -13,8 +13,8 @@ The defaults are the task field table's (flowforge.domain.fields) and the channe
 lock key are common_sql's, written here as literals: a migration is frozen history
 (tests/integration/test_enqueue.py holds the defaults to the field table).
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-08
 """
 
@@ -24,8 +24,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0013"
-down_revision: str | None = "0012"
+revision: str = "0014"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
