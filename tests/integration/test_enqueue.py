@@ -1,4 +1,4 @@
-"""flowforge_enqueue(): a task created in the caller's own transaction (migration 0014),
+"""flowforge_enqueue(): a task created in the caller's own transaction (migration 0015),
 used as an application would, from psycopg, with a real worker."""
 
 from __future__ import annotations
@@ -116,10 +116,10 @@ def test_bad_arguments_raise_and_insert_nothing(
 def test_downgrade_drops_the_function(admin_url: str) -> None:
     url = create_database(admin_url, "flowforge_enqueue_down")
     settings = make_settings(url)
-    migrate.upgrade(settings, "0014")
+    migrate.upgrade(settings, "0015")
     exists = "SELECT count(*) FROM pg_proc WHERE proname = 'flowforge_enqueue'"
     with psycopg.connect(url) as conn:
         assert conn.execute(exists).fetchone() == (1,)
-    migrate.downgrade(settings, "0013")
+    migrate.downgrade(settings, "0014")
     with psycopg.connect(url) as conn:
         assert conn.execute(exists).fetchone() == (0,)

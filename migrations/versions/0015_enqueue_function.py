@@ -13,8 +13,8 @@ The defaults are the task field table's (flowforge.domain.fields) and the channe
 lock key are common_sql's, written here as literals: a migration is frozen history
 (tests/integration/test_enqueue.py holds the defaults to the field table).
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-08
 """
 
@@ -24,8 +24,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0014"
-down_revision: str | None = "0013"
+revision: str = "0015"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
