@@ -73,3 +73,14 @@ def test_only_the_owner_writes_alembic_version(roles: dict[str, str]) -> None:
                 conn.execute(statement)
     with psycopg.connect(roles["owner"], autocommit=True) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == version
+
+
+def test_the_runtime_role_enqueues_in_its_transaction(roles: dict[str, str]) -> None:
+    """flowforge_enqueue runs with its caller's privileges: the runtime role's table writes
+    are enough (an application connecting as it, docs/enqueue.md)."""
+    migrate.upgrade(make_settings(roles["owner"]))
+    with psycopg.connect(roles["runtime"]) as conn:
+        task_id = conn.execute("SELECT flowforge_enqueue('from the app')").fetchone()[0]
+    with psycopg.connect(roles["owner"]) as conn:
+        row = conn.execute("SELECT title, status FROM tasks WHERE id = %s", (task_id,))
+        assert row.fetchone() == ("from the app", "pending")
