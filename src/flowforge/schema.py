@@ -43,6 +43,7 @@ from .domain.fields import (
     TITLE_MAX,
 )
 from .domain.queues import (
+    BREAKER_FAILURES_MAX,
     CONCURRENCY_MAX,
     PAUSED_BY,
     RATE_LIMIT_MAX,
@@ -268,6 +269,13 @@ queue_settings = Table(
     ),
     Column("window_counts", ARRAY(Integer), nullable=False, server_default=text("'{}'")),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    # Revision 0016: the circuit breaker (NULL: off), its failure log, its trip and probe.
+    Column("breaker_failures", Integer),
+    Column("breaker_window", Float),
+    Column("breaker_cooldown", Float),
+    Column("failures", ARRAY(DateTime(timezone=True)), nullable=False, server_default=text("'{}'")),
+    Column("tripped_at", DateTime(timezone=True)),
+    Column("probe_task", BigInteger),
     CheckConstraint(f"name ~ '{QUEUE_REGEX}'", name="queue_settings_name_check"),
     CheckConstraint(
         f"paused_by IS NULL OR paused AND paused_by IN ({', '.join(map(repr, PAUSED_BY))})",
@@ -280,5 +288,13 @@ queue_settings = Table(
         f"(rate_limit IS NULL) = (rate_per IS NULL) AND rate_limit BETWEEN 1 AND {RATE_LIMIT_MAX} "
         f"AND rate_per >= {RATE_PER_MIN} AND rate_per <= {RATE_PER_MAX}",
         name="queue_settings_rate_check",
+    ),
+    CheckConstraint(
+        "(breaker_failures IS NULL) = (breaker_window IS NULL) "
+        "AND (breaker_failures IS NULL) = (breaker_cooldown IS NULL) "
+        f"AND breaker_failures BETWEEN 1 AND {BREAKER_FAILURES_MAX} "
+        f"AND breaker_window >= {RATE_PER_MIN} AND breaker_window <= {RATE_PER_MAX} "
+        f"AND breaker_cooldown >= {RATE_PER_MIN} AND breaker_cooldown <= {RATE_PER_MAX}",
+        name="queue_settings_breaker_check",
     ),
 )

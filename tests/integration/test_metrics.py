@@ -134,6 +134,10 @@ def test_queue_settings_gauges(served, db) -> None:
     assert gauge("rate_limit_per_second", "mail") == 0.5
     assert gauge("rate_limit_per_second", "held") is None
     assert gauge("running", "mail") == 1 and gauge("running", "held") == 0
+    assert gauge("breaker_tripped", "held") == 0
+    db.execute("UPDATE queue_settings SET paused_by = 'breaker' WHERE name = 'held'")
+    samples = scrape(served())
+    assert gauge("breaker_tripped", "held") == 1 and gauge("breaker_tripped", "mail") == 0
 
 
 def test_a_status_over_the_cap_is_estimated_and_split_by_queue(settings, db) -> None:

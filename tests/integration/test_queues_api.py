@@ -73,6 +73,9 @@ def test_put_sets_and_keeps_settings(client: ApiClient, read_client, db) -> None
         ({"rate": {"limit": 10, "per": "1s"}}, "rate"),
         ({"rate": {"limit": 10, "per": 1, "burst": 2}}, "rate"),
         ({"colour": "red"}, "colour"),
+        ({"breaker": {"failures": 3, "window": 60}}, "breaker"),
+        ({"breaker": {"failures": 0, "window": 60, "cooldown": 5}}, "breaker"),
+        ({"breaker": {"failures": 3, "window": 0, "cooldown": 5}}, "breaker"),
     ],
 )
 def test_bad_bodies_are_400_naming_the_field(client: ApiClient, body, field: str) -> None:
@@ -155,4 +158,44 @@ def test_no_settings_claim_with_the_plain_statement(db, database_url: str) -> No
     # ... the statement of a tree without queue settings: no word of them in it
     assert queue.claim_sql is queue_sql.FINISH_AND_CLAIM
     assert "restricted" not in queue.claim_sql and "queue_settings" not in queue.claim_sql
+    queue.close()
+
+
+def test_the_breaker_trips_probes_and_recovers(client: ApiClient, db, database_url) -> None:
+    add_tasks(db, 10, queue="flaky")
+    breaker = {"failures": 3, "window": 60, "cooldown": 0.5}
+    body = client.put("/v1/queues/flaky", json={"breaker": breaker}).json()["data"]
+    assert body["breaker"] == breaker and body["paused"] is False
+    queue = _queue(database_url)
+    assert queue.limits.restricted == []  # a breaker alone changes no claim
+    tasks = queue.claim(3)
+    fails = [Outcome(t, error="boom", delay=0) for t in tasks]
+    queue.finish(fails[:2])
+    assert client.get("/v1/queues/flaky").json()["data"]["paused"] is False  # 2 of 3
+    queue.finish(fails[2:])
+    seen = client.get("/v1/queues/flaky").json()["data"]
+    assert seen["paused"] is True and seen["paused_by"] == "breaker"
+    queue.refresh_limits()
+    assert queue.claim(10) == []  # paused: nothing, until the cooldown is over
+    db.execute("UPDATE queue_settings SET tripped_at = now() - interval '1 second'")
+    queue.refresh_limits()
+    probe = queue.claim(10)
+    assert len(probe) == 1  # one probe, however many are due
+    queue.limits.retry_at = 0.0
+    assert queue.claim(10) == []  # and only one while it runs
+    queue.finish([Outcome(probe[0], error="still down", delay=0)])
+    seen = client.get("/v1/queues/flaky").json()["data"]
+    assert seen["paused_by"] == "breaker"  # a failed probe: another cooldown
+    db.execute("UPDATE queue_settings SET tripped_at = now() - interval '1 second'")
+    queue.refresh_limits()
+    queue.limits.retry_at = 0.0  # the worker's own 20 ms wait after an empty limited claim
+    probe = queue.claim(10)
+    assert len(probe) == 1
+    queue.finish([Outcome(probe[0])])
+    seen = client.get("/v1/queues/flaky").json()["data"]
+    assert seen["paused"] is False and seen["paused_by"] is None  # the probe succeeded
+    queue.refresh_limits()
+    assert len(queue.claim(10)) > 1
+    body = client.put("/v1/queues/flaky", json={"breaker": None}).json()["data"]
+    assert body["breaker"] is None
     queue.close()

@@ -20,6 +20,7 @@ ALERTS = {
     "FlowForgeWorkerDown",
     "FlowForgeApiDown",
     "FlowForgeQueueBacklog",
+    "FlowForgeQueueBreakerTripped",
     "FlowForgeTaskFailureRatioHigh",
     "FlowForgeApi5xxRatioHigh",
     "FlowForgeDatabaseDown",

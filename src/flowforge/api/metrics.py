@@ -204,6 +204,11 @@ def _queue_families(
         "The queue's rate limit in task starts per second across all workers (absent: unlimited)",
         labels=["queue"],
     )
+    tripped = GaugeMetricFamily(
+        "flowforge_queue_breaker_tripped",
+        "1 if the queue's circuit breaker paused it (too many failed attempts in its window)",
+        labels=["queue"],
+    )
     running = GaugeMetricFamily(
         "flowforge_queue_running",
         "Tasks of the queue running now (processing), to set beside its concurrency limit",
@@ -211,14 +216,17 @@ def _queue_families(
     )
     settings = {row[0]: row for row in stats.settings}
     for queue in sorted(set(queues) | set(settings)):
-        _, is_paused, limit, per_second = settings.get(queue, (queue, False, None, None))
+        _, is_paused, limit, per_second, by_breaker = settings.get(
+            queue, (queue, False, None, None, False)
+        )
         paused.add_metric([queue], 1 if is_paused else 0)
+        tripped.add_metric([queue], 1 if by_breaker else 0)
         running.add_metric([queue], counts.get((queue, "processing"), 0))
         if limit is not None:
             concurrency.add_metric([queue], limit)
         if per_second is not None:
             rate.add_metric([queue], per_second)
-    return [paused, concurrency, rate, running]
+    return [paused, concurrency, rate, tripped, running]
 
 
 def render(

@@ -21,7 +21,8 @@ RATE_PER_MIN, RATE_PER_MAX = 0.001, 86_400  # seconds (a millisecond, one day)
 # Who paused a queue (queue_settings.paused_by): an operator (PUT, the CLI) or the breaker.
 OPERATOR, BREAKER = "operator", "breaker"
 PAUSED_BY = (OPERATOR, BREAKER)
-QUEUE_SETTINGS = ("paused", "concurrency", "rate")
+BREAKER_FAILURES_MAX = 10_000  # failed attempts in the window (the window's log holds them)
+QUEUE_SETTINGS = ("paused", "concurrency", "rate", "breaker")
 
 
 @dataclass(slots=True)
@@ -33,6 +34,7 @@ class Queue:
     paused_by: str | None
     concurrency: int | None
     rate: dict[str, Any] | None  # {"limit": N, "per": seconds}
+    breaker: dict[str, Any] | None  # {"failures": N, "window": seconds, "cooldown": seconds}
     counts: dict[str, int]  # tasks by status (estimated above a cap, as /metrics)
     oldest_pending_age_seconds: float | None  # the oldest due pending task's wait
     updated_at: datetime | None  # when the settings last changed (None: never set)
@@ -73,7 +75,37 @@ def _rate(value: Any) -> dict[str, Any] | None:
     return {"limit": limit, "per": per}
 
 
-_CHECKS = {"paused": _paused, "concurrency": _concurrency, "rate": _rate}
+def _seconds(value: Any) -> bool:
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and RATE_PER_MIN <= value <= RATE_PER_MAX
+    )
+
+
+def _breaker(value: Any) -> dict[str, Any] | None:
+    """The circuit breaker: ``failures`` failed attempts within ``window`` seconds pause the
+    queue; after ``cooldown`` seconds one probe task runs, and its success resumes it."""
+    if value is None:
+        return None
+    rule = (
+        f'must be null (off) or {{"failures": N, "window": seconds, "cooldown": seconds}} '
+        f"with N a whole number from 1 to {BREAKER_FAILURES_MAX} and the seconds numbers "
+        f"from {RATE_PER_MIN} to {RATE_PER_MAX}"
+    )
+    if not isinstance(value, dict) or set(value) != {"failures", "window", "cooldown"}:
+        raise ValueError(rule)
+    failures = value["failures"]
+    if isinstance(failures, bool) or not isinstance(failures, int):
+        raise ValueError(rule)
+    if not 1 <= failures <= BREAKER_FAILURES_MAX or not all(
+        _seconds(value[k]) for k in ("window", "cooldown")
+    ):
+        raise ValueError(rule)
+    return {"failures": failures, "window": value["window"], "cooldown": value["cooldown"]}
+
+
+_CHECKS = {"paused": _paused, "concurrency": _concurrency, "rate": _rate, "breaker": _breaker}
 
 
 def settings_body(body: Any) -> dict[str, Any]:

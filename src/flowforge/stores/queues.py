@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..db import ConnectionSource
-from ..domain.queues import OPERATOR, Queue
+from ..domain.queues import BREAKER, OPERATOR, Queue
 from ..domain.states import STATUSES
 from . import queues_sql, stats
 
@@ -19,10 +19,21 @@ from . import queues_sql, stats
 LIST_TIMEOUT_MS = 5_000
 
 
+def _number(value: float) -> float | int:
+    """Seconds as they were sent: 1, not 1.0 (the column is a float)."""
+    return int(value) if float(value).is_integer() else value
+
+
 def _rate(limit: int | None, per: float | None) -> dict[str, Any] | None:
     if limit is None or per is None:
         return None
-    return {"limit": limit, "per": int(per) if float(per).is_integer() else per}
+    return {"limit": limit, "per": _number(per)}
+
+
+def _breaker(failures: int | None, window: float | None, cooldown: float | None) -> Any:
+    if failures is None or window is None or cooldown is None:
+        return None
+    return {"failures": failures, "window": _number(window), "cooldown": _number(cooldown)}
 
 
 class QueueStore:
@@ -61,18 +72,20 @@ class QueueStore:
         tasks = counts.get(name, dict.fromkeys(STATUSES, 0))
         age = oldest.get(name)
         if row is None:
-            return Queue(name, False, None, None, None, tasks, age, None)
-        _, paused, paused_by, concurrency, limit, per, updated_at = row
-        rate = _rate(limit, per)
-        return Queue(name, paused, paused_by, concurrency, rate, tasks, age, updated_at)
+            return Queue(name, False, None, None, None, None, tasks, age, None)
+        _, paused, paused_by, concurrency, limit, per, updated_at, *breaker = row
+        return Queue(
+            name, paused, paused_by, concurrency, _rate(limit, per), _breaker(*breaker), tasks,
+            age, updated_at,
+        )  # fmt: skip
 
     def put(self, name: str, changes: dict[str, Any]) -> None:
         """Set the settings sent (``domain.queues.settings_body``), keep the others, and tell
         the workers. Pausing makes the operator its pauser, resuming clears it."""
         with self.source.connection() as conn, conn.transaction():
             current = conn.execute(queues_sql.GET_SETTINGS_FOR_UPDATE, {"name": name}).fetchone()
-            _, paused, paused_by, concurrency, limit, per, _ = current or (
-                name, False, None, None, None, None, None,
+            _, paused, paused_by, concurrency, limit, per, _, *breaker = current or (
+                name, False, None, None, None, None, None, None, None, None,
             )  # fmt: skip
             if "paused" in changes:
                 paused = changes["paused"]
@@ -81,6 +94,11 @@ class QueueStore:
             if "rate" in changes:
                 rate = changes["rate"] or {}
                 limit, per = rate.get("limit"), rate.get("per")
+            if "breaker" in changes:
+                given = changes["breaker"] or {}
+                breaker = [given.get(k) for k in ("failures", "window", "cooldown")]
+                if not given and paused_by == BREAKER:  # no breaker: its pause ends too
+                    paused, paused_by = False, None
             conn.execute(
                 queues_sql.PUT_SETTINGS,
                 {
@@ -90,5 +108,8 @@ class QueueStore:
                     "concurrency": concurrency,
                     "rate_limit": limit,
                     "rate_per": per,
+                    "breaker_failures": breaker[0],
+                    "breaker_window": breaker[1],
+                    "breaker_cooldown": breaker[2],
                 },
             )

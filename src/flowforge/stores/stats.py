@@ -69,9 +69,10 @@ WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS
 """
 
 # Each queue's settings (queue_settings): paused, its concurrency limit, its rate as
-# starts per second.
+# starts per second, whether its circuit breaker paused it.
 METRICS_QUEUE_SETTINGS = """
-SELECT name, paused, concurrency, rate_limit / rate_per FROM queue_settings ORDER BY name
+SELECT name, paused, concurrency, rate_limit / rate_per, paused_by IS NOT DISTINCT FROM 'breaker'
+FROM queue_settings ORDER BY name
 """
 
 # The minute now is in, on the server's clock: the throughput's minutes count back from it.
@@ -108,8 +109,9 @@ class QueueMetrics:
     oldest_pending: list[tuple[str, float]]  # queue, seconds the oldest due task waited
     oldest_transaction_seconds: float
     estimated: list[str]  # statuses whose counts are estimates (more than the cap)
-    # queue, paused, concurrency limit, rate limit in starts per second (None: unlimited)
-    settings: list[tuple[str, bool, int | None, float | None]] = field(default_factory=list)
+    # queue, paused, concurrency limit, rate limit in starts per second (None: unlimited),
+    # paused by its circuit breaker
+    settings: list[tuple[str, bool, int | None, float | None, bool]] = field(default_factory=list)
 
 
 def queue_metrics(
@@ -148,7 +150,7 @@ def queue_metrics(
         [(q, age) for q, age in oldest if age is not None],
         float(xact),
         estimated,
-        [(q, paused, limit, rate) for q, paused, limit, rate in settings],
+        [(q, paused, limit, rate, tripped) for q, paused, limit, rate, tripped in settings],
     )
 
 

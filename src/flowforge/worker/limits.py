@@ -28,7 +28,10 @@ LIMITED_RETRY = 0.02  # seconds
 class Limits:
     """The restricted queues among this worker's (``queues`` None: it takes every queue)."""
 
-    __slots__ = ("limited", "paused", "queues", "restricted", "retry_at", "unrestricted")
+    __slots__ = (
+        "breakers", "limited", "paused", "queues", "restricted", "retry_at", "tripped",
+        "unrestricted",
+    )  # fmt: skip
 
     def __init__(self, queues: list[str] | None) -> None:
         self.queues = queues
@@ -36,19 +39,25 @@ class Limits:
         self.paused: list[str] = []
         self.limited: frozenset[str] = frozenset()  # not paused, with a limit
         self.unrestricted: list[str] = list(queues or ())  # a named-queue worker's others
+        self.breakers: frozenset[str] = frozenset()  # with a breaker: failures are reported
+        self.tripped: frozenset[str] = frozenset()  # paused (by its breaker?): probes reported
         self.retry_at = 0.0
 
     def update(self, rows: Iterable[tuple[Any, ...]]) -> None:
-        """Take RESTRICTED_QUEUES' rows (name, paused)."""
+        """Take RESTRICTED_QUEUES' rows (name, paused, limited, breaker, probe due)."""
         queues = self.queues
-        mine = [(name, paused) for name, paused in rows if queues is None or name in queues]
-        restricted = [name for name, _ in mine]
-        limited = frozenset(name for name, paused in mine if not paused)
+        mine = [row for row in rows if queues is None or row[0] in queues]
+        restricted = [name for name, paused, limited, _, _ in mine if paused or limited]
+        limited = frozenset(
+            name for name, paused, lim, _, probe in mine if (lim and not paused) or probe
+        )
         if limited - self.limited:
-            self.retry_at = 0.0  # a new limited queue: claim it at once
+            self.retry_at = 0.0  # a new limited queue (or a probe due): claim it at once
         self.restricted = restricted
-        self.paused = [name for name, paused in mine if paused]
+        self.paused = [name for name, paused, _, _, probe in mine if paused and not probe]
         self.limited = limited
+        self.breakers = frozenset(name for name, _, _, breaker, _ in mine if breaker)
+        self.tripped = frozenset(name for name, paused, _, b, _ in mine if paused and b)
         self.unrestricted = [q for q in self.queues or () if q not in restricted]
 
     def try_limited(self) -> bool:

@@ -8,6 +8,7 @@ it knows nothing about threads or handlers. A broken connection becomes
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import uuid
@@ -26,6 +27,8 @@ from ..stores import common_sql, ops_sql, queue_sql, queues_sql
 from ..stores import schedules as schedule_store
 from .execute import Detail
 from .limits import Limits
+
+log = logging.getLogger("flowforge.worker")
 
 
 @dataclass(slots=True)
@@ -179,8 +182,41 @@ class TaskQueue:
         """Record ``outcomes`` and claim up to ``limit`` due tasks: one statement, one commit
         (while no queue has settings; else ``_limited``)."""
         if not self.limits.restricted:
-            return self._finish_and_claim(self.claim_sql, outcomes, limit, self.queues)
-        return self._limited(outcomes, limit)
+            result = self._finish_and_claim(self.claim_sql, outcomes, limit, self.queues)
+        else:
+            result = self._limited(outcomes, limit)
+        if self.limits.breakers and outcomes:
+            self._report_breakers(outcomes, result)
+        return result
+
+    def _report_breakers(self, outcomes: Sequence[Outcome], result: FinishResult) -> None:
+        """Failed attempts of breaker queues, and a tripped queue's probe outcome, to the
+        breaker (queues_sql.BREAKER_OUTCOMES); logs a trip, a resume, a failed probe."""
+        limits = self.limits
+        rows = []
+        for o in outcomes:
+            task, kind = o.task, o.detail and o.detail.kind
+            if task.queue not in limits.breakers or task.id not in result.finished:
+                continue
+            if task.id in result.cancelled or kind == "snoozed":
+                continue  # neither a failure nor a success
+            failed = o.error is not None
+            if failed or task.queue in limits.tripped:
+                rows.append((task.queue, task.id, failed))
+        if not rows:
+            return
+        params = {k: [r[i] for r in rows] for i, k in enumerate(("queues", "ids", "failed"))}
+        with self._connection() as conn, conn.transaction():
+            conn.execute(queues_sql.LOCK_BREAKERS, {"queues": sorted(set(params["queues"]))})
+            changed = conn.execute(queues_sql.BREAKER_OUTCOMES, params).fetchall()
+        for name, trips, probe_ok, probe_failed, failures, window, _ in changed:
+            fields = {"queue": name, "breaker_failures": failures, "breaker_window_s": window}
+            if trips:
+                log.warning("queue paused by its circuit breaker", extra=fields)
+            elif probe_ok:
+                log.info("queue resumed: its circuit breaker's probe succeeded", extra=fields)
+            elif probe_failed:
+                log.warning("circuit breaker probe failed: the queue stays paused", extra=fields)
 
     def _limited(self, outcomes: Sequence[Outcome], limit: int) -> FinishResult:
         """With queue settings: the limited queues' claim first (so a busy unlimited queue
