@@ -319,6 +319,10 @@ def test_the_claim_is_an_index_scan_in_priority_order(db) -> None:
               "cpus": [], "rsss": [], "signals": [], "kept": 25}  # fmt: skip
     unrestricted = "\n".join(r[0] for r in db.execute(text, params).fetchall())
     assert "Index Scan using tasks_priority_claim_idx" in unrestricted
+    # ... and, beside a restricted backlog, one loose scan for the queues, one per queue.
+    text = "EXPLAIN " + queue_sql.FINISH_AND_CLAIM_SKIPPING
+    skipping = "\n".join(r[0] for r in db.execute(text, params).fetchall())
+    assert "tasks_queue_claim_idx" in skipping and "Seq Scan on tasks" not in skipping
 
 
 def test_results_are_stored_and_bad_ones_fail_the_attempt(db, spawn) -> None:

@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 from flowforge.stores import queue_sql
+from flowforge.worker.limits import SKIP_BACKLOG
 from flowforge.worker.queue import Outcome, TaskQueue
 
 from ..support import ApiClient, add_tasks, assert_error, make_settings
@@ -198,4 +199,23 @@ def test_the_breaker_trips_probes_and_recovers(client: ApiClient, db, database_u
     assert len(queue.claim(10)) > 1
     body = client.put("/v1/queues/flaky", json={"breaker": None}).json()["data"]
     assert body["breaker"] is None
+    queue.close()
+
+
+def test_a_restricted_backlog_is_stepped_around(client: ApiClient, db, database_url) -> None:
+    held = add_tasks(db, SKIP_BACKLOG, queue="held", run_at="2000-01-01T00:00:00Z")
+    low = add_tasks(db, 2, queue="b-free")
+    high = add_tasks(db, 2, queue="a-free", priority=5)
+    client.put("/v1/queues/held", json={"paused": True})
+    queue = _queue(database_url)
+    assert queue.limits.backlog == SKIP_BACKLOG
+    assert queue.limits.plain_claim(queue.claim_sql)[0] is queue_sql.FINISH_AND_CLAIM_SKIPPING
+    assert [t.id for t in queue.claim(3)] == [*high, low[0]]  # priority order across queues
+    assert [t.id for t in queue.claim(10)] == low[1:]
+    client.put("/v1/queues/held", json={"paused": False})
+    queue.refresh_limits()
+    assert queue.limits.backlog == 0 and len(queue.claim(10)) == 10
+    assert db.execute("SELECT count(*) FROM tasks WHERE status = 'pending'").fetchone()[0] == (
+        len(held) - 10
+    )
     queue.close()

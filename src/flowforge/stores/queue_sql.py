@@ -106,8 +106,8 @@ _DUE_UNRESTRICTED = _DUE_ANY.format(unrestricted="\n      AND queue <> ALL(%(res
 # From named queues: one ordered scan of tasks_queue_claim_idx per queue, merged. (A
 # single scan with queue = ANY(...) cannot return rows in priority order: it would sort
 # every due row of those queues.) Rows locked beyond the limit are released at commit.
-_DUE_NAMED_QUEUES = """
-    SELECT c.id FROM unnest(%(queues)s::text[]) AS q(name)
+_DUE_NAMED = """
+    SELECT c.id FROM {source} AS q(name)
     CROSS JOIN LATERAL (
         SELECT id, priority, run_at FROM tasks
         WHERE status = 'pending' AND queue = q.name AND run_at <= now()
@@ -118,6 +118,23 @@ _DUE_NAMED_QUEUES = """
     ) AS c
     ORDER BY c.priority DESC, c.run_at, c.id
     LIMIT %(limit)s"""
+_DUE_NAMED_QUEUES = _DUE_NAMED.format(source="unnest(%(queues)s::text[])")
+# While restricted queues hold a backlog (paused ones, say), the scan of every queue but
+# them would step over all of it on every claim (a paused queue's 50,000 tasks made a
+# claim of 50 four times slower here). Instead: the queues with pending tasks, found by
+# a loose scan of tasks_queue_claim_idx (one descent per queue, skipping each queue's
+# rows), less the restricted ones, each claimed by its own ordered scan and merged.
+_PENDING_QUEUES = """RECURSIVE pending_queues(name) AS (
+    (SELECT queue FROM tasks WHERE status = 'pending' ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT t.queue FROM tasks t WHERE t.status = 'pending' AND t.queue > p.name
+            ORDER BY t.queue LIMIT 1)
+    FROM pending_queues p WHERE p.name IS NOT NULL
+),"""
+_DUE_PENDING_QUEUES = _DUE_NAMED.format(
+    source="(SELECT p.name FROM pending_queues p\n"
+    "          WHERE p.name IS NOT NULL AND p.name <> ALL(%(restricted)s))"
+)
 
 CLAIM_CTE = """
 claimed AS (
@@ -145,7 +162,7 @@ CLAIMED_JSON = """coalesce(json_agg(json_build_array(id, type, payload, attempts
                         '[]')"""
 
 
-def finish_and_claim(named_queues: bool, restricted: bool = False) -> str:
+def finish_and_claim(named_queues: bool, restricted: bool = False, skipping: bool = False) -> str:
     """One round trip and one commit: record outcomes, claim the next batch (from any
     queue, or from the queues named by %(queues)s). The answer is a single row (finished
     and cancelled ids, claimed tasks as JSON in the order to run them): parsing one JSON
@@ -158,9 +175,10 @@ def finish_and_claim(named_queues: bool, restricted: bool = False) -> str:
     worker's outcome for it is then refused as a lost lease: the at-least-once contract
     a lease expiry already has. Outcomes commit as the database is configured."""
     any_queue = _DUE_UNRESTRICTED if restricted else _DUE_ANY_QUEUE
-    claim = CLAIM_CTE.format(due=_DUE_NAMED_QUEUES if named_queues else any_queue)
+    due = _DUE_PENDING_QUEUES if skipping else _DUE_NAMED_QUEUES if named_queues else any_queue
+    claim = CLAIM_CTE.format(due=due)
     return f"""
-WITH {_FINISH_CTE},
+WITH {_PENDING_QUEUES if skipping else ""}{_FINISH_CTE},
 {claim}
 SELECT (SELECT coalesce(array_agg(id), '{{}}') FROM finished) AS finished,
        (SELECT coalesce(array_agg(id), '{{}}') FROM finished WHERE status = 'cancelled')
@@ -178,6 +196,7 @@ FINISH_AND_CLAIM_QUEUES = finish_and_claim(True)
 # the unrestricted ones among them and runs FINISH_AND_CLAIM_QUEUES). The limited
 # queues' own claim is queues_sql.CLAIM_LIMITED.
 FINISH_AND_CLAIM_UNRESTRICTED = finish_and_claim(False, restricted=True)
+FINISH_AND_CLAIM_SKIPPING = finish_and_claim(False, restricted=True, skipping=True)
 
 
 # When nothing is due: when the next pending task becomes due (a retry's backoff), so an

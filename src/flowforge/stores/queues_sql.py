@@ -53,10 +53,14 @@ _PROBE_DUE = """(q.paused_by = 'breaker'
                                               AND t.status = 'processing'))"""
 # The worker's view (read at start, on a notification and every second): the queues
 # with a setting that changes how they are claimed or whose failures it must report.
-# None: the claim is the plain one (a breaker alone changes no claim).
+# None: the claim is the plain one (a breaker alone changes no claim). With each, its
+# pending tasks counted up to %(cap)s (worker.limits: whether the others' claim should
+# step around them; a walk of tasks_queue_claim_idx).
 RESTRICTED_QUEUES = f"""
 SELECT q.name, q.paused, q.concurrency IS NOT NULL OR q.rate_limit IS NOT NULL,
-       q.breaker_failures IS NOT NULL, {_PROBE_DUE}
+       q.breaker_failures IS NOT NULL, {_PROBE_DUE},
+       (SELECT count(*) FROM (SELECT 1 FROM tasks t WHERE t.status = 'pending'
+                              AND t.queue = q.name LIMIT %(cap)s) AS b)
 FROM queue_settings q
 WHERE q.paused OR q.concurrency IS NOT NULL OR q.rate_limit IS NOT NULL
    OR q.breaker_failures IS NOT NULL

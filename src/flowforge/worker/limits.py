@@ -23,14 +23,20 @@ from ..stores import queue_sql
 # again after this long, not on every batch of a busy worker: the lock it takes makes
 # all claimers of the queue wait their turn.
 LIMITED_RETRY = 0.02  # seconds
+# Restricted queues holding this many pending tasks in all make the claim of the others
+# find their queues first (queue_sql.FINISH_AND_CLAIM_SKIPPING) rather than step over
+# that backlog in the scan of every queue: measured here, a claim of 50 took 3.2 ms
+# either way beside 100 restricted tasks, 3.2 ms against 14.7 ms beside 50,000, and
+# finding the queues cost 4.6 ms against 3.2 ms with 20 queues and no backlog.
+SKIP_BACKLOG = 1_000
 
 
 class Limits:
     """The restricted queues among this worker's (``queues`` None: it takes every queue)."""
 
     __slots__ = (
-        "breakers", "limited", "paused", "queues", "restricted", "retry_at", "tripped",
-        "unrestricted",
+        "backlog", "breakers", "limited", "paused", "queues", "restricted", "retry_at",
+        "tripped", "unrestricted",
     )  # fmt: skip
 
     def __init__(self, queues: list[str] | None) -> None:
@@ -42,15 +48,18 @@ class Limits:
         self.breakers: frozenset[str] = frozenset()  # with a breaker: failures are reported
         self.tripped: frozenset[str] = frozenset()  # paused (by its breaker?): probes reported
         self.retry_at = 0.0
+        self.backlog = 0  # pending tasks of the restricted queues (counted up to SKIP_BACKLOG)
 
     def update(self, rows: Iterable[tuple[Any, ...]]) -> None:
-        """Take RESTRICTED_QUEUES' rows (name, paused, limited, breaker, probe due)."""
+        """Take RESTRICTED_QUEUES' rows (name, paused, limited, breaker, probe due, backlog)."""
         queues = self.queues
-        mine = [row for row in rows if queues is None or row[0] in queues]
+        rows = list(rows)
+        mine = [row[:5] for row in rows if queues is None or row[0] in queues]
         restricted = [name for name, paused, limited, _, _ in mine if paused or limited]
         limited = frozenset(
             name for name, paused, lim, _, probe in mine if (lim and not paused) or probe
         )
+        self.backlog = sum(r[5] for r in rows if r[0] in restricted)
         if limited - self.limited:
             self.retry_at = 0.0  # a new limited queue (or a probe due): claim it at once
         self.restricted = restricted
@@ -70,5 +79,7 @@ class Limits:
     def plain_claim(self, claim_sql: str) -> tuple[str, list[str]]:
         """The statement (and named queues) of the claim of the other queues."""
         if self.queues is None:
+            if self.backlog >= SKIP_BACKLOG:
+                return queue_sql.FINISH_AND_CLAIM_SKIPPING, []
             return queue_sql.FINISH_AND_CLAIM_UNRESTRICTED, []
         return claim_sql, self.unrestricted

@@ -26,7 +26,7 @@ from ..domain.fields import DEFAULT_QUEUE, DEFAULT_TIMEOUT
 from ..stores import common_sql, ops_sql, queue_sql, queues_sql
 from ..stores import schedules as schedule_store
 from .execute import Detail
-from .limits import Limits
+from .limits import SKIP_BACKLOG, Limits
 
 log = logging.getLogger("flowforge.worker")
 
@@ -282,7 +282,7 @@ class TaskQueue:
 
     def refresh_limits(self) -> None:
         """Read which queues have settings (worker.limits)."""
-        self.limits.update(self._execute(queues_sql.RESTRICTED_QUEUES, {}))
+        self.limits.update(self._execute(queues_sql.RESTRICTED_QUEUES, {"cap": SKIP_BACKLOG}))
 
     def claim(self, limit: int) -> list[ClaimedTask]:
         return self.finish_and_claim((), limit).claimed
