@@ -234,6 +234,11 @@ def _serve(mailbox: _Mailbox, out_fd: int, state: Any, rss: bool) -> None:
     from .preload import HANDLERS
 
     getrusage, RUSAGE_SELF = resource.getrusage, resource.RUSAGE_SELF
+    # The process's CPU seconds when the last run ended: a run's CPU time is counted from
+    # there (one getrusage a task, not two; what falls between two runs is this loop's
+    # few microseconds of bookkeeping and the reader thread's, charged to the next run).
+    used = getrusage(RUSAGE_SELF)
+    spent = used.ru_utime + used.ru_stime
 
     work, cancelled, current, stopping = (
         mailbox.work, mailbox.cancelled, mailbox.current, mailbox.stopping
@@ -256,16 +261,16 @@ def _serve(mailbox: _Mailbox, out_fd: int, state: Any, rss: bool) -> None:
             outcome = (task_id, None, None, 0.0, 0, note, None, None, None)
             write_message(out_fd, ("done", [outcome]))
             continue
-        before = getrusage(RUSAGE_SELF)
-        state[2] = cpu = before.ru_utime + before.ru_stime
+        state[2] = spent
         state[0] = task_id
         state[1] = time.monotonic()
         with logs.bind(request_id=request_id, task_id=task_id, attempt=attempt):
             error, result, duration_ms, detail = run_handler(HANDLERS, ctx)
         note = cancelled_note(error) if ctx.is_cancelled() else None
-        after = getrusage(RUSAGE_SELF)
-        cpu = round(after.ru_utime + after.ru_stime - cpu, 6)
-        peak = after.ru_maxrss * 1024  # this process's peak so far (KiB on Linux)
+        used = getrusage(RUSAGE_SELF)
+        total = used.ru_utime + used.ru_stime
+        cpu, spent = round(total - spent, 6), total
+        peak = used.ru_maxrss * 1024  # this process's peak so far (KiB on Linux)
         # The outcome first, then "not running": a crash in between leaves the outcome
         # received and nothing charged (the dispatcher reads the outcome before it looks
         # at the state of a dead child).
