@@ -220,24 +220,24 @@ class TaskQueue:
 
     def _limited(self, outcomes: Sequence[Outcome], limit: int) -> FinishResult:
         """With queue settings: the limited queues' claim first (so a busy unlimited queue
-        cannot starve them), then the outcomes with the claim of the other queues. Outcomes
-        of limited queues are written before their claim counts the running tasks (and a
-        slot freed so is claimed at once, whenever the limited claim last found nothing)."""
+        cannot starve them), then the outcomes with the claim of the other queues. When
+        outcomes free slots of limited queues, they are written first (a count must not
+        see them running), with the other queues' claim keeping room for as many, and the
+        limited claim follows at once, whenever it last found nothing."""
         limits = self.limits
-        first = FinishResult()
+        sql, queues = limits.plain_claim(self.claim_sql)
+        freed = sum(1 for o in outcomes if o.task.queue in limits.limited)
+        if freed and limit:
+            rest = self._finish_and_claim(sql, outcomes, max(limit - freed, 0), queues)
+            claimed = self._claim_limited(limit - len(rest.claimed))
+            limits.claimed_limited(len(claimed))
+            return FinishResult(rest.finished, rest.claimed + claimed, rest.cancelled)
         claimed: list[ClaimedTask] = []
-        frees = any(o.task.queue in limits.limited for o in outcomes)  # slots it knows of
-        if limit and (frees or limits.try_limited()):
-            if frees:
-                first = self._finish_and_claim(self.claim_sql, outcomes, 0, self.queues)
-                outcomes = ()
+        if limit and limits.try_limited():
             claimed = self._claim_limited(limit)
             limits.claimed_limited(len(claimed))
-        sql, queues = limits.plain_claim(self.claim_sql)
         rest = self._finish_and_claim(sql, outcomes, limit - len(claimed), queues)
-        return FinishResult(
-            first.finished | rest.finished, claimed + rest.claimed, first.cancelled | rest.cancelled
-        )
+        return FinishResult(rest.finished, claimed + rest.claimed, rest.cancelled)
 
     def _finish_and_claim(
         self, sql: str, outcomes: Sequence[Outcome], limit: int, queues: list[str]
