@@ -105,6 +105,10 @@ def test_dashboard_shows_the_apis_numbers_and_retries_a_failure(
     browser: webdriver.Chrome, api_url: str, db: psycopg.Connection, api_tokens: Tokens
 ) -> None:
     failed = _seed(db)
+    db.execute(
+        "INSERT INTO queue_settings (name, paused, paused_by, concurrency) VALUES "
+        "('mail', true, 'breaker', NULL), ('reports', false, NULL, 3)"
+    )
     _sign_in(browser, api_url, api_tokens.write)
     # /v1/stats is cached 2 s per process: an earlier test's numbers may show first, and
     # the page refreshes every 5 s.
@@ -121,7 +125,9 @@ def test_dashboard_shows_the_apis_numbers_and_retries_a_failure(
         row.get_attribute("data-queue"): [td.text for td in row.find_elements(By.TAG_NAME, "td")]
         for row in browser.find_elements(By.CSS_SELECTOR, "#queues tbody tr")
     }
-    assert queues["default"][1:4] == ["3", "0", "0"] and queues["mail"][1:4] == ["2", "0", "2"]
+    assert queues["default"][1:5] == ["active", "3", "0", "0"]
+    assert queues["mail"][1:5] == ["paused by its breaker", "2", "0", "2"]
+    assert queues["reports"][1:5] == ["3 at once", "0", "0", "0"]  # settings, no tasks yet
     rows = browser.find_elements(By.CSS_SELECTOR, "#failures tbody tr")
     assert {int(r.get_attribute("data-task-id")) for r in rows} == set(failed.values())
     assert "OSError: disk full" in browser.find_element(By.ID, "failures").text

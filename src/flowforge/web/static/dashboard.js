@@ -167,16 +167,32 @@ function renderChart(points) {
     : "";
 }
 
-function renderQueues(stats) {
+// A queue's settings (GET /v1/queues) in words: paused and by whom, else its limits.
+function queueState(q) {
+  if (!q) return "active";
+  if (q.paused) return q.paused_by === "breaker" ? "paused by its breaker" : "paused";
+  const limits = [];
+  if (q.concurrency !== null) limits.push(`${q.concurrency} at once`);
+  if (q.rate !== null) limits.push(`${q.rate.limit} per ${q.rate.per} s`);
+  return limits.length ? limits.join(", ") : "active";
+}
+
+function renderQueues(stats, queues) {
   const body = $("queues").tBodies[0];
   body.replaceChildren();
-  const names = Object.keys(stats.tasks.by_queue).sort();
+  const settings = Object.fromEntries(queues.map((q) => [q.name, q]));
+  const none = { pending: 0, processing: 0, failed: 0 };
+  const names = [...new Set([...Object.keys(stats.tasks.by_queue), ...Object.keys(settings)])]
+    .sort();
   for (const name of names) {
-    const c = stats.tasks.by_queue[name];
+    const c = stats.tasks.by_queue[name] || none;
     const row = el("tr");
     row.dataset.queue = name;
+    const state = el("td", queueState(settings[name]));
+    if (settings[name] && settings[name].paused) state.className = "paused";
     row.append(
       el("td", name),
+      state,
       el("td", count(c.pending)),
       el("td", count(c.processing)),
       el("td", count(c.failed)),
@@ -261,10 +277,10 @@ async function refresh() {
   if (!signedIn()) return showSignIn();
   setState("loading", "refreshing");
   try {
-    const stats = await api("GET", "/v1/stats");
+    const [stats, queues] = await Promise.all([api("GET", "/v1/stats"), api("GET", "/v1/queues")]);
     renderCounts(stats);
     renderChart(stats.throughput_per_minute);
-    renderQueues(stats);
+    renderQueues(stats, queues);
     renderFailures(stats.recent_failures);
     renderWorkers(stats.workers);
     showBanner("");
