@@ -100,3 +100,26 @@ def test_pause_stops_claims_within_a_second_and_resume_claims_again(
     assert pending > 0
     _put(settings, "p", paused=False)
     wait_until(lambda: statuses(db).get("pending", 0) < pending, 5, "claims after resume")
+
+
+def test_the_breaker_trips_and_recovers_with_a_worker(db, spawn, settings, tmp_path) -> None:
+    runs = tmp_path / "runs"
+    _put(settings, "flaky", breaker={"failures": 3, "window": 60, "cooldown": 1})
+    # Each task fails its first attempt and succeeds on its second.
+    add_tasks(db, 5, "flaky", {"file": str(runs), "succeed_on": 2}, queue="flaky",
+              max_attempts=5)  # fmt: skip
+    w = spawn(WORKER_CONCURRENCY="1", WORKER_ISOLATION="thread", TASK_RETRY_BACKOFF="100ms")
+    tripped = w.wait_for("queue paused by its circuit breaker", timeout=20)
+    assert tripped["queue"] == "flaky"
+    paused = db.execute("SELECT paused_by FROM queue_settings WHERE name = 'flaky'").fetchone()
+    assert paused in (("breaker",), (None,))  # (None: a probe may have resumed it already)
+    w.wait_for("queue resumed: its circuit breaker's probe succeeded", timeout=30)
+    wait_until(lambda: statuses(db) == {"completed": 5}, 30, "every task completed")
+    row = db.execute("SELECT paused, paused_by FROM queue_settings WHERE name = 'flaky'")
+    assert row.fetchone() == (False, None)
+    # No retry was claimed between the trip (the third failure) and the cooldown's end;
+    # first attempts claimed before the trip ran (a trip stops claims, not claimed tasks).
+    runs_by = sorted((float(f[3]), f[1]) for f in handler_runs(runs))
+    third_failure = [t for t, attempt in runs_by if attempt == "1"][2]
+    first_retry = min(t for t, attempt in runs_by if attempt == "2")
+    assert first_retry - third_failure >= 0.9
