@@ -24,7 +24,9 @@ DOCS_FILES = {
     ),
     "docs.js": STATIC,
 }
-DASHBOARD_FILES = {"dashboard.css": STATIC, "dashboard.js": STATIC}
+DASHBOARD_FILES = dict.fromkeys(
+    ("dashboard.css", "dashboard.js", "queues.js", "schedules.js"), STATIC
+)
 # Swagger UI sets inline styles and shows SVG/data: images; nothing leaves this origin.
 CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "

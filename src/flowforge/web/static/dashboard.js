@@ -10,30 +10,86 @@ const $ = (id) => document.getElementById(id);
 let timer = null;
 
 class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, details) {
     super(message);
     this.status = status;
     this.code = code;
+    this.details = details;
+  }
+
+  // The envelope's message and, for a 400, what each field got wrong.
+  describe() {
+    const details = this.details && typeof this.details === "object"
+      ? Object.entries(this.details).map(([k, v]) => `${k}: ${v}`).join("; ")
+      : "";
+    return details ? `${this.message} (${details})` : this.message;
   }
 }
 
-async function api(method, path) {
+// The whole envelope ({data, error, meta}); `body`, when given, is sent as JSON.
+async function request(method, path, body) {
+  const headers = { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, {
     method,
-    headers: { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}` },
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
     cache: "no-store",
   });
-  let body = null;
+  let envelope = null;
   try {
-    body = await response.json();
+    envelope = await response.json();
   } catch (_) {
     throw new ApiError(response.status, "bad_response", `HTTP ${response.status}`);
   }
-  if (!response.ok || body.error) {
-    const error = body.error || {};
-    throw new ApiError(response.status, error.code, error.message || `HTTP ${response.status}`);
+  if (!response.ok || envelope.error) {
+    const error = envelope.error || {};
+    throw new ApiError(
+      response.status, error.code, error.message || `HTTP ${response.status}`, error.details,
+    );
   }
-  return body.data;
+  return envelope;
+}
+
+async function api(method, path, body) {
+  return (await request(method, path, body)).data;
+}
+
+// --- the token's scope --------------------------------------------------------------------
+// No route tells a token's scope, so ask the API something only a write token may do and
+// that changes nothing: an empty queue-settings PUT. The scope check runs before the body
+// is read: a read token gets 403, a write token 400 (no setting sent). Until it answers,
+// and for a read token, no action control is drawn.
+let canWrite = false;
+
+async function probeScope() {
+  try {
+    await api("PUT", "/v1/queues/default", {});
+    canWrite = true;
+  } catch (error) {
+    canWrite = error.status !== 403 && error.status !== 401;
+  }
+}
+
+// A button that asks the API, then re-reads the view; a refusal is reported through
+// `report(text, failed)` (shown beside the row it acts on); success clears it or says what
+// it made. A 403 means the token is
+// read-only after all: the controls go.
+function inlineButton(label, cls, run, report) {
+  const button = el("button", label, cls);
+  button.type = "button";
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const said = await run();
+      report(typeof said === "string" ? said : "", false);
+    } catch (error) {
+      if (error.status === 403) canWrite = false;
+      report(`${label} failed: ${error.describe ? error.describe() : error.message}`, true);
+    }
+    await refresh();
+  });
+  return button;
 }
 
 // --- formatting ---------------------------------------------------------------------------
@@ -96,6 +152,8 @@ function showSignIn(message) {
   $("board").hidden = true;
   $("signin").hidden = false;
   $("signout").hidden = true;
+  $("tabs").hidden = true;
+  canWrite = false;
   $("updated").textContent = "";
   setState("idle", "signed out");
   const error = $("signin-error");
@@ -107,14 +165,14 @@ function showBoard() {
   $("signin").hidden = true;
   $("board").hidden = false;
   $("signout").hidden = false;
+  $("tabs").hidden = false;
 }
 
 $("signin-form").addEventListener("submit", (event) => {
   event.preventDefault();
   sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
   $("token").value = "";
-  showBoard();
-  refresh();
+  start();
 });
 
 $("signout").addEventListener("click", () => {
@@ -167,13 +225,22 @@ function renderChart(points) {
     : "";
 }
 
-// A queue's settings (GET /v1/queues) in words: paused and by whom, else its limits.
+// A paused queue (GET /v1/queues) in words: by whom (the Queues view says it so too).
+function pausedState(q) {
+  return q.paused_by === "breaker" ? "paused by its breaker" : "paused";
+}
+
+function rateText(rate) {
+  return rate ? `${rate.limit} per ${rate.per} s` : "unlimited";
+}
+
+// A queue's settings in words: paused and by whom, else its limits.
 function queueState(q) {
   if (!q) return "active";
-  if (q.paused) return q.paused_by === "breaker" ? "paused by its breaker" : "paused";
+  if (q.paused) return pausedState(q);
   const limits = [];
   if (q.concurrency !== null) limits.push(`${q.concurrency} at once`);
-  if (q.rate !== null) limits.push(`${q.rate.limit} per ${q.rate.per} s`);
+  if (q.rate !== null) limits.push(rateText(q.rate));
   return limits.length ? limits.join(", ") : "active";
 }
 
@@ -272,17 +339,49 @@ function renderWorkers(workers) {
   $("workers-empty").hidden = workers.length > 0;
 }
 
+// --- views: the overview here, the others in their own files (queues.js, schedules.js) --
+// Each view is a <section data-view=NAME> and a `load` that reads the API and draws it; the
+// URL's hash (#queues, #schedules) picks one, and only the shown view is re-read.
+const views = {};
+
+function registerView(name, load) {
+  views[name] = load;
+}
+
+function currentView() {
+  const name = location.hash.replace(/^#/, "");
+  return Object.hasOwn(views, name) ? name : "overview";
+}
+
+function showView() {
+  const name = currentView();
+  for (const section of document.querySelectorAll("[data-view]")) {
+    section.hidden = section.dataset.view !== name;
+  }
+  for (const tab of document.querySelectorAll("#tabs a")) {
+    if (tab.getAttribute("href") === `#${name}`) tab.setAttribute("aria-current", "page");
+    else tab.removeAttribute("aria-current");
+  }
+}
+
+async function loadOverview() {
+  const [stats, queues] = await Promise.all([api("GET", "/v1/stats"), api("GET", "/v1/queues")]);
+  renderCounts(stats);
+  renderChart(stats.throughput_per_minute);
+  renderQueues(stats, queues);
+  renderFailures(stats.recent_failures);
+  renderWorkers(stats.workers);
+}
+
+registerView("overview", loadOverview);
+
 async function refresh() {
   clearTimeout(timer);
   if (!signedIn()) return showSignIn();
+  showView();
   setState("loading", "refreshing");
   try {
-    const [stats, queues] = await Promise.all([api("GET", "/v1/stats"), api("GET", "/v1/queues")]);
-    renderCounts(stats);
-    renderChart(stats.throughput_per_minute);
-    renderQueues(stats, queues);
-    renderFailures(stats.recent_failures);
-    renderWorkers(stats.workers);
+    await views[currentView()]();
     showBanner("");
     setState("live", "live");
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
@@ -299,6 +398,10 @@ async function refresh() {
 
 document.addEventListener("visibilitychange", () => {
   if (!document.hidden && signedIn()) refresh();
+});
+
+window.addEventListener("hashchange", () => {
+  if (signedIn()) refresh();
 });
 
 // --- a task's attempts -------------------------------------------------------------------
@@ -398,10 +501,14 @@ $("lookup-form").addEventListener("submit", (event) => {
   if (/^[0-9]+$/.test(id)) lookUp(id);
 });
 
-// --- start --------------------------------------------------------------------------------
-if (signedIn()) {
+// --- start (once queues.js and schedules.js, loaded after this file, have registered) ---
+async function start() {
   showBoard();
-  refresh();
-} else {
-  showSignIn();
+  await probeScope();
+  await refresh();
 }
+
+document.addEventListener("DOMContentLoaded", () => {
+  if (signedIn()) start();
+  else showSignIn();
+});
