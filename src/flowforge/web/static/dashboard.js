@@ -270,7 +270,10 @@ function renderQueues(stats, queues) {
   $("queues-empty").hidden = names.length > 0;
 }
 
+// A task action; for a read token nothing at all (an empty fragment, so callers append
+// alike). A 403 all the same means the scope changed: the controls go, the banner says why.
 function actionButton(label, cls, run) {
+  if (!canWrite) return document.createDocumentFragment();
   const button = el("button", label, cls);
   button.type = "button";
   button.addEventListener("click", async () => {
@@ -280,6 +283,11 @@ function actionButton(label, cls, run) {
       await refresh();
     } catch (error) {
       button.disabled = false;
+      if (error.status === 403) {
+        canWrite = false;
+        await refresh();
+        button.remove();
+      }
       showBanner(
         error.status === 403
           ? `${label}: this token is read-only; it needs a write token.`
