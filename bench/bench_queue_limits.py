@@ -38,24 +38,30 @@ from flowforge.stores import common_sql
 RESULTS = bw.RESULTS
 LIMITED_BACKLOG = 50_000  # more than the limited queue runs while `default` drains
 
-CASES: dict[str, dict[str, float] | None] = {
-    "no queue settings": None,
-    "beside a queue at concurrency 2": {"concurrency": 2},
-    "beside a queue at 200 a second": {"rate_limit": 200, "rate_per": 1.0},
+# (settings of `limited`, the seconds each of its tasks sleeps: 0 = noop, the worst case,
+# a limited claim for every task it runs)
+CASES: dict[str, tuple[dict[str, float] | None, float]] = {
+    "no queue settings": (None, 0),
+    "beside a queue at concurrency 2 (noop tasks)": ({"concurrency": 2}, 0),
+    "beside a queue at concurrency 2 (20 ms tasks)": ({"concurrency": 2}, 0.02),
+    "beside a queue at 200 a second": ({"rate_limit": 200, "rate_per": 1.0}, 0),
 }
 
 
-def _fill(conn: psycopg.Connection, queue: str, n: int) -> None:
+def _fill(conn: psycopg.Connection, queue: str, n: int, sleep: float = 0) -> None:
+    type_, payload = ("sleep", json.dumps({"seconds": sleep})) if sleep else ("noop", "{}")
     with conn.transaction():
         conn.execute(
-            "INSERT INTO tasks (title, type, queue) "
-            "SELECT 'task ' || g, 'noop', %s FROM generate_series(1, %s) g",
-            (queue, n),
+            "INSERT INTO tasks (title, type, queue, payload) "
+            "SELECT 'task ' || g, %s, %s, %s FROM generate_series(1, %s) g",
+            (type_, queue, payload, n),
         )
         conn.execute(common_sql.NOTIFY)
 
 
-def run_case(url: str, plugin: str, tmp: Path, n: int, limit: dict[str, float] | None) -> dict:
+def run_case(
+    url: str, plugin: str, tmp: Path, n: int, limit: dict[str, float] | None, sleep: float
+) -> dict:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("TRUNCATE queue_settings")
         bw.reset(conn, "tasks")
@@ -66,7 +72,7 @@ def run_case(url: str, plugin: str, tmp: Path, n: int, limit: dict[str, float] |
                 f"INSERT INTO queue_settings (name, {cols}) VALUES ('limited', {marks})",
                 list(limit.values()),
             )
-            _fill(conn, "limited", LIMITED_BACKLOG)
+            _fill(conn, "limited", LIMITED_BACKLOG, sleep)
         proc = bw.start_worker(
             url, plugin, tmp / "worker.log", WORKER_CONCURRENCY="8", WORKER_METRICS_PORT="0"
         )
@@ -105,8 +111,8 @@ def main(argv: list[str]) -> int:
         runs: dict[str, list[dict]] = {name: [] for name in CASES}
         load_start = round(os.getloadavg()[0], 2)
         for round_ in range(a.rounds):
-            for name, limit in CASES.items():
-                runs[name].append(run_case(url, plugin, tmp, a.tasks, limit))
+            for name, (limit, sleep) in CASES.items():
+                runs[name].append(run_case(url, plugin, tmp, a.tasks, limit, sleep))
                 bw.log(f"round {round_ + 1}: {name}: {json.dumps(runs[name][-1])}")
         commit = subprocess.run(
             ["git", "-C", str(bw.ROOT), "rev-parse", "--short", "HEAD"],
@@ -148,7 +154,7 @@ def main(argv: list[str]) -> int:
             f"{load_start} at the start, {r['machine']['load_average_at_end']} at the end). "
             f"Command: `{r['command']}`. One `flowforge worker`, concurrency 8, process "
             f"isolation, {a.tasks} noop tasks in `default`; beside it `limited` holds "
-            f"{LIMITED_BACKLOG} noop tasks under its limit. Rounds alternate; ratios are "
+            f"{LIMITED_BACKLOG} tasks under its limit. Rounds alternate; ratios are "
             "paired with the same round's run with no settings.",
             "",
             "| case | default tasks/s (median) | rounds | vs no settings, paired (median; all) "

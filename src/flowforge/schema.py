@@ -145,10 +145,12 @@ Index(
     tasks.c.id,
     postgresql_where=text("status = 'pending'"),
 )
+# One queue's claim (revision 0017: keyed on -priority, so that no other index can serve
+# a single queue's ordered scan).
 Index(
     "tasks_queue_claim_idx",
     tasks.c.queue,
-    tasks.c.priority.desc(),
+    text("(-priority)"),
     tasks.c.run_at,
     tasks.c.id,
     postgresql_where=text("status = 'pending'"),

@@ -314,3 +314,41 @@ def test_a_claim_alone_commits_asynchronously_outcomes_as_configured(database_ur
     assert task_row(db, claimed.id)["status"] == "completed"
     assert task_row(db, ids[1])["status"] == "processing"  # the second claim's
     q.close()
+
+
+def _index_of_one_queue_scan(db: psycopg.Connection, due: str) -> set[str]:
+    """The indexes the planner takes for a claim of 50 from `default`, which waits behind
+    a backlog of `other` in claim order, the table analysed."""
+    db.execute(
+        "INSERT INTO tasks (title, type, queue) "
+        "SELECT 't', 'noop', 'other' FROM generate_series(1, 20000)"
+    )
+    db.execute(
+        "INSERT INTO tasks (title, type, queue) "
+        "SELECT 't', 'noop', 'default' FROM generate_series(1, 8000)"
+    )
+    db.execute("ANALYZE tasks")
+    with db.transaction():
+        ((plan,),) = db.execute(
+            "EXPLAIN (FORMAT JSON) " + due,
+            {"queues": ["default"], "limit": 50, "restricted": ["other"]},
+        ).fetchall()
+    found: set[str] = set()
+
+    def walk(node: dict) -> None:
+        if "Index Name" in node:
+            found.add(node["Index Name"])
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(plan[0]["Plan"])
+    return found
+
+
+def test_one_queue_is_claimed_by_its_own_index_behind_another_queues_backlog(db) -> None:
+    # Keyed on priority DESC, tasks_queue_claim_idx gave the order of the every-queue
+    # index, which the planner then took, filtering on the queue: a claim behind 50,000
+    # tasks of another queue walked them all (revision 0017).
+    from flowforge.stores import queue_sql
+
+    assert _index_of_one_queue_scan(db, queue_sql._DUE_NAMED_QUEUES) == {"tasks_queue_claim_idx"}

@@ -112,7 +112,7 @@ _DUE_NAMED = """
         SELECT id, priority, run_at FROM tasks
         WHERE status = 'pending' AND queue = q.name AND run_at <= now()
           AND attempts < max_attempts
-        ORDER BY priority DESC, run_at, id
+        ORDER BY -priority, run_at, id  -- tasks_queue_claim_idx's order (revision 0017)
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ) AS c

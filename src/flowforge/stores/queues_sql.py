@@ -90,7 +90,7 @@ _DUE_LIMITED = """
         SELECT id, priority, run_at FROM tasks
         WHERE status = 'pending' AND queue = room.name AND run_at <= now()
           AND attempts < max_attempts
-        ORDER BY priority DESC, run_at, id
+        ORDER BY -priority, run_at, id  -- tasks_queue_claim_idx's order (revision 0017)
         LIMIT greatest(room.free, 0)
         FOR UPDATE SKIP LOCKED
     ) AS c
