@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 import psycopg
 import requests
+
+from flowforge import web
 
 from ..support import ApiClient, Tokens, assert_error
 
@@ -61,3 +66,26 @@ def test_pages_and_their_files_are_open_and_locked_to_this_origin(api_url: str) 
     )
     for path in ("/docs/index.html", "/docs/..%2Fweb%2F__init__.py", "/dashboard/nope.js"):
         assert_error(requests.get(api_url + path, timeout=10), 404, "not_found")
+
+
+def test_pages_name_their_files_by_version_so_an_upgrade_is_seen_at_once(api_url: str) -> None:
+    # A browser kept an hour-old dashboard.js beside a new page after an upgrade: the
+    # page now names each file with its content's digest and is revalidated every time.
+    for page, prefix, files in (
+        ("/dashboard", "/dashboard", web.DASHBOARD_FILES),
+        ("/docs", "/docs", web.DOCS_FILES),
+    ):
+        response = requests.get(api_url + page, timeout=10)
+        assert response.status_code == 200
+        assert response.headers["Cache-Control"] == "no-cache"
+        named = dict(re.findall(rf'(?:src|href)="{prefix}/([^"?]+)\?v=([0-9a-f]+)"', response.text))
+        # every file the dashboard has; Swagger UI's page names all but one favicon
+        assert named and set(named) <= set(files), page
+        assert prefix != "/dashboard" or set(named) == set(files)
+        assert not re.search(rf'(?:src|href)="{prefix}/[^"?]+"', response.text)  # none bare
+        for name, version in named.items():
+            body = (files[name] / name).read_bytes()
+            assert version == hashlib.sha256(body).hexdigest()[:12], name
+            asset = requests.get(f"{api_url}{prefix}/{name}?v={version}", timeout=10)
+            assert asset.status_code == 200 and asset.content == body, name
+            assert asset.headers["Cache-Control"] == "public, max-age=86400"
